@@ -1,0 +1,33 @@
+# ctkit: `make demo` and `make test` install everything a fresh Debian machine lacks.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+APT_PACKAGES := nftables libnftables1 iptables conntrack iproute2 python3-venv
+
+.PHONY: deps install demo test test-fast clean
+
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: deps $(VENV)/.installed
+
+demo: install
+	bash netns-scripts/demo.sh
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider tests integration
+
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,172 @@
+"""nft backend: IR -> libnftables JSON document (the input of `nft -j -f`).
+
+One function per IR node type, looked up in a table; a node with no entry is a
+CompileError naming the construct. The document only adds things; replacing
+ctkit's table atomically is the kernel stage's job (ctkit/kernel/nft.py).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Any, Callable
+
+from ctkit.compile import ir
+from ctkit.errors import CompileError
+
+BACKEND = "nft"
+FAMILY = "inet"  # ctkit owns one inet table: IPv4 and IPv6 in one place
+
+_ADDR_PROTO = {"ipv4": "ip", "ipv6": "ip6"}
+
+
+def _addr_value(text: str) -> Any:
+    if "/" not in text:
+        return text
+    addr, length = text.split("/")
+    return {"prefix": {"addr": addr, "len": int(length)}}
+
+
+def _set_or_one(values: list[Any]) -> Any:
+    return values[0] if len(values) == 1 else {"set": values}
+
+
+def _port_value(r) -> Any:
+    return r.lo if r.lo == r.hi else {"range": [r.lo, r.hi]}
+
+
+def _eq(left: dict, right: Any, op: str = "==") -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+# ------------------------------------------------------------------ matches
+
+def _nfproto(m: ir.NfProto, rule: ir.Rule) -> list[dict]:
+    return [_eq({"meta": {"key": "nfproto"}}, m.family)]
+
+
+def _l4proto(m: ir.L4Proto, rule: ir.Rule) -> list[dict]:
+    # a single protocol with ports is written `tcp dport ...`: the port match implies it
+    if len(m.protocols) == 1 and any(isinstance(x, ir.Port) for x in rule.matches):
+        return []
+    return [_eq({"meta": {"key": "l4proto"}}, _set_or_one(list(m.protocols)))]
+
+
+def _addr(m: ir.Addr, rule: ir.Rule) -> list[dict]:
+    left = {"payload": {"protocol": _ADDR_PROTO[m.family], "field": m.field}}
+    return [_eq(left, _set_or_one([_addr_value(n) for n in m.networks]))]
+
+
+def _port(m: ir.Port, rule: ir.Rule) -> list[dict]:
+    protos = next((x.protocols for x in rule.matches if isinstance(x, ir.L4Proto)), ())
+    proto = protos[0] if len(protos) == 1 else "th"
+    left = {"payload": {"protocol": proto, "field": m.field}}
+    return [_eq(left, _set_or_one([_port_value(r) for r in m.ranges]))]
+
+
+def _iface(m: ir.Iface, rule: ir.Rule) -> list[dict]:
+    return [_eq({"meta": {"key": "iifname" if m.direction == "in" else "oifname"}}, m.name)]
+
+
+def _ctstate(m: ir.CtState, rule: ir.Rule) -> list[dict]:
+    states = list(m.states)
+    return [_eq({"ct": {"key": "state"}}, states[0] if len(states) == 1 else states, op="in")]
+
+
+# --------------------------------------------------------------- statements
+
+def _counter(s: ir.Counter, rule: ir.Rule) -> list[dict]:
+    return [{"counter": None}]
+
+
+def _log(s: ir.Log, rule: ir.Rule) -> list[dict]:
+    body: dict[str, Any] = {}
+    if s.prefix is not None:
+        body["prefix"] = s.prefix
+    body["level"] = s.level
+    return [{"log": body}]
+
+
+def _notrack(s: ir.Notrack, rule: ir.Rule) -> list[dict]:
+    return [{"notrack": None}]
+
+
+def _set_helper(s: ir.SetCtHelper, rule: ir.Rule) -> list[dict]:
+    return [{"ct helper": s.object_name}]
+
+
+def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
+    if s.kind in ("jump", "goto"):
+        return [{s.kind: {"target": s.target}}]
+    if s.kind == "reject":
+        if s.reject_with == "tcp-reset":
+            return [{"reject": {"type": "tcp reset"}}]
+        return [{"reject": {"type": "icmpx", "expr": s.reject_with or "port-unreachable"}}]
+    return [{s.kind: None}]
+
+
+RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
+    ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
+    ir.Iface: _iface, ir.CtState: _ctstate,
+    ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
+    ir.Verdict: _verdict,
+}
+
+
+def _render(node: Any, rule: ir.Rule) -> list[dict]:
+    fn = RENDERERS.get(type(node))
+    if fn is None:
+        raise CompileError(BACKEND, type(node).__name__, rule.origin, "no nft equivalent")
+    return fn(node, rule)
+
+
+def _concrete(rule: ir.Rule) -> list[ir.Rule]:
+    """nft has no 'source or destination' match: one rule per field combination."""
+    choices = []
+    for m in rule.matches:
+        if isinstance(m, (ir.Addr, ir.Port)) and m.field == "any":
+            a, b = ("saddr", "daddr") if isinstance(m, ir.Addr) else ("sport", "dport")
+            choices.append([type(m)(a, *_rest(m)), type(m)(b, *_rest(m))])
+        else:
+            choices.append([m])
+    return [ir.Rule(rule.id, rule.origin, tuple(combo), rule.statements, rule.comment)
+            for combo in itertools.product(*choices)]
+
+
+def _rest(m):
+    return (m.family, m.networks) if isinstance(m, ir.Addr) else (m.ranges,)
+
+
+def rule_commands(table: str, chain: str, rule: ir.Rule) -> list[dict]:
+    out = []
+    for concrete in _concrete(rule):
+        expr = [e for node in concrete.matches + concrete.statements for e in _render(node, concrete)]
+        out.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": chain,
+                                     "comment": concrete.kernel_comment, "expr": expr}}})
+    return out
+
+
+def _chain(table: str, chain: ir.Chain) -> dict:
+    body: dict[str, Any] = {"family": FAMILY, "table": table, "name": chain.name}
+    if chain.hook is not None:
+        body.update(type=chain.hook.type, hook=chain.hook.hook, prio=chain.hook.priority,
+                    policy=chain.policy or "accept")
+    return {"add": {"chain": body}}
+
+
+def _helper_object(table: str, obj: ir.CtHelperObject) -> dict:
+    return {"add": {"ct helper": {"family": FAMILY, "table": table, "name": obj.name, "type": obj.helper,
+                                  "protocol": obj.protocol, "l3proto": obj.l3proto}}}
+
+
+def table_commands(table: ir.Table) -> list[dict]:
+    cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": table.name}}}]
+    cmds += [_helper_object(table.name, o) for o in table.objects]
+    cmds += [_chain(table.name, c) for c in table.chains]
+    for chain in table.chains:
+        for rule in chain.rules:
+            cmds += rule_commands(table.name, chain.name, rule)
+    return cmds
+
+
+def generate(plan: ir.Plan) -> dict:
+    """The libnftables JSON document that creates ctkit's table."""
+    return {"nftables": [{"metainfo": {"json_schema_version": 1}}] + table_commands(plan.table)}

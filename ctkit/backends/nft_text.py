@@ -1,0 +1,119 @@
+"""Print a libnftables JSON document (as ctkit's nft backend writes it) in nft syntax.
+
+The nft backend has one generator (IR -> JSON); this module is only a printer
+for the JSON forms that generator emits, so `ctkit compile --format nft` shows
+what an administrator would write by hand. An expression it does not know is
+a CompileError, never a guess. The printed file starts with the same
+add/delete prelude that ctkit's apply uses, so `nft -f FILE` replaces the
+table atomically too.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ctkit.errors import CompileError
+
+INDENT = "\t"
+
+
+def _fail(what: Any) -> None:
+    raise CompileError("nft-text", repr(what)[:80], "document", "no nft syntax known for this expression")
+
+
+def _q(text: str) -> str:
+    return '"' + text + '"'
+
+
+def value(v: Any) -> str:
+    if isinstance(v, (int, str)):
+        return str(v)
+    if isinstance(v, list):
+        return ",".join(value(x) for x in v)
+    if isinstance(v, dict):
+        if "set" in v:
+            return "{ " + ", ".join(value(x) for x in v["set"]) + " }"
+        if "prefix" in v:
+            return f"{v['prefix']['addr']}/{v['prefix']['len']}"
+        if "range" in v:
+            lo, hi = v["range"]
+            return f"{value(lo)}-{value(hi)}"
+    _fail(v)
+
+
+def left(v: dict) -> str:
+    if "meta" in v:
+        key = v["meta"]["key"]
+        return key if key in ("iifname", "oifname") else f"meta {key}"
+    if "payload" in v:
+        return f"{v['payload']['protocol']} {v['payload']['field']}"
+    if "ct" in v:
+        return f"ct {v['ct']['key']}"
+    _fail(v)
+
+
+def _string_right(lhs: dict, v: Any) -> str:
+    if "meta" in lhs and lhs["meta"]["key"] in ("iifname", "oifname") and isinstance(v, str):
+        return _q(v)
+    return value(v)
+
+
+def expr(e: dict) -> str:
+    (key, body), = e.items()
+    if key == "match":
+        op = "" if body["op"] in ("==", "in") else body["op"] + " "
+        return f"{left(body['left'])} {op}{_string_right(body['left'], body['right'])}"
+    if key in ("counter", "notrack", "accept", "drop", "return") and body is None:
+        return key
+    if key in ("jump", "goto"):
+        return f"{key} {body['target']}"
+    if key == "ct helper":
+        return f"ct helper set {_q(body)}"
+    if key == "log":
+        parts = ["log"]
+        if "prefix" in body:
+            parts.append(f"prefix {_q(body['prefix'])}")
+        if "level" in body:
+            parts.append(f"level {body['level']}")
+        return " ".join(parts)
+    if key == "reject":
+        if body.get("type") == "tcp reset":
+            return "reject with tcp reset"
+        return f"reject with {body['type']} type {body['expr']}"
+    _fail(e)
+
+
+def render(document: dict) -> str:
+    cmds = [c["add"] for c in document["nftables"] if "add" in c]
+    table = next(c["table"] for c in cmds if "table" in c)
+    family, name = table["family"], table["name"]
+    out = [f"# ctkit: table {family} {name}; `nft -f` this file replaces the table atomically",
+           f"add table {family} {name}", f"delete table {family} {name}", "",
+           f"table {family} {name} {{"]
+    blocks: list[list[str]] = []
+    for c in cmds:
+        if "ct helper" in c:
+            h = c["ct helper"]
+            blocks.append([f"{INDENT}ct helper {h['name']} {{",
+                           f"{INDENT * 2}type {_q(h['type'])} protocol {h['protocol']}",
+                           f"{INDENT * 2}l3proto {h['l3proto']}", f"{INDENT}}}"])
+    for c in cmds:
+        if "chain" in c:
+            ch = c["chain"]
+            lines = [f"{INDENT}chain {ch['name']} {{"]
+            if "hook" in ch:
+                lines.append(f"{INDENT * 2}type {ch['type']} hook {ch['hook']} priority {ch['prio']}; "
+                             f"policy {ch['policy']};")
+            for r in cmds:
+                if "rule" in r and r["rule"]["chain"] == ch["name"]:
+                    text = " ".join(expr(e) for e in r["rule"]["expr"])
+                    if r["rule"].get("comment"):
+                        text += f" comment {_q(r['rule']['comment'])}"
+                    lines.append(INDENT * 2 + text)
+            lines.append(f"{INDENT}}}")
+            blocks.append(lines)
+    for i, block in enumerate(blocks):
+        if i:
+            out.append("")
+        out.extend(block)
+    out.append("}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,61 @@
+"""What every command shares: the --netns option, output helpers, error handling.
+
+No Python traceback reaches a user: CtkitError subclasses carry their exit
+code; anything else is an internal error (exit 3) with a one-line message.
+Set CTKIT_DEBUG=1 to see the traceback.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from typing import Any, Callable, Optional
+
+import typer
+
+from ctkit.errors import EXIT_KERNEL, CtkitError, PolicyError
+
+NetnsOption = typer.Option(None, "--netns", "-n", help="Network namespace (name under /run/netns, a path, "
+                           "or pid:N). Default: the current one.", show_default=False)
+JsonOption = typer.Option(False, "--json", help="Machine-readable JSON output.")
+
+
+def err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def handle_errors(fn: Callable) -> Callable:
+    """Map ctkit errors to messages and exit codes."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except PolicyError as exc:
+            for p in exc.problems:
+                err(p.render())
+            raise typer.Exit(exc.exit_code)
+        except CtkitError as exc:
+            err(f"ctkit: {exc}")
+            raise typer.Exit(exc.exit_code)
+        except BrokenPipeError:
+            raise typer.Exit(0)
+        except KeyboardInterrupt:
+            raise typer.Exit(130)
+        except Exception as exc:  # noqa: BLE001 - last line of defence before the user
+            if os.environ.get("CTKIT_DEBUG"):
+                raise
+            err(f"ctkit: internal error: {type(exc).__name__}: {exc} (set CTKIT_DEBUG=1 for details)")
+            raise typer.Exit(EXIT_KERNEL)
+    return wrapper
+
+
+def optional_str(value: Optional[str]) -> Optional[str]:
+    return value or None

@@ -1,0 +1,136 @@
+"""Policy commands: validate, compile, apply, show, remove."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ctkit import pipeline
+from ctkit.backends import nft as nft_backend
+from ctkit.backends import nft_text, registry
+from ctkit.cli.common import JsonOption, NetnsOption, err, handle_errors, print_json
+from ctkit.errors import EXIT_INVALID, PolicyError
+from ctkit.kernel import nft as nft_kernel
+from ctkit.kernel.settings import apply_settings
+
+PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
+BackendOption = typer.Option("nft", "--backend", "-b", help="Kernel backend: nft.")
+TableOption = typer.Option("ctkit", "--table", "-t", help="Name of ctkit's table.")
+
+
+def _print_warnings(compiled: pipeline.Compiled) -> None:
+    for w in compiled.warnings:
+        err(w.render())
+
+
+@handle_errors
+def validate(policies: List[Path] = typer.Argument(..., help="Policy files (JSON or YAML)."),
+             as_json: bool = JsonOption) -> None:
+    """Check policy files against the schema and the semantic rules; print every problem."""
+    report, failed = [], False
+    for path in policies:
+        try:
+            policy, warnings = pipeline.check(path)
+        except PolicyError as exc:
+            failed = True
+            report.append({"file": str(path), "valid": False, "problems": [p.as_dict() for p in exc.problems]})
+            if not as_json:
+                for p in exc.problems:
+                    err(p.render())
+            continue
+        rules = sum(len(c.rules) for c in policy.chains)
+        report.append({"file": str(path), "valid": True, "problems": [w.as_dict() for w in warnings]})
+        if not as_json:
+            for w in warnings:
+                err(w.render())
+            print(f"{path}: ok (table {policy.table}: {len(policy.chains)} chains, {rules} rules, "
+                  f"{len(policy.notrack)} notrack, {len(policy.helpers)} helpers, {len(warnings)} warnings)")
+    if as_json:
+        print_json(report)
+    if failed:
+        raise typer.Exit(EXIT_INVALID)
+
+
+@handle_errors
+def compile_(policy: Path = PolicyArg, backend: str = BackendOption,
+             fmt: str = typer.Option("json", "--format", "-f",
+                                     help="json: libnftables JSON (nft -j -f); nft: nft syntax (nft -f); "
+                                          "plan: ruleset and host settings as JSON.")) -> None:
+    """Compile a policy and print what the backend would send to the kernel."""
+    registry.check(backend)
+    compiled = pipeline.compile_file(policy)
+    _print_warnings(compiled)
+    document = nft_backend.generate(compiled.plan)
+    if fmt == "json":
+        print_json(document)
+    elif fmt == "nft":
+        print(nft_text.render(document), end="")
+    elif fmt == "plan":
+        print_json({"backend": backend, "table": compiled.plan.table.name, "ruleset": document,
+                    "settings": [{"key": s.key, "sysctl": f"net.netfilter.{s.sysctl}", "value": s.value,
+                                  "absent_ok": s.absent_ok} for s in compiled.plan.settings]})
+    else:
+        err(f"ctkit: unknown format {fmt!r} (valid: json, nft, plan)")
+        raise typer.Exit(EXIT_INVALID)
+
+
+@handle_errors
+def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend: str = BackendOption,
+          dry_run: bool = typer.Option(False, "--dry-run", "--check",
+                                       help="Let the kernel validate the transaction; change nothing."),
+          as_json: bool = JsonOption) -> None:
+    """Apply a policy atomically: ctkit's table is replaced in one kernel transaction."""
+    registry.check(backend)
+    compiled = pipeline.compile_file(policy)
+    _print_warnings(compiled)
+    table = compiled.plan.table.name
+    document = nft_backend.generate(compiled.plan)
+    nft_kernel.apply(table, document, netns, dry_run=dry_run)
+    results = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
+    rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
+    if as_json:
+        print_json({"table": f"inet {table}", "netns": netns, "dry_run": dry_run, "kernel_rules": rules,
+                    "settings": [r.as_dict() for r in results]})
+        return
+    verb = "checked (nothing changed)" if dry_run else "applied"
+    print(f"{verb}: table inet {table}, {len(compiled.plan.table.chains)} chains, {rules} rules"
+          + (f" in netns {netns}" if netns else ""))
+    for r in results:
+        note = ""
+        if r.result == "read-only" and not r.ok:
+            note = " (host-wide: set it in the initial namespace; the audit will report it)"
+        print(f"  net.netfilter.{r.setting.sysctl} = {r.setting.value}: {r.result}"
+              + (f" (was {r.before})" if r.result in ("changed", "would change") else "") + note)
+
+
+@handle_errors
+def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: bool = JsonOption) -> None:
+    """Show what ctkit owns in the kernel, with rule counters."""
+    if as_json:
+        items = nft_kernel.list_table(table, netns)
+        print_json({"table": f"inet {table}", "present": items is not None, "nftables": items or []})
+        return
+    text = nft_kernel.list_table_text(table, netns)
+    if text is None:
+        print(f"ctkit owns nothing here: no table inet {table}")
+        return
+    print(text, end="")
+
+
+@handle_errors
+def remove(netns: Optional[str] = NetnsOption, table: str = TableOption) -> None:
+    """Remove everything ctkit owns (its table); nothing else is touched."""
+    if nft_kernel.delete_table(table, netns):
+        print(f"removed table inet {table}")
+    else:
+        print(f"nothing to remove: no table inet {table}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(validate)
+    app.command("compile")(compile_)
+    app.command()(apply)
+    app.command()(show)
+    app.command()(remove)

@@ -1,0 +1,1 @@
+"""Model -> backend-neutral IR."""

@@ -1,0 +1,158 @@
+"""Backend-neutral intermediate representation of what ctkit puts in the kernel.
+
+A backend is a generator from these nodes to a kernel tool's input (see
+ctkit/backends). Every node is a small frozen value; a backend looks each
+node type up in its own table and raises CompileError for a node it cannot
+express.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from ctkit.policy.model import PortRange
+
+#: standard netfilter priorities (include/uapi/linux/netfilter_ipv4.h)
+PRIORITY_RAW = -300
+PRIORITY_FILTER = 0
+
+
+# ------------------------------------------------------------------ matches
+
+@dataclass(frozen=True)
+class NfProto:
+    """Layer-3 family: ipv4 or ipv6."""
+    family: str
+
+
+@dataclass(frozen=True)
+class L4Proto:
+    """Any of these layer-4 protocols."""
+    protocols: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Addr:
+    """Source, destination, or either ('any') address in these networks of one family."""
+    field: str  # saddr | daddr | any
+    family: str  # ipv4 | ipv6
+    networks: tuple[str, ...]  # normalised text: '192.0.2.10' or '10.0.0.0/8'
+
+
+@dataclass(frozen=True)
+class Port:
+    """Source, destination, or either ('any') port in these ranges (needs an L4Proto match)."""
+    field: str  # sport | dport | any
+    ranges: tuple[PortRange, ...]
+
+
+@dataclass(frozen=True)
+class Iface:
+    direction: str  # in | out
+    name: str
+
+
+@dataclass(frozen=True)
+class CtState:
+    states: tuple[str, ...]
+
+
+Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState]
+
+
+# --------------------------------------------------------------- statements
+
+@dataclass(frozen=True)
+class Counter:
+    pass
+
+
+@dataclass(frozen=True)
+class Log:
+    prefix: str | None
+    level: str
+
+
+@dataclass(frozen=True)
+class Notrack:
+    pass
+
+
+@dataclass(frozen=True)
+class SetCtHelper:
+    """Attach the named ct helper object to the flow."""
+    object_name: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str  # accept | drop | reject | return | jump | goto
+    target: str | None = None  # chain, for jump/goto
+    reject_with: str | None = None  # port-unreachable ... tcp-reset
+
+
+Statement = Union[Counter, Log, Notrack, SetCtHelper, Verdict]
+
+
+# ---------------------------------------------------------------- structure
+
+@dataclass(frozen=True)
+class Rule:
+    id: str  # stable policy rule id, carried into the kernel (comment)
+    origin: str  # JSON pointer in the policy
+    matches: tuple[Match, ...]
+    statements: tuple[Statement, ...]
+    comment: str | None = None  # the user's free text
+
+    @property
+    def kernel_comment(self) -> str:
+        return f"{self.id}: {self.comment}" if self.comment else self.id
+
+
+@dataclass(frozen=True)
+class Hook:
+    hook: str  # prerouting input forward output postrouting
+    priority: int
+    type: str = "filter"
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...]
+    hook: Hook | None = None  # None: a user-defined chain
+    policy: str | None = None  # base chains: accept | drop
+    origin: str | None = None
+
+
+@dataclass(frozen=True)
+class CtHelperObject:
+    name: str
+    helper: str  # kernel helper name: ftp, Q.931, RAS, ...
+    protocol: str  # tcp | udp
+    l3proto: str  # inet | ip | ip6
+    origin: str
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    chains: tuple[Chain, ...]
+    objects: tuple[CtHelperObject, ...] = ()
+
+
+@dataclass(frozen=True)
+class SysctlSetting:
+    """A net.netfilter sysctl the policy wants; absent_ok: a kernel without it meets the wish."""
+    key: str  # policy key, e.g. timeouts.udp
+    sysctl: str  # name under net.netfilter
+    value: int
+    origin: str
+    absent_ok: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything compile produces: the ruleset and the host settings."""
+    table: Table
+    settings: tuple[SysctlSetting, ...] = ()

@@ -1,0 +1,143 @@
+"""Lower the policy model into the IR: one place that decides what each policy
+construct means in netfilter terms, before any backend is involved."""
+from __future__ import annotations
+
+from typing import Iterable
+
+from ctkit.compile import ir
+from ctkit.policy import model
+
+NOTRACK_CHAINS = {"in": ("notrack-pre", "prerouting"), "out": ("notrack-out", "output")}
+HELPER_CHAINS = {"in": ("helper-pre", "prerouting"), "out": ("helper-out", "output")}
+
+
+def _nets(nets: Iterable[model.Network], version: int) -> tuple[str, ...]:
+    out = []
+    for n in nets:
+        if n.version == version:
+            out.append(str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n))
+    return tuple(out)
+
+
+def _family_parts(family: str | None, addrs: dict[str, tuple[model.Network, ...]]
+                  ) -> list[tuple[str | None, tuple[ir.Match, ...]]]:
+    """Split by address family: nft and iptables match one family's addresses per rule.
+
+    Returns (family, address matches) for each family the rule can match; a rule
+    without addresses yields one part with the given family (None = both).
+    """
+    given = {k: v for k, v in addrs.items() if v}
+    if not given:
+        return [(family, ())]
+    parts = []
+    for fam, version in (("ipv4", 4), ("ipv6", 6)):
+        if family and family != fam:
+            continue
+        matches = tuple(ir.Addr(k, fam, _nets(v, version)) for k, v in given.items())
+        if all(m.networks for m in matches):
+            parts.append((fam, matches))
+    return parts
+
+
+def _base_matches(family: str | None, protocols: tuple[str, ...], has_addr: bool) -> list[ir.Match]:
+    out: list[ir.Match] = []
+    if family and not has_addr:
+        out.append(ir.NfProto(family))
+    if protocols:
+        out.append(ir.L4Proto(tuple(protocols)))
+    return out
+
+
+def lower_rule(rule: model.Rule) -> list[ir.Rule]:
+    statements: list[ir.Statement] = []
+    if rule.counter:
+        statements.append(ir.Counter())
+    if rule.log is not None:
+        statements.append(ir.Log(rule.log.prefix, rule.log.level))
+    if rule.jump:
+        statements.append(ir.Verdict("jump", target=rule.jump))
+    elif rule.goto:
+        statements.append(ir.Verdict("goto", target=rule.goto))
+    elif rule.action:
+        statements.append(ir.Verdict(rule.action, reject_with=rule.reject_with))
+    out = []
+    for family, addr_matches in _family_parts(rule.family, {"saddr": rule.saddr, "daddr": rule.daddr}):
+        matches = _base_matches(family, rule.protocols, bool(addr_matches))
+        matches += addr_matches
+        if rule.sport:
+            matches.append(ir.Port("sport", rule.sport))
+        if rule.dport:
+            matches.append(ir.Port("dport", rule.dport))
+        if rule.iif:
+            matches.append(ir.Iface("in", rule.iif))
+        if rule.oif:
+            matches.append(ir.Iface("out", rule.oif))
+        if rule.ct_state:
+            matches.append(ir.CtState(rule.ct_state))
+        out.append(ir.Rule(rule.id, rule.pointer, tuple(matches), tuple(statements), rule.comment))
+    return out
+
+
+def lower_notrack(entry: model.Notrack, direction: str) -> list[ir.Rule]:
+    statements = ((ir.Counter(),) if entry.counter else ()) + (ir.Notrack(),)
+    out = []
+    addrs = {"saddr": entry.saddr, "daddr": entry.daddr, "any": entry.peers}
+    for family, addr_matches in _family_parts(entry.family, addrs):
+        matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
+        if entry.ports:
+            matches.append(ir.Port("any", entry.ports))
+        if direction == "in" and entry.iif:
+            matches.append(ir.Iface("in", entry.iif))
+        if direction == "out" and entry.oif:
+            matches.append(ir.Iface("out", entry.oif))
+        out.append(ir.Rule(f"notrack/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
+    return out
+
+
+def lower_helper(entry: model.Helper) -> list[ir.Rule]:
+    statements = (ir.Counter(), ir.SetCtHelper(entry.name))
+    out = []
+    family = entry.family or ("ipv4" if entry.helper in model.IPV4_ONLY_HELPERS else None)
+    for family, addr_matches in _family_parts(family, {"saddr": entry.saddr, "daddr": entry.daddr}):
+        matches = _base_matches(family, (entry.protocol,), bool(addr_matches)) + list(addr_matches)
+        matches.append(ir.Port("dport", entry.ports))
+        out.append(ir.Rule(f"helper/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
+    return out
+
+
+def helper_object(entry: model.Helper) -> ir.CtHelperObject:
+    if entry.helper in model.IPV4_ONLY_HELPERS or entry.family == "ipv4":
+        l3 = "ip"
+    elif entry.family == "ipv6":
+        l3 = "ip6"
+    else:
+        l3 = "inet"
+    return ir.CtHelperObject(entry.name, entry.kernel_name, entry.protocol, l3, entry.pointer)
+
+
+def _directions(direction: str) -> tuple[str, ...]:
+    return ("in", "out") if direction == "both" else (direction,)
+
+
+def lower(policy: model.Policy) -> ir.Plan:
+    chains: list[ir.Chain] = []
+    for direction, (name, hook) in NOTRACK_CHAINS.items():
+        rules = [r for n in policy.notrack if direction in _directions(n.direction)
+                 for r in lower_notrack(n, direction)]
+        if rules:
+            chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, ir.PRIORITY_RAW), "accept"))
+    for direction, (name, hook) in HELPER_CHAINS.items():
+        rules = [r for h in policy.helpers if direction in _directions(h.direction) for r in lower_helper(h)]
+        if rules:
+            chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, ir.PRIORITY_FILTER), "accept"))
+    for chain in policy.chains:
+        rules = tuple(r for rule in chain.rules for r in lower_rule(rule))
+        hook = ir.Hook(chain.name, ir.PRIORITY_FILTER) if chain.is_base else None
+        chains.append(ir.Chain(chain.name, rules, hook, (chain.policy or "accept") if hook else None,
+                               chain.pointer))
+    objects = tuple(helper_object(h) for h in policy.helpers)
+    settings = tuple(
+        ir.SysctlSetting(s.key, s.sysctl, s.value, s.pointer,
+                         absent_ok=(s.key == "helper_autoassign" and s.value == 0))
+        for s in policy.settings)
+    return ir.Plan(ir.Table(policy.table, tuple(chains), objects), settings)

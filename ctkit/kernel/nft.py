@@ -1,0 +1,128 @@
+"""nftables through libnftables (the pip-nftables bindings), inside a namespace.
+
+A libnftables context holds a netlink socket bound to the namespace it was
+created in, so every function here creates its context after entering the
+target namespace and never keeps it.
+
+Apply replaces ctkit's table in one transaction: `add table` (so the next
+command cannot fail on a missing table), `delete table`, then the whole new
+table, all in one libnftables batch. The kernel sees the old table or the new
+one, never a mix and never an empty window; no other table is touched.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ctkit.errors import KernelError
+from ctkit.kernel.netns import entered
+
+FAMILY = "inet"
+
+
+def _context():
+    try:
+        import nftables
+    except ImportError:  # pragma: no cover - install problem
+        raise KernelError("the libnftables Python bindings are missing (pip install pip-nftables; "
+                          "apt-get install libnftables1)") from None
+    try:
+        ctx = nftables.Nftables()
+    except OSError as exc:
+        raise KernelError(f"cannot load libnftables: {exc} (apt-get install libnftables1)") from None
+    ctx.set_json_output(True)
+    ctx.set_handle_output(False)
+    return ctx
+
+
+def _set_dry_run(ctx, on: bool) -> None:
+    """Check mode: the kernel validates the batch and commits nothing (nft --check).
+
+    pip-nftables 1.0.2 has no set_dry_run(); libnftables itself has had
+    nft_ctx_set_dry_run() since 0.9, so call it on the binding's context.
+    """
+    if hasattr(ctx, "set_dry_run"):
+        ctx.set_dry_run(on)
+        return
+    import ctypes
+    lib = ctypes.CDLL("libnftables.so.1")
+    lib.nft_ctx_set_dry_run.argtypes = [ctypes.c_void_p, ctypes.c_bool]
+    lib.nft_ctx_set_dry_run(ctx._Nftables__ctx, on)
+
+
+def _run_json(ctx, document: dict, what: str) -> None:
+    rc, _out, error = ctx.json_cmd(document)
+    if rc != 0:
+        raise KernelError(f"{what} refused by the kernel: {_clean(error)}")
+
+
+def _clean(error: Any) -> str:
+    text = error if isinstance(error, str) else json.dumps(error)
+    text = text.strip().replace("internal:0:0-0: ", "") or "no message (are you root?)"
+    if "Operation not permitted" in text:
+        text += " (needs CAP_NET_ADMIN: run as root)"
+    return text
+
+
+def replace_table_document(table: str, commands: list[dict]) -> dict:
+    """The transaction that swaps ctkit's table for the one `commands` build."""
+    ident = {"family": FAMILY, "name": table}
+    prelude = [{"add": {"table": dict(ident)}}, {"delete": {"table": dict(ident)}}]
+    body = [c for c in commands if "metainfo" not in c]
+    return {"nftables": prelude + body}
+
+
+def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = False) -> None:
+    """Atomically replace ctkit's table with the one `document` creates."""
+    batch = replace_table_document(table, document["nftables"])
+    with entered(netns):
+        ctx = _context()
+        _set_dry_run(ctx, dry_run)
+        _run_json(ctx, batch, "dry run" if dry_run else "apply")
+
+
+def list_table(table: str, netns: str | None = None) -> list[dict] | None:
+    """The table as the kernel prints it (libnftables JSON objects), or None if absent."""
+    with entered(netns):
+        ctx = _context()
+        ctx.set_handle_output(True)
+        rc, out, error = ctx.cmd(f"list table {FAMILY} {table}")
+    if rc != 0:
+        if "No such file or directory" in error:
+            return None
+        raise KernelError(f"cannot list table {FAMILY} {table}: {_clean(error)}")
+    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def list_table_text(table: str, netns: str | None = None) -> str | None:
+    with entered(netns):
+        ctx = _context()
+        ctx.set_json_output(False)
+        rc, out, error = ctx.cmd(f"list table {FAMILY} {table}")
+    if rc != 0:
+        if "No such file or directory" in error:
+            return None
+        raise KernelError(f"cannot list table {FAMILY} {table}: {_clean(error)}")
+    return out
+
+
+def list_ruleset(netns: str | None = None) -> list[dict]:
+    with entered(netns):
+        ctx = _context()
+        ctx.set_handle_output(True)
+        rc, out, error = ctx.cmd("list ruleset")
+    if rc != 0:
+        raise KernelError(f"cannot list the ruleset: {_clean(error)}")
+    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def delete_table(table: str, netns: str | None = None) -> bool:
+    """Delete ctkit's table; False when there was none."""
+    with entered(netns):
+        ctx = _context()
+        rc, _out, error = ctx.cmd(f"delete table {FAMILY} {table}")
+    if rc != 0:
+        if "No such file or directory" in error:
+            return False
+        raise KernelError(f"cannot delete table {FAMILY} {table}: {_clean(error)}")
+    return True

@@ -1,0 +1,37 @@
+"""The stages in order, for callers that want a policy file turned into a plan.
+
+load -> model -> lint -> compile (IR). Backends and the kernel come after and
+are chosen by the caller.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctkit.compile import ir
+from ctkit.compile.lower import lower
+from ctkit.errors import PolicyError, Problem
+from ctkit.policy.lint import errors_of, lint
+from ctkit.policy.load import load_file
+from ctkit.policy.model import Policy
+
+
+@dataclass(frozen=True)
+class Compiled:
+    policy: Policy
+    plan: ir.Plan
+    warnings: tuple[Problem, ...]
+
+
+def check(path: str | Path) -> tuple[Policy, list[Problem]]:
+    """Load and lint; raise PolicyError on any error, return the warnings."""
+    policy = load_file(path)
+    findings = lint(policy)
+    if errors_of(findings):
+        raise PolicyError(findings)
+    return policy, findings
+
+
+def compile_file(path: str | Path) -> Compiled:
+    policy, warnings = check(path)
+    return Compiled(policy, lower(policy), tuple(warnings))

@@ -1,0 +1,1 @@
+"""What the user wrote: loading, the typed model, and semantic lint."""

@@ -1,0 +1,311 @@
+"""Semantic checks that JSON Schema cannot express.
+
+lint(policy) returns findings; errors make a policy invalid (exit 2), warnings
+are printed and do not. Each finding names the place (JSON pointer and line).
+"""
+from __future__ import annotations
+
+import difflib
+from collections import Counter
+from dataclasses import replace
+from typing import Iterable
+
+from ctkit.errors import Problem
+from ctkit.policy.model import (
+    BASE_CHAINS, IPV4_ONLY_HELPERS, PORT_PROTOCOLS, Chain, Helper, Network, Notrack,
+    Policy, PortRange, Rule,
+)
+
+#: chains a do-not-track direction has to get through, and where it comes from
+_NOTRACK_FILTERS = {"in": ("input",), "out": ("output",)}
+
+
+def lint(policy: Policy) -> list[Problem]:
+    problems: list[Problem] = []
+    for check in (_duplicates, _chain_targets, _jump_loops, _unreachable_chains, _rules,
+                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings):
+        problems.extend(check(policy))
+    return [replace(p, source=policy.source, line=policy.line_of(p.pointer)) for p in problems]
+
+
+def errors_of(problems: Iterable[Problem]) -> list[Problem]:
+    return [p for p in problems if p.severity == "error"]
+
+
+def _error(pointer: str, message: str, hint: str | None = None) -> Problem:
+    return Problem(pointer, message, "error", hint=hint)
+
+
+def _warning(pointer: str, message: str, hint: str | None = None) -> Problem:
+    return Problem(pointer, message, "warning", hint=hint)
+
+
+# ------------------------------------------------------------------ structure
+
+def _duplicates(policy: Policy):
+    for kind, items, ptr in (("notrack", policy.notrack, "/name"), ("helper", policy.helpers, "/name")):
+        counts = Counter(i.name for i in items)
+        for item in items:
+            if counts[item.name] > 1:
+                yield _error(item.pointer + ptr, f"{kind} name {item.name!r} is used {counts[item.name]} times",
+                             "names identify rules in the kernel, the audit and metrics: make them unique")
+                counts[item.name] = 0  # report once
+    rules = [r for c in policy.chains for r in c.rules]
+    counts = Counter(r.id for r in rules)
+    for rule in rules:
+        if counts[rule.id] > 1:
+            yield _error(rule.pointer + "/name", f"rule name {rule.id!r} is used {counts[rule.id]} times",
+                         "rule names must be unique across all chains")
+            counts[rule.id] = 0
+
+
+def _chain_targets(policy: Policy):
+    user = [c.name for c in policy.chains if not c.is_base]
+    for chain in policy.chains:
+        if chain.policy and not chain.is_base:
+            yield _error(chain.pointer + "/policy", f"user-defined chain {chain.name!r} cannot have a policy",
+                         "only base chains (" + ", ".join(BASE_CHAINS) + ") have a default verdict; "
+                         "end the chain with a rule instead")
+        for rule in chain.rules:
+            if not rule.target:
+                continue
+            key = "jump" if rule.jump else "goto"
+            if rule.target in BASE_CHAINS:
+                yield _error(rule.pointer + "/" + key, f"cannot {key} to base chain {rule.target!r}",
+                             "jump and goto lead to user-defined chains")
+            elif rule.target not in user:
+                close = difflib.get_close_matches(rule.target, user, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else (
+                    "defined user chains: " + ", ".join(user) if user else "no user-defined chain exists")
+                yield _error(rule.pointer + "/" + key, f"{key} to unknown chain {rule.target!r}", hint)
+
+
+def _edges(policy: Policy) -> dict[str, list[Rule]]:
+    return {c.name: [r for r in c.rules if r.target and policy.chain(r.target) is not None]
+            for c in policy.chains}
+
+
+def _jump_loops(policy: Policy):
+    edges = _edges(policy)
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    stack: list[tuple[str, Rule | None]] = []
+    found: set[frozenset] = set()
+
+    def visit(name: str):
+        state[name] = 1
+        for rule in edges.get(name, []):
+            stack.append((name, rule))
+            if state.get(rule.target) == 1:
+                names = [n for n, _ in stack]
+                cycle = names[names.index(rule.target):] + [rule.target]
+                key = frozenset(cycle)
+                if key not in found:
+                    found.add(key)
+                    yield _error(rule.pointer, "jump loop: " + " -> ".join(cycle),
+                                 "the kernel rejects rulesets whose jumps form a loop")
+            elif state.get(rule.target) is None:
+                yield from visit(rule.target)
+            stack.pop()
+        state[name] = 2
+
+    for chain in policy.chains:
+        if chain.name not in state:
+            yield from visit(chain.name)
+
+
+def reachable_chains(policy: Policy, start: str) -> list[Chain]:
+    """The chain named start and every chain reachable from it by jump/goto."""
+    edges = _edges(policy)
+    seen, todo = [], [start]
+    while todo:
+        name = todo.pop()
+        if name in seen or policy.chain(name) is None:
+            continue
+        seen.append(name)
+        todo.extend(r.target for r in edges.get(name, []))
+    return [policy.chain(n) for n in seen]
+
+
+def _unreachable_chains(policy: Policy):
+    targets = {r.target for c in policy.chains for r in c.rules if r.target}
+    for chain in policy.chains:
+        if not chain.is_base and chain.name not in targets:
+            yield _warning(chain.pointer, f"user-defined chain {chain.name!r} is never reached",
+                           "add a rule with jump or goto to it, or remove it")
+
+
+# ---------------------------------------------------------------- rules
+
+def _families(nets: tuple[Network, ...]) -> set[str]:
+    return {"ipv4" if n.version == 4 else "ipv6" for n in nets}
+
+
+def _family_conflicts(pointer: str, family: str | None, protocols: tuple[str, ...],
+                      addrs: dict[str, tuple[Network, ...]]):
+    """Address, family and ICMP combinations that can never match a packet."""
+    fams = {k: _families(v) for k, v in addrs.items() if v}
+    if family:
+        for key, f in fams.items():
+            if family not in f:
+                yield _error(f"{pointer}/{key}", f"{key} has only {'/'.join(sorted(f))} addresses "
+                             f"but family is {family}", "the rule could never match")
+    if len(fams) == 2:
+        a, b = fams.values()
+        if not a & b:
+            yield _error(pointer, "saddr and daddr are of different address families",
+                         "a packet is either IPv4 or IPv6; the rule could never match")
+    allowed = set.intersection(*fams.values()) if fams else {"ipv4", "ipv6"}
+    if family:
+        allowed &= {family}
+    if "icmp" in protocols and "ipv4" not in allowed:
+        yield _error(pointer + "/protocols", "icmp is IPv4 only but the rule is IPv6 only", "use icmpv6")
+    if "icmpv6" in protocols and "ipv6" not in allowed:
+        yield _error(pointer + "/protocols", "icmpv6 is IPv6 only but the rule is IPv4 only", "use icmp")
+
+
+def _port_protocols(pointer: str, protocols: tuple[str, ...], has_ports: bool, key: str):
+    if not has_ports:
+        return
+    if not protocols:
+        yield _error(f"{pointer}/{key}", f"{key} needs a protocol",
+                     "add protocol or protocols: one of " + ", ".join(sorted(PORT_PROTOCOLS)))
+    elif not set(protocols) <= PORT_PROTOCOLS:
+        bad = ", ".join(sorted(set(protocols) - PORT_PROTOCOLS))
+        yield _error(f"{pointer}/{key}", f"{key} given but {bad} has no ports",
+                     "ports exist for " + ", ".join(sorted(PORT_PROTOCOLS)))
+
+
+def _is_catch_all(rule: Rule) -> bool:
+    return (rule.action in ("accept", "drop", "reject") or bool(rule.goto)) and not any((
+        rule.protocols, rule.family, rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif,
+        rule.oif, rule.ct_state))
+
+
+def _rules(policy: Policy):
+    for chain in policy.chains:
+        shadowed_by = None
+        for rule in chain.rules:
+            p = rule.pointer
+            if shadowed_by is not None:
+                yield _warning(p, "rule is never reached",
+                               f"rule {shadowed_by.id!r} above it decides every packet")
+            elif _is_catch_all(rule) and chain.rules[-1] is not rule:
+                shadowed_by = rule
+            yield from _port_protocols(p, rule.protocols, bool(rule.sport), "sport")
+            yield from _port_protocols(p, rule.protocols, bool(rule.dport), "dport")
+            yield from _family_conflicts(p, rule.family, rule.protocols,
+                                         {"saddr": rule.saddr, "daddr": rule.daddr})
+            if rule.reject_with and rule.action != "reject":
+                yield _error(p + "/reject_with", "reject_with needs action reject")
+            if rule.reject_with == "tcp-reset" and rule.protocols != ("tcp",):
+                yield _error(p + "/reject_with", "tcp-reset needs protocol tcp",
+                             "add \"protocol\": \"tcp\", or use an ICMP type such as port-unreachable")
+            if rule.iif and chain.name == "output":
+                yield _error(p + "/iif", "iif never matches in chain output",
+                             "packets this host sends have no input interface; use oif")
+            if rule.oif and chain.name in ("input", "prerouting"):
+                yield _error(p + "/oif", f"oif never matches in chain {chain.name}",
+                             "the output interface is not known yet; use iif")
+
+
+# --------------------------------------------------------------- conntrack
+
+def _notrack_entries(policy: Policy):
+    for n in policy.notrack:
+        p = n.pointer
+        yield from _port_protocols(p, n.protocols, bool(n.ports), "ports")
+        yield from _family_conflicts(p, n.family, n.protocols,
+                                     {"saddr": n.saddr, "daddr": n.daddr, "peers": n.peers})
+        if n.iif and n.direction == "out":
+            yield _error(p + "/iif", "iif never matches packets this host sends (direction out)")
+        if n.oif and n.direction == "in":
+            yield _error(p + "/oif", "oif never matches arriving packets (direction in)")
+        if n.direction == "both" and bool(n.iif) != bool(n.oif):
+            key = "iif" if n.iif else "oif"
+            yield _warning(p + "/" + key, f"{key} narrows only one direction of the exemption",
+                           "give both iif and oif, so the same flows are untracked both ways")
+        if n.direction == "both" and (n.saddr or n.daddr):
+            key = "saddr" if n.saddr else "daddr"
+            yield _warning(p + "/" + key, f"{key} is matched literally in both directions, so replies "
+                           "do not match and the exemption is not symmetric",
+                           "use peers for the other side's addresses")
+        if not any((n.protocols, n.ports, n.peers, n.saddr, n.daddr, n.iif, n.oif)):
+            yield _warning(p, "this exemption untracks all traffic",
+                           "stateful filtering, NAT and helpers stop working for every flow")
+
+
+def _ranges_overlap(a: tuple[PortRange, ...], b: tuple[PortRange, ...]) -> bool:
+    if not a or not b:
+        return True
+    return any(x.lo <= y.hi and y.lo <= x.hi for x in a for y in b)
+
+
+def _nets_overlap(a: tuple[Network, ...], b: tuple[Network, ...]) -> bool:
+    if not a or not b:
+        return True
+    return any(x.version == y.version and x.overlaps(y) for x in a for y in b)
+
+
+def _helpers(policy: Policy):
+    for h in policy.helpers:
+        p = h.pointer
+        if h.helper in IPV4_ONLY_HELPERS:
+            if h.family == "ipv6":
+                yield _error(p + "/family", f"the kernel's {h.helper} helper is IPv4 only")
+            for key in ("saddr", "daddr"):
+                if any(n.version == 6 for n in getattr(h, key)):
+                    yield _error(p + "/" + key, f"the kernel's {h.helper} helper is IPv4 only",
+                                 "remove the IPv6 addresses")
+        yield from _family_conflicts(p, h.family, (), {"saddr": h.saddr, "daddr": h.daddr})
+        if not h.daddr and h.direction in ("in", "both"):
+            yield _warning(p, f"helper {h.helper!r} is assigned for every destination address",
+                           "name the servers that need it in daddr: a helper opens related flows "
+                           "that an attacker can trigger")
+
+
+def _helper_untracked(policy: Policy):
+    for h in policy.helpers:
+        for n in policy.notrack:
+            if n.protocols and h.protocol not in n.protocols:
+                continue
+            if not _ranges_overlap(h.ports, n.ports):
+                continue
+            if h.family and n.family and h.family != n.family:
+                continue
+            if not (_nets_overlap(h.daddr, n.peers + n.daddr + n.saddr)
+                    and _nets_overlap(h.saddr, n.peers + n.saddr + n.daddr)):
+                continue
+            yield _error(h.pointer + "/ports",
+                         f"helper {h.name!r} port is untracked by notrack {n.name!r}",
+                         "untracked flows get no helper: remove the port from one of them")
+
+
+def _covers(rule: Rule, n: Notrack) -> bool:
+    if "untracked" not in rule.ct_state or rule.action != "accept":
+        return False
+    if rule.protocols and n.protocols and not set(rule.protocols) & set(n.protocols):
+        return False
+    return _ranges_overlap(rule.dport, n.ports) and _ranges_overlap(rule.sport, n.ports)
+
+
+def _notrack_dropped(policy: Policy):
+    for n in policy.notrack:
+        directions = ("in", "out") if n.direction == "both" else (n.direction,)
+        for direction in directions:
+            for base in _NOTRACK_FILTERS[direction]:
+                chain = policy.chain(base)
+                if chain is None or chain.policy != "drop":
+                    continue
+                rules = [r for c in reachable_chains(policy, base) for r in c.rules]
+                if not any(_covers(r, n) for r in rules):
+                    yield _warning(n.pointer, f"untracked traffic of {n.name!r} is dropped by chain {base!r}",
+                                   f"chain {base!r} drops by default and no rule accepts ct_state untracked "
+                                   "for this traffic; add {\"ct_state\": [\"untracked\"], ..., "
+                                   "\"action\": \"accept\"}")
+
+
+def _settings(policy: Policy):
+    for s in policy.settings:
+        if s.key == "helper_autoassign" and s.value:
+            yield _warning(s.pointer, "automatic helper assignment is unsafe and gone since Linux 6.0",
+                           "set helper_autoassign to false and assign helpers explicitly in helpers")

@@ -1,0 +1,220 @@
+"""Load a policy file (JSON or YAML), validate it against the schema, build the model.
+
+Every problem carries a JSON pointer and, where the file gives one, a line number.
+All problems are collected before failing, so a user fixes them in one pass.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import replace
+import json
+import math
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from ctkit.errors import PolicyError, Problem
+from ctkit.policy.model import Policy, build_policy
+
+
+def pointer_of(path) -> str:
+    """RFC 6901 JSON pointer for a sequence of keys and indexes."""
+    parts = [str(p).replace("~", "~0").replace("/", "~1") for p in path]
+    return "/" + "/".join(parts) if parts else ""
+
+
+@lru_cache(maxsize=None)
+def policy_schema() -> dict:
+    text = resources.files("ctkit").joinpath("schemas/policy.schema.json").read_text()
+    return json.loads(text)
+
+
+@lru_cache(maxsize=None)
+def _validator() -> jsonschema.Draft202012Validator:
+    schema = policy_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+# ---------------------------------------------------------------- parsing
+
+def _line_map(text: str, source: str) -> tuple[dict[str, int], list[Problem]]:
+    """Map JSON pointers to 1-based line numbers; report duplicate keys.
+
+    PyYAML's composer keeps node positions; JSON documents are (nearly always)
+    valid YAML flow documents, so the same walk serves both formats.
+    """
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines, problems
+
+    def walk(node, path):
+        lines[pointer_of(path)] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:
+                    problems.append(Problem(
+                        pointer_of(path + [key]), f"duplicate key {key!r}",
+                        line=key_node.start_mark.line + 1, source=source,
+                        hint="each key may appear once; the second would silently replace the first"))
+                seen.add(key)
+                walk(value_node, path + [key])
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + [i])
+
+    if root is not None:
+        walk(root, [])
+    return lines, problems
+
+
+def _reject_constant(name: str):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_text(text: str, source: str, fmt: str | None = None) -> tuple[Any, dict[str, int], list[Problem]]:
+    """Parse JSON or YAML text. fmt: 'json', 'yaml' or None (guess from the content)."""
+    if fmt is None:
+        fmt = "json" if text.lstrip().startswith(("{", "[")) else "yaml"
+    if fmt == "json":
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise PolicyError([Problem("", f"not valid JSON: {exc.msg} (column {exc.colno})",
+                                       line=exc.lineno, source=source)]) from None
+        except (ValueError, RecursionError) as exc:
+            raise PolicyError([Problem("", f"not valid JSON: {exc}", source=source)]) from None
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            raise PolicyError([Problem(
+                "", f"not valid YAML: {getattr(exc, 'problem', None) or exc}",
+                line=mark.line + 1 if mark else None, source=source)]) from None
+        except RecursionError:
+            raise PolicyError([Problem("", "not valid YAML: nested too deeply", source=source)]) from None
+    lines, problems = _line_map(text, source)
+    return data, lines, problems
+
+
+# ------------------------------------------------------------- validation
+
+def _message(error: jsonschema.ValidationError) -> tuple[str, str | None]:
+    """A message a user can act on, and a hint of what would be valid."""
+    v = error.validator
+    if v == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed)) if isinstance(error.instance, dict) else []
+        hints = []
+        for key in extra:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            if close:
+                hints.append(f"{key!r}: did you mean {close[0]!r}?")
+        hint = "; ".join(hints) or ("allowed: " + ", ".join(allowed) if allowed else None)
+        return f"unknown property {', '.join(repr(k) for k in extra)}", hint
+    if v == "not" and isinstance(error.instance, dict):
+        groups = [("protocol", "protocols"), ("action", "jump"), ("action", "goto"), ("jump", "goto")]
+        both = [f"{a!r} and {b!r}" for a, b in groups if a in error.instance and b in error.instance]
+        return f"{' / '.join(both) or 'these properties'} exclude each other", "give only one of them"
+    if v == "enum":
+        return f"{error.instance!r} is not allowed", "valid: " + ", ".join(map(repr, error.validator_value))
+    if v == "const":
+        return f"{error.instance!r} is not allowed", f"must be {error.validator_value!r}"
+    if v == "required":
+        return error.message, None
+    if v == "pattern":
+        return f"{error.instance!r} does not have the expected form", error.schema.get("description")
+    if v == "propertyNames":
+        return f"name {error.instance!r} is not allowed", error.schema.get("propertyNames", {}).get("description")
+    if v in ("oneOf", "anyOf") and error.context:
+        best = jsonschema.exceptions.best_match(error.context)
+        msg, hint = _message(best)
+        return msg, hint or error.schema.get("description")
+    if v == "type":
+        return f"{error.instance!r} is not of type {error.validator_value}", error.schema.get("description")
+    return error.message, error.schema.get("description")
+
+
+def schema_problems(data: Any, source: str, lines: dict[str, int]) -> list[Problem]:
+    problems = []
+    errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    for error in errors:
+        path = list(error.absolute_path)
+        if error.validator == "propertyNames":
+            path = path + [error.instance]
+        ptr = pointer_of(path)
+        msg, hint = _message(error)
+        problems.append(Problem(ptr, msg, line=_line_for(lines, ptr), hint=hint, source=source))
+    return problems
+
+
+def _line_for(lines: dict[str, int], pointer: str) -> int | None:
+    while True:
+        if pointer in lines:
+            return lines[pointer]
+        if not pointer:
+            return None
+        pointer = pointer.rsplit("/", 1)[0]
+
+
+# ------------------------------------------------------------- entry points
+
+def load_document(data: Any, source: str = "<policy>", lines: dict[str, int] | None = None,
+                  earlier: list[Problem] | None = None) -> Policy:
+    """Validate an already parsed document and build the model, or raise PolicyError."""
+    lines = lines or {}
+    problems = list(earlier or [])
+    if _has_bad_float(data):
+        problems.append(Problem("", "numbers must be finite", source=source))
+    else:
+        problems += schema_problems(data, source, lines)
+    if problems:
+        raise PolicyError(problems)
+    policy, problems = build_policy(data, source, lines)
+    if problems:
+        raise PolicyError([replace(p, line=_line_for(lines, p.pointer)) for p in problems])
+    return policy
+
+
+def _has_bad_float(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def load_text(text: str, source: str = "<policy>", fmt: str | None = None) -> Policy:
+    data, lines, problems = parse_text(text, source, fmt)
+    return load_document(data, source, lines, problems)
+
+
+def load_file(path: str | Path) -> Policy:
+    path = Path(path)
+    source = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError([Problem("", f"cannot read file: {exc.strerror}", source=source)]) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PolicyError([Problem("", f"not UTF-8 text (byte {exc.start})", source=source)]) from None
+    suffix = path.suffix.lower()
+    fmt = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else None
+    return load_text(text, source, fmt)

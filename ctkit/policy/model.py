@@ -1,0 +1,311 @@
+"""The policy as ctkit understands it: small frozen, typed objects.
+
+build_policy() turns a schema-valid document into these objects; the checks
+here are the ones about single values (addresses, port ranges). Checks that
+relate several parts of a policy live in lint.py.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Mapping, Union
+
+from ctkit.errors import Problem
+
+Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+BASE_CHAINS = ("prerouting", "input", "forward", "output", "postrouting")
+PORT_PROTOCOLS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
+
+#: policy helper name -> {control protocol: kernel helper name}
+HELPER_KERNEL_NAMES: dict[str, dict[str, str]] = {
+    "ftp": {"tcp": "ftp"},
+    "irc": {"tcp": "irc"},
+    "tftp": {"udp": "tftp"},
+    "amanda": {"udp": "amanda"},
+    "sip": {"udp": "sip", "tcp": "sip"},
+    "h323": {"tcp": "Q.931", "udp": "RAS"},
+    "pptp": {"tcp": "pptp"},
+    "snmp": {"udp": "snmp"},
+    "sane": {"tcp": "sane"},
+    "netbios-ns": {"udp": "netbios-ns"},
+}
+#: helpers the kernel registers for IPv4 only
+IPV4_ONLY_HELPERS = frozenset({"irc", "pptp", "snmp", "netbios-ns"})
+
+#: policy conntrack keys -> sysctl name under net.netfilter
+SETTING_SYSCTLS: dict[str, str] = {
+    "max": "nf_conntrack_max",
+    "buckets": "nf_conntrack_buckets",
+    "expect_max": "nf_conntrack_expect_max",
+    "helper_autoassign": "nf_conntrack_helper",
+    "tcp_loose": "nf_conntrack_tcp_loose",
+    "tcp_be_liberal": "nf_conntrack_tcp_be_liberal",
+    "acct": "nf_conntrack_acct",
+    "timestamp": "nf_conntrack_timestamp",
+    "events": "nf_conntrack_events",
+}
+TIMEOUT_SYSCTLS: dict[str, str] = {
+    "generic": "nf_conntrack_generic_timeout",
+    "icmp": "nf_conntrack_icmp_timeout",
+    "icmpv6": "nf_conntrack_icmpv6_timeout",
+    "udp": "nf_conntrack_udp_timeout",
+    "udp_stream": "nf_conntrack_udp_timeout_stream",
+    **{f"tcp_{s}": f"nf_conntrack_tcp_timeout_{s}" for s in (
+        "syn_sent", "syn_recv", "established", "fin_wait", "close_wait", "last_ack",
+        "time_wait", "close", "max_retrans", "unacknowledged")},
+}
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    lo: int
+    hi: int
+
+    def __str__(self) -> str:
+        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
+
+
+@dataclass(frozen=True)
+class Log:
+    prefix: str | None = None
+    level: str = "warn"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One host conntrack setting: the policy key, its sysctl and the wanted value."""
+
+    key: str
+    sysctl: str
+    value: int
+    pointer: str
+
+
+@dataclass(frozen=True)
+class Notrack:
+    name: str
+    pointer: str
+    protocols: tuple[str, ...] = ()
+    ports: tuple[PortRange, ...] = ()
+    peers: tuple[Network, ...] = ()
+    saddr: tuple[Network, ...] = ()
+    daddr: tuple[Network, ...] = ()
+    iif: str | None = None
+    oif: str | None = None
+    direction: str = "both"
+    family: str | None = None
+    counter: bool = True
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Helper:
+    name: str
+    helper: str
+    protocol: str
+    ports: tuple[PortRange, ...]
+    pointer: str
+    saddr: tuple[Network, ...] = ()
+    daddr: tuple[Network, ...] = ()
+    direction: str = "in"
+    family: str | None = None
+    comment: str | None = None
+
+    @property
+    def kernel_name(self) -> str:
+        return HELPER_KERNEL_NAMES[self.helper][self.protocol]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str  # the user's name, or <chain>[<index>]
+    pointer: str
+    chain: str
+    protocols: tuple[str, ...] = ()
+    family: str | None = None
+    saddr: tuple[Network, ...] = ()
+    daddr: tuple[Network, ...] = ()
+    sport: tuple[PortRange, ...] = ()
+    dport: tuple[PortRange, ...] = ()
+    iif: str | None = None
+    oif: str | None = None
+    ct_state: tuple[str, ...] = ()
+    action: str | None = None  # accept drop reject return, or None with jump/goto
+    reject_with: str | None = None
+    jump: str | None = None
+    goto: str | None = None
+    counter: bool = True
+    log: Log | None = None
+    comment: str | None = None
+
+    @property
+    def target(self) -> str | None:
+        return self.jump or self.goto
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    pointer: str
+    policy: str | None = None
+    rules: tuple[Rule, ...] = ()
+    comment: str | None = None
+
+    @property
+    def is_base(self) -> bool:
+        return self.name in BASE_CHAINS
+
+
+@dataclass(frozen=True)
+class Policy:
+    version: int
+    table: str
+    source: str
+    settings: tuple[Setting, ...] = ()
+    notrack: tuple[Notrack, ...] = ()
+    helpers: tuple[Helper, ...] = ()
+    chains: tuple[Chain, ...] = field(default=())
+    description: str | None = None
+    #: JSON pointer -> line in the source file (for messages only)
+    lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
+
+    def chain(self, name: str) -> Chain | None:
+        return next((c for c in self.chains if c.name == name), None)
+
+    def line_of(self, pointer: str) -> int | None:
+        while pointer not in self.lines and pointer:
+            pointer = pointer.rsplit("/", 1)[0]
+        return self.lines.get(pointer)
+
+
+# ------------------------------------------------------------------ building
+
+class _Builder:
+    """Collects problems while converting values; never raises for bad input."""
+
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def problem(self, pointer: str, message: str, hint: str | None = None) -> None:
+        self.problems.append(Problem(pointer, message, hint=hint, source=self.source))
+
+    def networks(self, value: Any, pointer: str) -> tuple[Network, ...]:
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, text in enumerate(items):
+            ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
+            try:
+                out.append(ipaddress.ip_network(text, strict=True))
+            except ValueError:
+                try:
+                    loose = ipaddress.ip_network(text, strict=False)
+                except ValueError:
+                    self.problem(ptr, f"{text!r} is not an IPv4 or IPv6 address or prefix",
+                                 "e.g. 192.0.2.10, 10.0.0.0/8, 2001:db8::/32")
+                else:
+                    self.problem(ptr, f"{text!r} has host bits set", f"did you mean {str(loose)!r}?")
+        return tuple(dict.fromkeys(out))
+
+    def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
+            if isinstance(item, int):
+                lo = hi = item
+            else:
+                lo_s, _, hi_s = str(item).partition("-")
+                lo, hi = int(lo_s), int(hi_s or lo_s)
+            if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
+                self.problem(ptr, f"port {item!r} is out of range", "ports are 1-65535")
+            elif lo > hi:
+                self.problem(ptr, f"port range {item!r} runs backwards", f"did you mean '{hi}-{lo}'?")
+            else:
+                out.append(PortRange(lo, hi))
+        return tuple(dict.fromkeys(out))
+
+
+def _protocols(item: dict) -> tuple[str, ...]:
+    if "protocol" in item:
+        return (item["protocol"],)
+    return tuple(item.get("protocols", ()))
+
+
+def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
+                 ) -> tuple[Policy | None, list[Problem]]:
+    """Build the model from a schema-valid document. Returns (policy, problems)."""
+    b = _Builder(source)
+    settings = []
+    ct = doc.get("conntrack", {})
+    for key, sysctl in SETTING_SYSCTLS.items():
+        if key in ct:
+            settings.append(Setting(key, sysctl, int(ct[key]), f"/conntrack/{key}"))
+    for key, sysctl in TIMEOUT_SYSCTLS.items():
+        if key in ct.get("timeouts", {}):
+            settings.append(Setting(f"timeouts.{key}", sysctl, int(ct["timeouts"][key]),
+                                    f"/conntrack/timeouts/{key}"))
+
+    notrack = []
+    for i, item in enumerate(doc.get("notrack", [])):
+        p = f"/notrack/{i}"
+        notrack.append(Notrack(
+            name=item["name"], pointer=p, protocols=_protocols(item),
+            ports=b.ports(item.get("ports"), p + "/ports"),
+            peers=b.networks(item.get("peers"), p + "/peers"),
+            saddr=b.networks(item.get("saddr"), p + "/saddr"),
+            daddr=b.networks(item.get("daddr"), p + "/daddr"),
+            iif=item.get("iif"), oif=item.get("oif"),
+            direction=item.get("direction", "both"), family=item.get("family"),
+            counter=item.get("counter", True), comment=item.get("comment")))
+
+    helpers = []
+    for i, item in enumerate(doc.get("helpers", [])):
+        p = f"/helpers/{i}"
+        if item["protocol"] not in HELPER_KERNEL_NAMES[item["helper"]]:
+            valid = ", ".join(HELPER_KERNEL_NAMES[item["helper"]])
+            b.problem(p + "/protocol", f"helper {item['helper']!r} does not work over {item['protocol']}",
+                      f"valid: {valid}")
+            continue
+        helpers.append(Helper(
+            name=item["name"], helper=item["helper"], protocol=item["protocol"],
+            ports=b.ports(item["ports"], p + "/ports"), pointer=p,
+            saddr=b.networks(item.get("saddr"), p + "/saddr"),
+            daddr=b.networks(item.get("daddr"), p + "/daddr"),
+            direction=item.get("direction", "in"), family=item.get("family"),
+            comment=item.get("comment")))
+
+    chains = []
+    for name, body in doc.get("chains", {}).items():
+        cp = f"/chains/{name}"
+        rules = []
+        for i, r in enumerate(body.get("rules", [])):
+            p = f"{cp}/rules/{i}"
+            log = r.get("log")
+            rules.append(Rule(
+                id=r.get("name", f"{name}[{i}]"), pointer=p, chain=name,
+                protocols=_protocols(r), family=r.get("family"),
+                saddr=b.networks(r.get("saddr"), p + "/saddr"),
+                daddr=b.networks(r.get("daddr"), p + "/daddr"),
+                sport=b.ports(r.get("sport"), p + "/sport"),
+                dport=b.ports(r.get("dport"), p + "/dport"),
+                iif=r.get("iif"), oif=r.get("oif"), ct_state=tuple(r.get("ct_state", ())),
+                action=r.get("action"), reject_with=r.get("reject_with"),
+                jump=r.get("jump"), goto=r.get("goto"), counter=r.get("counter", True),
+                log=Log(log.get("prefix"), log.get("level", "warn")) if log is not None else None,
+                comment=r.get("comment")))
+        chains.append(Chain(name=name, pointer=cp, policy=body.get("policy"),
+                            rules=tuple(rules), comment=body.get("comment")))
+
+    if b.problems:
+        return None, b.problems
+    return Policy(version=doc["version"], table=doc.get("table", "ctkit"), source=source,
+                  settings=tuple(settings), notrack=tuple(notrack), helpers=tuple(helpers),
+                  chains=tuple(chains), description=doc.get("description"),
+                  lines=MappingProxyType(dict(lines or {}))), []

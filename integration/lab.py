@@ -1,0 +1,182 @@
+"""Throwaway lab topologies in network namespaces, for kernel tests.
+
+Every namespace a Lab creates is removed when the Lab closes, even when the
+test fails. Traffic helpers create their sockets inside a namespace (setns in
+this thread, then the socket stays there) and bound every wait by a timeout.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import os
+import socket
+import subprocess
+import uuid
+from dataclasses import dataclass, field
+
+from pyroute2 import IPRoute, NetNS
+from pyroute2 import netns as pr_netns
+
+from ctkit.kernel.netns import entered
+
+_counter = itertools.count()
+
+
+def unique(prefix: str = "ctk") -> str:
+    return f"{prefix}-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:4]}"
+
+
+def run(ns: str | None, *argv: str, check: bool = True, input: str | None = None,
+        timeout: float = 30) -> subprocess.CompletedProcess:
+    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(argv)
+    proc = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+@dataclass
+class Lab:
+    """A set of namespaces; use as a context manager."""
+
+    prefix: str = "ctk"
+    namespaces: list[str] = field(default_factory=list)
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for ns in reversed(self.namespaces):
+            try:
+                pr_netns.remove(ns)
+            except OSError:
+                pass
+        self.namespaces.clear()
+
+    def netns(self, role: str = "ns") -> str:
+        name = unique(f"{self.prefix}{role}")[:60]
+        pr_netns.create(name)
+        self.namespaces.append(name)
+        with NetNS(name) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+        with entered(name):
+            # no DAD: IPv6 addresses usable at once; no RA noise
+            with open("/proc/sys/net/ipv6/conf/default/accept_dad", "w") as f:
+                f.write("0\n")
+        return name
+
+    def link(self, a: str, b: str, a_addrs: list[str], b_addrs: list[str], name: str = "veth0") -> None:
+        """Connect namespaces a and b with a veth pair named `name` on both ends."""
+        tmp_a, tmp_b = f"v{uuid.uuid4().hex[:8]}", f"v{uuid.uuid4().hex[:8]}"
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=tmp_a, kind="veth", peer=tmp_b)
+            ipr.link("set", index=ipr.link_lookup(ifname=tmp_a)[0], net_ns_fd=a)
+            ipr.link("set", index=ipr.link_lookup(ifname=tmp_b)[0], net_ns_fd=b)
+        for ns, tmp, addrs in ((a, tmp_a, a_addrs), (b, tmp_b, b_addrs)):
+            with NetNS(ns) as ipr:
+                idx = ipr.link_lookup(ifname=tmp)[0]
+                ipr.link("set", index=idx, ifname=name)
+                for addr in addrs:
+                    iface = ipaddress.ip_interface(addr)
+                    kw = {"flags": 0x02} if iface.version == 6 else {}  # IFA_F_NODAD
+                    ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kw)
+                ipr.link("set", index=idx, state="up")
+
+
+# ------------------------------------------------------------------ traffic
+
+def sock(ns: str, family: int, kind: int) -> socket.socket:
+    with entered(ns):
+        return socket.socket(family, kind)
+
+
+def _family(addr: str) -> int:
+    return socket.AF_INET6 if ":" in addr else socket.AF_INET
+
+
+def tcp_listen(ns: str, addr: str, port: int) -> socket.socket:
+    s = sock(ns, _family(addr), socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((addr, port))
+    s.listen(64)
+    return s
+
+
+def tcp_connect(ns: str, addr: str, port: int, timeout: float = 1.0, src: str | None = None) -> bool:
+    """True when the three-way handshake completes (a listener exists or the kernel answers)."""
+    s = sock(ns, _family(addr), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.connect((addr, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def udp_server(ns: str, addr: str, port: int) -> socket.socket:
+    s = sock(ns, _family(addr), socket.SOCK_DGRAM)
+    s.bind((addr, port))
+    s.settimeout(1.0)
+    return s
+
+
+def udp_exchange(client_ns: str, server: socket.socket, addr: str, port: int, payload: bytes = b"ping",
+                 timeout: float = 1.0, src: str | None = None, sport: int = 0) -> tuple[bool, bool]:
+    """Send one datagram and echo it back: (request delivered, reply delivered)."""
+    c = sock(client_ns, _family(addr), socket.SOCK_DGRAM)
+    c.settimeout(timeout)
+    try:
+        if src or sport:
+            c.bind((src or ("::" if ":" in addr else "0.0.0.0"), sport))
+        c.sendto(payload, (addr, port))
+        server.settimeout(timeout)
+        try:
+            data, peer = server.recvfrom(2048)
+        except OSError:
+            return False, False
+        server.sendto(data, peer)
+        try:
+            c.recvfrom(2048)
+            return True, True
+        except OSError:
+            return True, False
+    finally:
+        c.close()
+
+
+# ------------------------------------------------------------ kernel state
+
+def conntrack_count(ns: str) -> int:
+    with entered(ns):
+        with open("/proc/sys/net/netfilter/nf_conntrack_count") as f:
+            return int(f.read())
+
+
+def conntrack_list(ns: str, *args: str) -> str:
+    return run(ns, "conntrack", "-L", *args, check=False).stdout
+
+
+def nft_json(ns: str, *args: str) -> list[dict]:
+    out = run(ns, "nft", "-j", *args).stdout
+    return json.loads(out)["nftables"] if out.strip() else []
+
+
+def rule_counters(ns: str, table: str = "ctkit") -> dict[str, int]:
+    """Packets counted per rule comment, summed over the rules sharing a comment."""
+    counts: dict[str, int] = {}
+    for item in nft_json(ns, "list", "table", "inet", table):
+        rule = item.get("rule")
+        if not rule:
+            continue
+        packets = sum(e["counter"]["packets"] for e in rule["expr"] if "counter" in e)
+        key = rule.get("comment", "")
+        counts[key] = counts.get(key, 0) + packets
+    return counts
