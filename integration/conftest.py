@@ -8,13 +8,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from lab import Lab  # noqa: E402
-
-# The lab addresses: documentation ranges plus 10/8 and fd00::/8 for the
-# "from the LAN" rules of the examples. They exist only inside our namespaces.
-SERVER4, CLIENT4 = "192.0.2.10", "192.0.2.20"
-SERVER_LAN4, CLIENT_LAN4 = "10.0.0.10", "10.0.0.20"
-SERVER6, CLIENT6 = "2001:db8::10", "2001:db8::20"
+from lab import CLIENT4, CLIENT6, CLIENT_LAN4, SERVER4, SERVER6, SERVER_LAN4, Lab  # noqa: E402,F401
 
 
 def pytest_collection_modifyitems(config, items):

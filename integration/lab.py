@@ -22,6 +22,12 @@ from ctkit.kernel.netns import entered
 
 _counter = itertools.count()
 
+# The lab addresses: documentation ranges plus 10/8 for the "from the LAN" rules
+# of the examples. They exist only inside the namespaces a Lab creates.
+SERVER4, CLIENT4 = "192.0.2.10", "192.0.2.20"
+SERVER_LAN4, CLIENT_LAN4 = "10.0.0.10", "10.0.0.20"
+SERVER6, CLIENT6 = "2001:db8::10", "2001:db8::20"
+
 
 def unique(prefix: str = "ctk") -> str:
     return f"{prefix}-{os.getpid()}-{next(_counter)}-{uuid.uuid4().hex[:4]}"

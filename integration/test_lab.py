@@ -1,8 +1,7 @@
 """The lab itself works: namespaces are created, linked, and removed."""
 import os
 
-from conftest import CLIENT4, SERVER4, SERVER6
-from lab import Lab, tcp_connect, tcp_listen, udp_exchange, udp_server
+from lab import SERVER4, SERVER6, Lab, tcp_connect, tcp_listen, udp_exchange, udp_server
 
 
 def test_lab_removes_its_namespaces():

@@ -1,0 +1,1 @@
+"""Fast tests: no root, no kernel. Shared code lives in goldens.py (import it by name)."""
