@@ -18,7 +18,10 @@ import jsonschema
 import yaml
 
 from ctkit.errors import PolicyError, Problem
-from ctkit.policy.model import Policy, build_policy
+from ctkit.policy.model import Policy, build_policy, check_network, check_port_range
+
+#: value checks the schema names with "format"; each returns None or (message, hint)
+FORMATS = {"ip-network": check_network, "port-range": check_port_range}
 
 
 def pointer_of(path) -> str:
@@ -37,7 +40,10 @@ def policy_schema() -> dict:
 def _validator() -> jsonschema.Draft202012Validator:
     schema = policy_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    checker = jsonschema.FormatChecker(formats=())
+    for name, check in FORMATS.items():
+        checker.checks(name)(lambda value, check=check: not isinstance(value, str) or check(value) is None)
+    return jsonschema.Draft202012Validator(schema, format_checker=checker)
 
 
 # ---------------------------------------------------------------- parsing
@@ -126,31 +132,38 @@ def _message(error: jsonschema.ValidationError) -> tuple[str, str | None]:
         groups = [("protocol", "protocols"), ("action", "jump"), ("action", "goto"), ("jump", "goto")]
         both = [f"{a!r} and {b!r}" for a, b in groups if a in error.instance and b in error.instance]
         return f"{' / '.join(both) or 'these properties'} exclude each other", "give only one of them"
+    if v == "format" and error.validator_value in FORMATS:
+        return FORMATS[error.validator_value](error.instance)
     if v == "enum":
         return f"{error.instance!r} is not allowed", "valid: " + ", ".join(map(repr, error.validator_value))
     if v == "const":
         return f"{error.instance!r} is not allowed", f"must be {error.validator_value!r}"
     if v == "required":
         return error.message, None
+    if v == "pattern" and "propertyNames" in error.relative_schema_path:
+        return f"name {error.instance!r} is not allowed", f"names match {error.validator_value}"
     if v == "pattern":
         return f"{error.instance!r} does not have the expected form", error.schema.get("description")
-    if v == "propertyNames":
-        return f"name {error.instance!r} is not allowed", error.schema.get("propertyNames", {}).get("description")
-    if v in ("oneOf", "anyOf") and error.context:
-        best = jsonschema.exceptions.best_match(error.context)
-        msg, hint = _message(best)
-        return msg, hint or error.schema.get("description")
     if v == "type":
         return f"{error.instance!r} is not of type {error.validator_value}", error.schema.get("description")
     return error.message, error.schema.get("description")
 
 
+def _leaf(error: jsonschema.ValidationError) -> jsonschema.ValidationError:
+    """For oneOf/anyOf, the branch error that says most: the deepest, and not a mere type mismatch."""
+    while error.validator in ("oneOf", "anyOf") and error.context:
+        error = min(error.context, key=lambda e: (-len(e.absolute_path), e.validator == "type",
+                                                  e.validator in ("oneOf", "anyOf")))
+    return error
+
+
 def schema_problems(data: Any, source: str, lines: dict[str, int]) -> list[Problem]:
     problems = []
-    errors = sorted(_validator().iter_errors(data), key=lambda e: [str(p) for p in e.absolute_path])
+    errors = sorted((_leaf(e) for e in _validator().iter_errors(data)),
+                    key=lambda e: [str(p) for p in e.absolute_path])
     for error in errors:
         path = list(error.absolute_path)
-        if error.validator == "propertyNames":
+        if "propertyNames" in error.relative_schema_path:
             path = path + [error.instance]
         ptr = pointer_of(path)
         msg, hint = _message(error)

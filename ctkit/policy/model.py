@@ -162,7 +162,7 @@ class Chain:
 class Policy:
     version: int
     table: str
-    source: str
+    source: str = field(compare=False)
     settings: tuple[Setting, ...] = ()
     notrack: tuple[Notrack, ...] = ()
     helpers: tuple[Helper, ...] = ()
@@ -178,6 +178,36 @@ class Policy:
         while pointer not in self.lines and pointer:
             pointer = pointer.rsplit("/", 1)[0]
         return self.lines.get(pointer)
+
+
+# ------------------------------------------------------------------ values
+
+def check_network(text: str) -> tuple[str, str] | None:
+    """None if text is an address or prefix; else (message, hint)."""
+    try:
+        ipaddress.ip_network(text, strict=True)
+        return None
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return (f"{text!r} is not an IPv4 or IPv6 address or prefix", "e.g. 192.0.2.10, 10.0.0.0/8, 2001:db8::/32")
+    return f"{text!r} has host bits set", f"did you mean {str(loose)!r}?"
+
+
+def check_port_range(text: str) -> tuple[str, str] | None:
+    """None if text is "N" or "lo-hi" with 1 <= lo <= hi <= 65535; else (message, hint)."""
+    lo_s, _, hi_s = str(text).partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s or lo_s)
+    except ValueError:
+        return f"{text!r} is not a port or port range", 'e.g. 53 or "1024-65535"'
+    if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
+        return f"port {text!r} is out of range", "ports are 1-65535"
+    if lo > hi:
+        return f"port range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?"
+    return None
 
 
 # ------------------------------------------------------------------ building
@@ -199,16 +229,11 @@ class _Builder:
         out = []
         for i, text in enumerate(items):
             ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
-            try:
-                out.append(ipaddress.ip_network(text, strict=True))
-            except ValueError:
-                try:
-                    loose = ipaddress.ip_network(text, strict=False)
-                except ValueError:
-                    self.problem(ptr, f"{text!r} is not an IPv4 or IPv6 address or prefix",
-                                 "e.g. 192.0.2.10, 10.0.0.0/8, 2001:db8::/32")
-                else:
-                    self.problem(ptr, f"{text!r} has host bits set", f"did you mean {str(loose)!r}?")
+            bad = check_network(text)
+            if bad:
+                self.problem(ptr, *bad)
+            else:
+                out.append(ipaddress.ip_network(text))
         return tuple(dict.fromkeys(out))
 
     def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
@@ -218,17 +243,12 @@ class _Builder:
         out = []
         for i, item in enumerate(items):
             ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
-            if isinstance(item, int):
-                lo = hi = item
-            else:
-                lo_s, _, hi_s = str(item).partition("-")
-                lo, hi = int(lo_s), int(hi_s or lo_s)
-            if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
-                self.problem(ptr, f"port {item!r} is out of range", "ports are 1-65535")
-            elif lo > hi:
-                self.problem(ptr, f"port range {item!r} runs backwards", f"did you mean '{hi}-{lo}'?")
-            else:
-                out.append(PortRange(lo, hi))
+            bad = check_port_range(str(item))
+            if bad:
+                self.problem(ptr, *bad)
+                continue
+            lo_s, _, hi_s = str(item).partition("-")
+            out.append(PortRange(int(lo_s), int(hi_s or lo_s)))
         return tuple(dict.fromkeys(out))
 
 

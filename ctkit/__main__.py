@@ -1,0 +1,3 @@
+from ctkit.cli import main
+
+main()

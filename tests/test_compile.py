@@ -1,0 +1,114 @@
+"""Lowering and the nft backend: what each construct means in the kernel."""
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ctkit.backends import nft, nft_text
+from ctkit.compile import ir
+from ctkit.compile.lower import lower
+from ctkit.policy.lint import errors_of, lint
+from ctkit.policy.load import load_document
+
+
+def rules_of(doc, chain):
+    document = nft.generate(lower(load_document(doc)))
+    return [c["add"]["rule"] for c in document["nftables"] if "rule" in c.get("add", {})
+            and c["add"]["rule"]["chain"] == chain]
+
+
+def test_mixed_families_split_into_one_rule_per_family():
+    doc = {"version": 1, "chains": {"input": {"rules": [
+        {"name": "ssh", "protocol": "tcp", "dport": 22, "saddr": ["10.0.0.0/8", "fd00::/8"], "action": "accept"}]}}}
+    r4, r6 = rules_of(doc, "input")
+    assert r4["expr"][0]["match"]["left"] == {"payload": {"protocol": "ip", "field": "saddr"}}
+    assert r6["expr"][0]["match"]["left"] == {"payload": {"protocol": "ip6", "field": "saddr"}}
+    assert r4["comment"] == r6["comment"] == "ssh"
+
+
+def test_notrack_is_symmetric_in_raw_prerouting_and_output():
+    plan = lower(load_document({"version": 1, "notrack": [{"name": "dns", "protocols": ["udp", "tcp"], "ports": 53}]}))
+    chains = {c.name: c for c in plan.table.chains}
+    assert chains["notrack-pre"].hook == ir.Hook("prerouting", ir.PRIORITY_RAW)
+    assert chains["notrack-out"].hook == ir.Hook("output", ir.PRIORITY_RAW)
+    (rule,) = chains["notrack-pre"].rules
+    assert ir.Port("any", rule.matches[-1].ranges) == rule.matches[-1]
+    # nft has no "sport or dport": two kernel rules per hook
+    doc = {"version": 1, "notrack": [{"name": "dns", "protocols": ["udp", "tcp"], "ports": 53}]}
+    fields = [r["expr"][1]["match"]["left"]["payload"]["field"] for r in rules_of(doc, "notrack-pre")]
+    assert fields == ["sport", "dport"]
+
+
+def test_peers_match_source_or_destination():
+    doc = {"version": 1, "notrack": [{"name": "mc", "protocol": "tcp", "ports": 11211, "peers": "192.0.2.0/24"}]}
+    rules = rules_of(doc, "notrack-out")
+    assert len(rules) == 4  # (saddr | daddr) x (sport | dport)
+
+
+def test_direction_in_only_uses_prerouting():
+    plan = lower(load_document({"version": 1, "notrack": [
+        {"name": "x", "protocol": "udp", "ports": 1, "direction": "in"}]}))
+    assert [c.name for c in plan.table.chains] == ["notrack-pre"]
+
+
+def test_helper_object_and_assignment_after_conntrack():
+    doc = {"version": 1, "helpers": [
+        {"name": "h323", "helper": "h323", "protocol": "udp", "ports": 1719, "daddr": "192.0.2.1"},
+        {"name": "irc", "helper": "irc", "protocol": "tcp", "ports": 6667, "daddr": "192.0.2.1"}]}
+    plan = lower(load_document(doc))
+    assert [(o.helper, o.protocol, o.l3proto) for o in plan.table.objects] == [("RAS", "udp", "inet"),
+                                                                              ("irc", "tcp", "ip")]
+    (chain,) = plan.table.chains
+    assert chain.hook.priority > -200  # after conntrack (-200), so the flow exists
+    assert chain.rules[0].statements[-1] == ir.SetCtHelper("h323")
+
+
+def test_reject_types_and_log():
+    doc = {"version": 1, "chains": {"input": {"rules": [
+        {"protocol": "tcp", "action": "reject", "reject_with": "tcp-reset"},
+        {"action": "reject", "log": {"prefix": "no: ", "level": "info"}}]}}}
+    a, b = rules_of(doc, "input")
+    assert a["expr"][-1] == {"reject": {"type": "tcp reset"}}
+    assert b["expr"][-2:] == [{"log": {"prefix": "no: ", "level": "info"}},
+                              {"reject": {"type": "icmpx", "expr": "port-unreachable"}}]
+
+
+def test_settings_plan():
+    plan = lower(load_document({"version": 1, "conntrack": {"max": 1000, "helper_autoassign": False,
+                                                             "timeouts": {"udp": 10}}}))
+    assert [(s.sysctl, s.value, s.absent_ok) for s in plan.settings] == [
+        ("nf_conntrack_max", 1000, False), ("nf_conntrack_helper", 0, True), ("nf_conntrack_udp_timeout", 10, False)]
+
+
+# ---- any valid rule compiles, and its kernel rules carry its name
+
+addresses = st.sampled_from(["192.0.2.1", "10.0.0.0/8", "2001:db8::/32", "fd00::1"])
+ports = st.one_of(st.integers(1, 65535), st.sampled_from(["1000-2000", "53"]))
+rule = st.fixed_dictionaries({}, optional={
+    "protocols": st.lists(st.sampled_from(["tcp", "udp", "sctp"]), min_size=1, max_size=3, unique=True),
+    "saddr": st.lists(addresses, min_size=1, max_size=3, unique=True),
+    "dport": st.lists(ports, min_size=1, max_size=3),
+    "sport": ports,
+    "iif": st.sampled_from(["lo", "eth0"]),
+    "ct_state": st.lists(st.sampled_from(["new", "established", "related", "invalid", "untracked"]),
+                         min_size=1, max_size=5, unique=True),
+    "action": st.sampled_from(["accept", "drop", "reject", "return"]),
+    "counter": st.booleans(),
+    "log": st.fixed_dictionaries({"prefix": st.sampled_from(["x: ", "drop "])}),
+    "comment": st.sampled_from(["a comment", "x"]),
+})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(rule, min_size=1, max_size=6))
+def test_any_valid_rule_compiles(rules):
+    for r in rules:
+        if ("dport" in r or "sport" in r) and "protocols" not in r:
+            r["protocols"] = ["tcp"]
+    doc = {"version": 1, "chains": {"input": {"policy": "drop", "rules": rules}}}
+    policy = load_document(doc)
+    if errors_of(lint(policy)):
+        return
+    document = nft.generate(lower(policy))
+    text = nft_text.render(document)
+    kernel_rules = [c["add"]["rule"] for c in document["nftables"] if "rule" in c.get("add", {})]
+    assert {r["comment"].split(":")[0] for r in kernel_rules} <= {f"input[{i}]" for i in range(len(rules))}
+    assert text.count("comment ") == len(kernel_rules)

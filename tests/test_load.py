@@ -1,0 +1,162 @@
+"""Loader and schema: valid examples load, invalid documents fail with a pointer, a line and a message."""
+import json
+
+import pytest
+import yaml
+
+from goldens import EXAMPLES
+from ctkit.errors import PolicyError
+from ctkit.policy.load import load_document, load_file, load_text, policy_schema
+from ctkit.policy.model import PortRange
+
+BASE = {"version": 1}
+
+
+def problems_of(doc):
+    with pytest.raises(PolicyError) as info:
+        load_document(doc)
+    return info.value.problems
+
+
+def with_rule(rule, chain="input"):
+    return {"version": 1, "chains": {chain: {"rules": [rule]}}}
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_load(path):
+    policy = load_file(path)
+    assert policy.version == 1
+
+
+def test_yaml_and_json_mean_the_same(tmp_path):
+    for path in EXAMPLES:
+        doc = json.loads(path.read_text())
+        y = tmp_path / (path.stem + ".yaml")
+        y.write_text(yaml.safe_dump(doc, sort_keys=False))
+        assert load_file(y) == load_file(path)
+
+
+def test_schema_describes_every_property():
+    missing = []
+
+    def walk(node, where):
+        if isinstance(node, dict):
+            for name, sub in node.get("properties", {}).items():
+                if isinstance(sub, dict) and "description" not in sub and "$ref" not in sub:
+                    missing.append(f"{where}/{name}")
+            for key, sub in node.items():
+                walk(sub, f"{where}/{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{where}/{i}")
+
+    walk(policy_schema(), "")
+    assert not missing, missing
+
+
+# (document, pointer, words the message must contain)
+INVALID = [
+    ([], "", "not of type object"),
+    ({}, "", "'version' is a required property"),
+    ({"version": 2}, "/version", "must be 1"),
+    ({"version": 1, "tabel": "x"}, "", "did you mean 'table'"),
+    ({"version": 1, "table": "has space"}, "/table", "expected form"),
+    ({"version": 1, "table": "x" * 40}, "/table", "expected form"),
+    ({"version": 1, "conntrack": {"max": 0}}, "/conntrack/max", "minimum"),
+    ({"version": 1, "conntrack": {"max": "big"}}, "/conntrack/max", "not of type integer"),
+    ({"version": 1, "conntrack": {"helper_autoassign": "no"}}, "/conntrack/helper_autoassign", "boolean"),
+    ({"version": 1, "conntrack": {"timeouts": {"tcp_establised": 5}}}, "/conntrack/timeouts", "did you mean 'tcp_established'"),
+    ({"version": 1, "conntrack": {"timeouts": {"udp": 0}}}, "/conntrack/timeouts/udp", "minimum"),
+    ({"version": 1, "notrack": [{"ports": [53]}]}, "/notrack/0", "'name' is a required property"),
+    ({"version": 1, "notrack": [{"name": "d", "protocols": ["tcp"], "ports": [70000]}]}, "/notrack/0/ports/0", "65535"),
+    ({"version": 1, "notrack": [{"name": "d", "protocols": ["tpc"], "ports": [53]}]}, "/notrack/0/protocols/0", "'tpc' is not allowed"),
+    ({"version": 1, "notrack": [{"name": "d", "protocol": "tcp", "protocols": ["udp"]}]}, "/notrack/0", "exclude each other"),
+    ({"version": 1, "notrack": [{"name": "d", "protocols": ["tcp"], "ports": ["90-80"]}]}, "/notrack/0/ports/0", "runs backwards"),
+    ({"version": 1, "notrack": [{"name": "d", "protocols": ["tcp"], "ports": [53], "peers": ["10.0.0.1/8"]}]}, "/notrack/0/peers/0", "host bits set"),
+    ({"version": 1, "notrack": [{"name": "d", "direction": "sideways"}]}, "/notrack/0/direction", "'sideways' is not allowed"),
+    ({"version": 1, "helpers": [{"name": "f", "helper": "ftp", "protocol": "tcp"}]}, "/helpers/0", "'ports' is a required property"),
+    ({"version": 1, "helpers": [{"name": "f", "helper": "http", "protocol": "tcp", "ports": [80]}]}, "/helpers/0/helper", "'http' is not allowed"),
+    ({"version": 1, "helpers": [{"name": "f", "helper": "ftp", "protocol": "udp", "ports": [21]}]}, "/helpers/0/protocol", "does not work over udp"),
+    ({"version": 1, "chains": {"in put": {}}}, "/chains/in put", "not allowed"),
+    ({"version": 1, "chains": {"input": {"policy": "reject"}}}, "/chains/input/policy", "'reject' is not allowed"),
+    ({"version": 1, "chains": {"input": {"rules": {}}}}, "/chains/input/rules", "not of type array"),
+    (with_rule({"action": "allow"}), "/chains/input/rules/0/action", "'allow' is not allowed"),
+    (with_rule({"action": "accept", "dprot": 22}), "/chains/input/rules/0", "did you mean 'dport'"),
+    (with_rule({"action": "accept", "jump": "web"}), "/chains/input/rules/0", "exclude each other"),
+    (with_rule({"protocol": "tcp", "dport": "22-"}), "/chains/input/rules/0/dport", "expected form"),
+    (with_rule({"protocol": "tcp", "dport": 0}), "/chains/input/rules/0/dport", "less than the minimum of 1"),
+    (with_rule({"protocol": "tcp", "dport": ["99999"]}), "/chains/input/rules/0/dport/0", "out of range"),
+    (with_rule({"saddr": "300.1.1.1"}), "/chains/input/rules/0/saddr", "not an IPv4 or IPv6 address"),
+    (with_rule({"saddr": ["2001:db8::1/32"]}), "/chains/input/rules/0/saddr/0", "did you mean '2001:db8::/32'"),
+    (with_rule({"ct_state": ["establish"]}), "/chains/input/rules/0/ct_state/0", "'establish' is not allowed"),
+    (with_rule({"ct_state": []}), "/chains/input/rules/0/ct_state", "should be non-empty"),
+    (with_rule({"iif": "an-interface-name-too-long"}), "/chains/input/rules/0/iif", "expected form"),
+    (with_rule({"log": {"level": "loud"}}), "/chains/input/rules/0/log/level", "'loud' is not allowed"),
+    (with_rule({"counter": "yes"}), "/chains/input/rules/0/counter", "boolean"),
+    (with_rule({"name": "has space"}), "/chains/input/rules/0/name", "expected form"),
+    (with_rule({"comment": 'say "hi"'}), "/chains/input/rules/0/comment", "expected form"),
+    ({"version": 1, "description": 5}, "/description", "not of type string"),
+    ({"version": 1.5}, "/version", "must be 1"),
+]
+
+
+@pytest.mark.parametrize("doc,pointer,words", INVALID, ids=[f"{i}:{c[1] or '/'}" for i, c in enumerate(INVALID)])
+def test_invalid_documents(doc, pointer, words):
+    problems = problems_of(doc)
+    text = [f"{p.message} ({p.hint})" for p in problems if p.pointer == pointer]
+    assert text, f"no problem at {pointer!r}; got {[(p.pointer, p.message) for p in problems]}"
+    assert any(words in t for t in text), text
+
+
+def test_several_problems_reported_at_once():
+    doc = {"version": 1, "table": "a b", "chains": {"input": {"policy": "nope", "rules": [{"action": "x"}]}}}
+    pointers = {p.pointer for p in problems_of(doc)}
+    assert {"/table", "/chains/input/policy", "/chains/input/rules/0/action"} <= pointers
+
+
+def test_json_problems_carry_line_numbers():
+    text = '{\n  "version": 1,\n  "chains": {\n    "input": {\n      "policy": "nope"\n    }\n  }\n}\n'
+    with pytest.raises(PolicyError) as info:
+        load_text(text, "p.json", "json")
+    (problem,) = info.value.problems
+    assert (problem.pointer, problem.line) == ("/chains/input/policy", 5)
+    assert problem.render().startswith("p.json:5: error: /chains/input/policy:")
+
+
+def test_yaml_problems_carry_line_numbers():
+    text = "version: 1\nchains:\n  input:\n    rules:\n      - action: accept\n      - saddr: 10.0.0.1/8\n"
+    with pytest.raises(PolicyError) as info:
+        load_text(text, "p.yaml", "yaml")
+    (problem,) = info.value.problems
+    assert (problem.pointer, problem.line) == ("/chains/input/rules/1/saddr", 6)
+
+
+def test_duplicate_keys_are_errors():
+    text = '{"version": 1, "table": "a", "table": "b"}'
+    with pytest.raises(PolicyError) as info:
+        load_text(text, "p.json", "json")
+    assert any("duplicate key 'table'" in p.message for p in info.value.problems)
+
+
+def test_syntax_errors_name_the_line():
+    with pytest.raises(PolicyError) as info:
+        load_text('{\n "version": 1,\n}', "p.json", "json")
+    assert info.value.problems[0].line == 3
+    with pytest.raises(PolicyError) as info:
+        load_text("version: 1\nchains: [\n", "p.yaml", "yaml")
+    assert "not valid YAML" in info.value.problems[0].message
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    with pytest.raises(PolicyError) as info:
+        load_file(tmp_path / "nope.json")
+    assert "cannot read file" in info.value.problems[0].message
+
+
+def test_values_are_normalised():
+    policy = load_document({"version": 1, "notrack": [
+        {"name": "d", "protocols": ["udp"], "ports": [53, "1000-2000", 53], "peers": "2001:db8::/32"}]})
+    (n,) = policy.notrack
+    assert n.ports == (PortRange(53, 53), PortRange(1000, 2000))
+    assert str(n.peers[0]) == "2001:db8::/32"
+    assert policy.table == "ctkit"

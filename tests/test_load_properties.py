@@ -1,0 +1,79 @@
+"""Property tests: whatever a user feeds the loader, the answer is a model or a clean error."""
+import json
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ctkit.compile.lower import lower
+from ctkit.errors import PolicyError
+from ctkit.policy.lint import lint
+from ctkit.policy.load import load_document, load_text
+from ctkit.policy.model import Policy
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=5),
+    max_leaves=30,
+)
+
+# documents that look like policies, so the search reaches past the top-level checks
+keys = st.sampled_from(["version", "table", "conntrack", "notrack", "helpers", "chains", "rules", "input",
+                        "web", "policy", "action", "jump", "goto", "protocol", "protocols", "ports", "dport",
+                        "saddr", "peers", "name", "ct_state", "helper", "max", "timeouts", "udp", "log"])
+leaves = (st.sampled_from([1, 53, "53", "1-2", "tcp", "udp", "accept", "drop", "web", "input", "10.0.0.0/8",
+                           "2001:db8::1", "ftp", "untracked", True, None, -1, 70000])
+          | st.integers() | st.text(max_size=8))
+policy_like = st.recursive(leaves, lambda c: st.lists(c, max_size=4) | st.dictionaries(keys, c, max_size=5),
+                           max_leaves=40)
+
+
+def _check(doc):
+    try:
+        policy = load_document(doc)
+    except PolicyError as exc:
+        assert exc.problems and all(p.message for p in exc.problems)
+        return
+    assert isinstance(policy, Policy)
+    # a model that loads must also lint and lower without crashing
+    lint(policy)
+    lower(policy)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(json_values)
+def test_any_json_value(doc):
+    _check(doc)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({"version": st.just(1)}, optional={
+    "chains": st.dictionaries(st.sampled_from(["input", "output", "web", "x"]), policy_like, max_size=3),
+    "notrack": st.lists(policy_like, max_size=3),
+    "helpers": st.lists(policy_like, max_size=2),
+    "conntrack": policy_like,
+}))
+def test_policy_like_documents(doc):
+    _check(doc)
+
+
+@settings(max_examples=200)
+@given(st.text(max_size=200))
+def test_any_text(text):
+    for fmt in ("json", "yaml", None):
+        try:
+            load_text(text, "fuzz", fmt)
+        except PolicyError:
+            pass
+
+
+@settings(max_examples=100)
+@given(json_values)
+def test_json_text_round_trip(doc):
+    try:
+        text = json.dumps(doc)
+    except ValueError:
+        return
+    try:
+        load_text(text, "fuzz.json", "json")
+    except PolicyError:
+        pass
