@@ -1,0 +1,191 @@
+"""The nft backend against the real kernel, each test in its own namespaces."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lab import (CLIENT_LAN4, CLIENT4, CLIENT6, SERVER4, SERVER6, SERVER_LAN4, conntrack_count, nft_json, rule_counters,
+                 run, tcp_connect, tcp_listen, udp_exchange, udp_server)
+from ctkit import pipeline
+from ctkit.backends import nft as nft_backend
+from ctkit.backends import nft_text
+from ctkit.errors import KernelError
+from ctkit.kernel import nft as nft_kernel
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+
+
+def ctkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    r = subprocess.run([sys.executable, "-m", "ctkit", *args], capture_output=True, text=True, timeout=60)
+    if check:
+        assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def kernel_rules(ns: str, table: str = "ctkit") -> list[tuple[str, str]]:
+    """(chain, comment) of every rule the kernel holds in ctkit's table, in order."""
+    return [(i["rule"]["chain"], i["rule"].get("comment", "")) for i in nft_json(ns, "list", "table", "inet", table)
+            if "rule" in i]
+
+
+def ruleset_text(ns: str) -> str:
+    return run(ns, "nft", "list", "ruleset").stdout
+
+
+def add_foreign_table(ns: str) -> str:
+    """A table that another owner (docker, firewalld) would have, with a rule and a counter."""
+    run(ns, "nft", "-f", "-", input="""
+table ip foreign {
+    chain forward { type filter hook forward priority 0; policy accept; iifname "docker0" counter accept; }
+    chain post { type nat hook postrouting priority 100; oifname "veth0" counter masquerade; }
+}
+""")
+    return run(ns, "nft", "list", "table", "ip", "foreign").stdout
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_applies_and_reads_back(lab, path):
+    ns = lab.netns("ex")
+    ctkit("apply", str(path), "--netns", ns)
+    document = nft_backend.generate(pipeline.compile_file(path).plan)
+    wanted = [(c["add"]["rule"]["chain"], c["add"]["rule"]["comment"]) for c in document["nftables"]
+              if "rule" in c.get("add", {})]
+    assert kernel_rules(ns) == wanted
+    chains = {i["chain"]["name"]: i["chain"] for i in nft_json(ns, "list", "table", "inet", "ctkit") if "chain" in i}
+    for cmd in document["nftables"]:
+        chain = cmd.get("add", {}).get("chain")
+        if chain and "hook" in chain:
+            live = chains[chain["name"]]
+            assert (live["hook"], live["prio"], live["policy"]) == (chain["hook"], chain["prio"], chain["policy"])
+    # the nft-syntax rendering of the same document gives the kernel the same ruleset
+    json_view = ruleset_text(ns)
+    ctkit("remove", "--netns", ns)
+    run(ns, "nft", "-f", "-", input=nft_text.render(document))
+    assert ruleset_text(ns) == json_view
+
+
+def test_reapply_is_one_transaction_and_leaves_foreign_tables(lab):
+    ns = lab.netns("re")
+    foreign = add_foreign_table(ns)
+    policy = str(ROOT / "examples" / "server-baseline.json")
+    ctkit("apply", policy, "--netns", ns)
+    first = kernel_rules(ns)
+    monitor = subprocess.Popen(["ip", "netns", "exec", ns, "nft", "monitor"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        ctkit("apply", policy, "--netns", ns)
+        time.sleep(0.3)
+    finally:
+        monitor.terminate()
+        out, _ = monitor.communicate(timeout=10)
+    generations = [line for line in out.splitlines() if line.startswith("# new generation")]
+    assert len(generations) == 1, out  # delete + recreate reached the kernel as one batch
+    assert "delete table inet ctkit" in out and "add table inet ctkit" in out
+    assert kernel_rules(ns) == first
+    assert run(ns, "nft", "list", "table", "ip", "foreign").stdout == foreign
+    ctkit("remove", "--netns", ns)
+    assert run(ns, "nft", "list", "table", "ip", "foreign").stdout == foreign
+    assert "ctkit" not in ruleset_text(ns)
+
+
+def test_rejected_apply_changes_nothing(lab):
+    ns = lab.netns("rj")
+    add_foreign_table(ns)
+    compiled = pipeline.compile_file(ROOT / "examples" / "ftp-helper.json")
+    document = nft_backend.generate(compiled.plan)
+    bad = json.loads(json.dumps(document))
+    for cmd in bad["nftables"]:
+        if "ct helper" in cmd.get("add", {}):
+            cmd["add"]["ct helper"]["type"] = "no-such-helper"  # the kernel has no such helper: -ENOENT at commit
+    # first apply rejected: no table appears
+    before = ruleset_text(ns)
+    with pytest.raises(KernelError):
+        nft_kernel.apply("ctkit", bad, ns)
+    assert ruleset_text(ns) == before
+    # over a live table: the old table stays, whole
+    nft_kernel.apply("ctkit", nft_backend.generate(pipeline.compile_file(ROOT / "examples" / "dns-server.json").plan), ns)
+    before = ruleset_text(ns)
+    with pytest.raises(KernelError):
+        nft_kernel.apply("ctkit", bad, ns)
+    assert ruleset_text(ns) == before
+
+
+def test_dry_run_changes_nothing(lab):
+    ns = lab.netns("dr")
+    before = ruleset_text(ns)
+    r = ctkit("apply", str(ROOT / "examples" / "dns-server.json"), "--netns", ns, "--dry-run")
+    assert "checked (nothing changed)" in r.stdout
+    assert ruleset_text(ns) == before
+
+
+def test_permission_error_exits_3(lab):
+    ns = lab.netns("pe")
+    r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                        sys.executable, "-m", "ctkit", "apply", str(ROOT / "examples" / "dns-server.json"),
+                        "--netns", ns], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert "Traceback" not in r.stderr and "root" in r.stderr
+    assert "ctkit" not in ruleset_text(ns)
+
+
+def _track_everything(ns: str) -> None:
+    """A foreign rule that needs conntrack, so tracking runs in the namespace (see DESIGN.md)."""
+    run(ns, "nft", "-f", "-", input="table inet probe { chain in { type filter hook input priority 10; "
+                                    "ct state new counter; } }")
+
+
+def test_dns_example_stops_tracking_port_53(pair):
+    client, server = pair
+    ctkit("apply", str(ROOT / "examples" / "dns-server.json"), "--netns", server)
+    udp = [udp_server(server, addr, 53) for addr in (SERVER4, SERVER6)]
+    listeners = [tcp_listen(server, addr, 53) for addr in (SERVER4, SERVER6)]
+    try:
+        results = []
+        for i in range(40):  # bounded: 40 exchanges, 1 s timeout each
+            addr, srv = (SERVER4, udp[0]) if i % 2 == 0 else (SERVER6, udp[1])
+            results.append(udp_exchange(client, srv, addr, 53, payload=b"q%d" % i))
+        assert results == [(True, True)] * 40  # untracked, yet accepted both ways
+        assert tcp_connect(client, SERVER4, 53) and tcp_connect(client, SERVER6, 53)
+        assert conntrack_count(server) == 0
+        counters = rule_counters(server)
+        key = "notrack/dns: no conntrack entries for DNS"
+        assert counters[key] >= 2 * 40 + 4  # 40 requests in prerouting, 40 replies in output, TCP handshakes
+        assert counters["dns-untracked"] >= 40
+        # tracking is on for everything else: ssh from the LAN creates an entry
+        ssh = tcp_listen(server, SERVER_LAN4, 22)
+        try:
+            assert tcp_connect(client, SERVER_LAN4, 22, src=CLIENT_LAN4)
+        finally:
+            ssh.close()
+        assert conntrack_count(server) >= 1
+        assert "dport=53" not in run(server, "conntrack", "-L", check=False).stdout
+    finally:
+        for s in udp + listeners:
+            s.close()
+
+
+def test_default_drop_input(pair):
+    client, server = pair
+    ctkit("apply", str(ROOT / "examples" / "dns-server.json"), "--netns", server)
+    listeners = [tcp_listen(server, "0.0.0.0", 22), tcp_listen(server, "0.0.0.0", 8080),
+                 tcp_listen(server, "::", 2222)]
+    try:
+        assert tcp_connect(client, SERVER_LAN4, 22, src=CLIENT_LAN4)  # 10.0.0.0/8: accepted
+        assert not tcp_connect(client, SERVER4, 22, src=CLIENT4, timeout=0.5)  # 192.0.2.0/24: dropped
+        assert not tcp_connect(client, SERVER_LAN4, 8080, src=CLIENT_LAN4, timeout=0.5)  # closed-off port
+        assert not tcp_connect(client, SERVER6, 2222, src=CLIENT6, timeout=0.5)
+    finally:
+        for s in listeners:
+            s.close()
+    # the drops happened in the kernel, by policy: the accepted SYN was counted, the others were not
+    counters = rule_counters(server)
+    assert counters["ssh-lan: ssh from lan"] >= 1
+    assert conntrack_count(server) >= 1
