@@ -19,7 +19,7 @@ from ctkit.errors import KernelError
 from ctkit.kernel import nft as nft_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = sorted((ROOT / "examples").glob("*.json"))
+EXAMPLES = sorted((ROOT / "examples").glob("*.json")) + sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def ctkit(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -189,3 +189,42 @@ def test_default_drop_input(pair):
     counters = rule_counters(server)
     assert counters["ssh-lan: ssh from lan"] >= 1
     assert conntrack_count(server) >= 1
+
+
+def test_stateful_client_opens_but_cannot_be_reached(pair):
+    client, server = pair
+    ctkit("apply", str(ROOT / "examples" / "stateful-client.json"), "--netns", client)
+    srv_tcp = tcp_listen(server, SERVER4, 8000)
+    srv_udp = udp_server(server, SERVER6, 5000)
+    cli_tcp = tcp_listen(client, "0.0.0.0", 8000)
+    cli_udp = udp_server(client, CLIENT4, 5000)
+    try:
+        assert tcp_connect(client, SERVER4, 8000)  # out: new, replies: established
+        assert udp_exchange(client, srv_udp, SERVER6, 5000) == (True, True)
+        assert not tcp_connect(server, CLIENT4, 8000, timeout=0.5)  # in: new is dropped
+        assert udp_exchange(server, cli_udp, CLIENT4, 5000, timeout=0.5) == (False, False)
+    finally:
+        for s in (srv_tcp, srv_udp, cli_tcp, cli_udp):
+            s.close()
+    assert rule_counters(client)["replies"] >= 2
+
+
+def test_memcached_untracked_only_for_whitelisted_clients(lab):
+    server, good, bad = lab.netns("mc"), lab.netns("ok"), lab.netns("no")
+    lab.link(good, server, ["192.0.2.20/24", "2001:db8::20/64"], ["192.0.2.10/24", "2001:db8::10/64"], "veth0")
+    lab.link(bad, server, ["198.51.100.20/24"], ["198.51.100.10/24"], "veth1")
+    ctkit("apply", str(ROOT / "examples" / "memcached-notrack.yaml"), "--netns", server)
+    udp4, udp6 = udp_server(server, "0.0.0.0", 11211), udp_server(server, "::", 11212)
+    listener = tcp_listen(server, "::", 11211)
+    try:
+        assert udp_exchange(good, udp4, SERVER4, 11211) == (True, True)
+        assert tcp_connect(good, SERVER6, 11211)
+        assert conntrack_count(server) == 0  # whitelisted: untracked both ways, yet delivered
+        assert not tcp_connect(bad, "198.51.100.10", 11211, timeout=0.5)  # not whitelisted: dropped
+        assert udp_exchange(bad, udp4, "198.51.100.10", 11211, timeout=0.5) == (False, False)
+    finally:
+        for s in (udp4, udp6, listener):
+            s.close()
+    counters = rule_counters(server)
+    assert counters["notrack/memcached: whitelisted cache clients"] >= 4
+    assert counters["memcached-replies"] >= 2
