@@ -30,7 +30,7 @@ def test_examples_load(path):
 
 def test_yaml_and_json_mean_the_same(tmp_path):
     for path in EXAMPLES:
-        doc = json.loads(path.read_text())
+        doc = yaml.safe_load(path.read_text())
         y = tmp_path / (path.stem + ".yaml")
         y.write_text(yaml.safe_dump(doc, sort_keys=False))
         assert load_file(y) == load_file(path)
