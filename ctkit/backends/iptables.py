@@ -1,0 +1,498 @@
+"""iptables backend: IR -> iptables-restore documents, one for IPv4 and one for IPv6.
+
+Where ctkit's nft table owns whole base chains, on iptables it owns only the
+chains named with its prefix (``CTKIT-`` for table ``ctkit``), one per
+built-in chain it extends (raw PREROUTING -> CTKIT-PREROUTING, filter INPUT ->
+CTKIT-INPUT, ...) plus the policy's user-defined chains (CTKIT-web). Each is
+reached by a single jump; the kernel stage (ctkit/kernel/iptables.py) inserts
+that jump once and replaces the chains' contents atomically per table.
+
+How IR nodes become iptables (RENDERERS, one function per node type):
+
+    NfProto            which document the rule goes into (ipv4 | ipv6)
+    L4Proto            -p PROTO, one rule per protocol (icmp only in ipv4, icmpv6 only in ipv6)
+    Addr saddr|daddr   -s NET / -d NET, one rule per network; 'any' -> one rule with -s, one with -d
+    Port sport|dport   -m tcp --dport N[:M], several -> -m multiport --dports (at most 15)
+    Port any           -m multiport --ports (source or destination port: the shorter equivalent)
+    Iface              -i NAME / -o NAME
+    CtState            -m conntrack --ctstate A,B
+    Counter            nothing: every iptables rule counts
+    Log                its own rule, -j LOG --log-prefix (at most 29 characters) --log-level N
+    Notrack            -j CT --notrack (raw table only)
+    SetCtHelper        -j CT --helper KERNEL_NAME (raw table only; the template is set before conntrack)
+    Verdict            -j ACCEPT|DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
+
+Base chains. nft runs a base chain's policy when the chain ends, when it
+says `return`, and when a chain reached by `goto` ends. On iptables ctkit's
+chain is itself called from the built-in chain, so the same meaning needs:
+policy drop -> a last rule `-j DROP`; policy accept -> no last rule (falling
+off the end hands the packet back to the built-in chain, as nft's accept
+hands it to the next base chain); `return` -> the policy's verdict; `goto X`
+under policy drop -> `-j X` followed by the same matches `-j DROP`.
+
+IR base chains map to iptables tables: chains that set conntrack templates
+(notrack, helpers) or run before conntrack go to raw; input, forward and
+output at filter priority go to filter; prerouting and postrouting at filter
+priority go to mangle (no NAT exists in the policy, so the order against it
+cannot show). Rules are printed the way iptables-save prints them, so what
+the kernel holds can be compared with what ctkit generated, line by line.
+"""
+from __future__ import annotations
+
+import ipaddress
+import itertools
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ctkit.compile import ir
+from ctkit.errors import CompileError
+
+BACKEND = "iptables"
+FAMILIES = ("ipv4", "ipv6")
+TABLE_ORDER = ("raw", "mangle", "filter")
+MAX_CHAIN_NAME = 28  # iptables: "chain name too long (must be under 29 chars)"
+MAX_LOG_PREFIX = 29  # xt_LOG: 30 bytes with the terminating NUL
+MAX_COMMENT = 255  # xt_comment: 256 bytes with the terminating NUL
+MAX_MULTIPORT = 15  # XT_MULTI_PORTS; a range takes two slots
+
+#: protocol name in the policy -> iptables -p name, per family (absent: never matches there)
+_PROTO = {
+    "ipv4": {"icmp": "icmp"},
+    "ipv6": {"icmpv6": "ipv6-icmp"},
+}
+_FAMILY_ONLY = {"icmp": "ipv4", "icmpv6": "ipv6"}
+#: protocols with their own port match (-m tcp --dport ...); others use multiport
+_PORT_MATCH = frozenset({"tcp", "udp", "sctp", "dccp"})
+_MULTIPORT = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
+_CTSTATE_ORDER = ("invalid", "new", "related", "established", "untracked")
+_LOG_LEVELS = {"emerg": 0, "alert": 1, "crit": 2, "err": 3, "warn": 4, "notice": 5, "info": 6, "debug": 7}
+_DEFAULT_LOG_LEVEL = 4  # iptables-save leaves it out
+_REJECT_WITH = {
+    "ipv4": {"port-unreachable": "icmp-port-unreachable", "host-unreachable": "icmp-host-unreachable",
+             "net-unreachable": "icmp-net-unreachable", "admin-prohibited": "icmp-admin-prohibited",
+             "tcp-reset": "tcp-reset"},
+    "ipv6": {"port-unreachable": "icmp6-port-unreachable", "host-unreachable": "icmp6-addr-unreachable",
+             "net-unreachable": "icmp6-no-route", "admin-prohibited": "icmp6-adm-prohibited",
+             "tcp-reset": "tcp-reset"},
+}
+#: where REJECT may be used (ipt_REJECT: filter table, INPUT/FORWARD/OUTPUT)
+_REJECT_TABLES = frozenset({"filter"})
+_BUILTINS = {
+    "raw": ("PREROUTING", "OUTPUT"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+}
+
+# order of the parts of a rule in iptables-save output
+_SLOT_SRC, _SLOT_DST, _SLOT_IN, _SLOT_OUT, _SLOT_PROTO, _SLOT_MATCH, _SLOT_COMMENT, _SLOT_TARGET = range(8)
+
+
+# ------------------------------------------------------------ output model
+
+@dataclass(frozen=True)
+class Chain:
+    """One chain ctkit owns; rules are iptables-save specs without the leading `-A NAME`."""
+    name: str
+    rules: tuple[str, ...]
+    builtin: str | None = None  # the built-in chain that jumps here, or None (user-defined)
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str  # raw | mangle | filter
+    chains: tuple[Chain, ...]
+
+
+@dataclass(frozen=True)
+class Document:
+    """What ctkit owns in one family (iptables or ip6tables)."""
+    family: str
+    prefix: str
+    tables: tuple[Table, ...]
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(c.rules) for t in self.tables for c in t.chains)
+
+    def table(self, name: str) -> Table | None:
+        return next((t for t in self.tables if t.name == name), None)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    prefix: str
+    ipv4: Document
+    ipv6: Document
+
+    def document(self, family: str) -> Document:
+        return self.ipv4 if family == "ipv4" else self.ipv6
+
+
+def chain_prefix(table: str) -> str:
+    """The prefix of every chain ctkit owns for policy table `table`: ctkit -> CTKIT-."""
+    return table.upper() + "-"
+
+
+# ------------------------------------------------------------ rendering ctx
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What a renderer may need besides the node: the rule, where it lands, the family."""
+    rule: ir.Rule
+    family: str
+    table: str  # iptables table
+    chain: ir.Chain
+    names: Any  # Mapping IR chain name -> iptables chain name
+    helpers: Any  # Mapping helper object name -> CtHelperObject
+
+    @property
+    def is_base(self) -> bool:
+        return self.chain.hook is not None
+
+
+def _fail(ctx: _Ctx, construct: str, detail: str) -> CompileError:
+    return CompileError(BACKEND, construct, ctx.rule.origin, detail)
+
+
+def quote(value: str) -> str:
+    """Quote a string the way iptables-save does (xtables_save_string)."""
+    safe = set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    if value and all(c in safe for c in value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _proto_of(ctx: _Ctx) -> str | None:
+    return next((m.protocols[0] for m in ctx.rule.matches if isinstance(m, ir.L4Proto)), None)
+
+
+# ------------------------------------------------------------------ matches
+# each renderer returns (slot, text) parts; slots put them in iptables-save order
+
+Part = tuple[int, str]
+
+
+def _nfproto(m: ir.NfProto, ctx: _Ctx) -> list[Part]:
+    return []  # chose the document already
+
+
+def _l4proto(m: ir.L4Proto, ctx: _Ctx) -> list[Part]:
+    (proto,) = m.protocols  # _expand leaves one per rule
+    return [(_SLOT_PROTO, "-p " + _PROTO[ctx.family].get(proto, proto))]
+
+
+def _addr(m: ir.Addr, ctx: _Ctx) -> list[Part]:
+    (net,) = m.networks  # _expand leaves one per rule
+    text = str(ipaddress.ip_network(net))
+    flag, slot = ("-s", _SLOT_SRC) if m.field == "saddr" else ("-d", _SLOT_DST)
+    return [(slot, f"{flag} {text}")]
+
+
+def _port_text(r) -> str:
+    return str(r.lo) if r.lo == r.hi else f"{r.lo}:{r.hi}"
+
+
+def _port(m: ir.Port, ctx: _Ctx) -> list[Part]:
+    proto = _proto_of(ctx)
+    if proto not in _MULTIPORT:
+        raise _fail(ctx, "Port", f"ports need one of {', '.join(sorted(_MULTIPORT))} (got {proto or 'none'})")
+    single = len(m.ranges) == 1
+    if m.field != "any" and single and proto in _PORT_MATCH:
+        return [(_SLOT_MATCH, f"-m {proto} --{m.field} {_port_text(m.ranges[0])}")]
+    slots = sum(1 if r.lo == r.hi else 2 for r in m.ranges)
+    if slots > MAX_MULTIPORT:
+        raise _fail(ctx, "Port", f"{slots} port slots; iptables multiport takes at most {MAX_MULTIPORT} "
+                                 "(a range counts as two): use ranges or split the rule")
+    option = {"sport": "--sports", "dport": "--dports", "any": "--ports"}[m.field]
+    return [(_SLOT_MATCH, f"-m multiport {option} " + ",".join(_port_text(r) for r in m.ranges))]
+
+
+def _iface(m: ir.Iface, ctx: _Ctx) -> list[Part]:
+    return [(_SLOT_IN, f"-i {m.name}")] if m.direction == "in" else [(_SLOT_OUT, f"-o {m.name}")]
+
+
+def _ctstate(m: ir.CtState, ctx: _Ctx) -> list[Part]:
+    states = [s.upper() for s in _CTSTATE_ORDER if s in m.states]
+    return [(_SLOT_MATCH, "-m conntrack --ctstate " + ",".join(states))]
+
+
+# --------------------------------------------------------------- statements
+# a statement renders to the target of one iptables rule, or to nothing
+
+def _counter(s: ir.Counter, ctx: _Ctx) -> list[str]:
+    return []  # every iptables rule has packet and byte counters
+
+
+def _log(s: ir.Log, ctx: _Ctx) -> list[str]:
+    text = "-j LOG"
+    if s.prefix is not None:
+        if len(s.prefix.encode()) > MAX_LOG_PREFIX:
+            raise _fail(ctx, "log prefix", f"{s.prefix!r} is {len(s.prefix.encode())} characters; "
+                                           f"iptables LOG allows at most {MAX_LOG_PREFIX}")
+        text += " --log-prefix " + quote(s.prefix)
+    level = _LOG_LEVELS.get(s.level)
+    if level is None:
+        raise _fail(ctx, "log level", f"{s.level!r} has no iptables LOG level")
+    if level != _DEFAULT_LOG_LEVEL:
+        text += f" --log-level {level}"
+    return [text]
+
+
+def _need_raw(ctx: _Ctx, construct: str) -> None:
+    if ctx.table != "raw":
+        raise _fail(ctx, construct, f"the CT target works only in the raw table, not in {ctx.table}")
+
+
+def _notrack(s: ir.Notrack, ctx: _Ctx) -> list[str]:
+    _need_raw(ctx, "notrack")
+    return ["-j CT --notrack"]
+
+
+def _set_helper(s: ir.SetCtHelper, ctx: _Ctx) -> list[str]:
+    _need_raw(ctx, "ct helper")
+    obj = ctx.helpers.get(s.object_name)
+    if obj is None:
+        raise _fail(ctx, "ct helper", f"no helper object named {s.object_name!r}")
+    if obj.protocol != _proto_of(ctx):
+        raise _fail(ctx, "ct helper", f"helper {obj.helper} needs -p {obj.protocol} in the same rule")
+    return [f"-j CT --helper {obj.helper}"]
+
+
+def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
+    policy = (ctx.chain.policy or "accept") if ctx.is_base else None
+    if s.kind in ("jump", "goto"):
+        target = ctx.names.get(s.target)
+        if target is None:
+            raise _fail(ctx, s.kind, f"unknown chain {s.target!r}")
+        if s.kind == "goto" and policy == "drop":
+            # after the goto'd chain ends, nft runs the base chain's policy
+            return [f"-j {target}", "-j DROP"]
+        return [f"-{s.kind[0]} {target}"]
+    if s.kind == "return" and policy is not None:
+        return ["-j DROP" if policy == "drop" else "-j RETURN"]
+    if s.kind == "reject":
+        if ctx.table not in _REJECT_TABLES:
+            raise _fail(ctx, "reject", f"REJECT works only in the filter table (INPUT, FORWARD, OUTPUT), "
+                                       f"this chain is in {ctx.table}")
+        how = s.reject_with or "port-unreachable"
+        if how == "tcp-reset" and _proto_of(ctx) != "tcp":
+            raise _fail(ctx, "reject", "tcp-reset needs protocol tcp in the same rule")
+        return [f"-j REJECT --reject-with {_REJECT_WITH[ctx.family][how]}"]
+    if s.kind in ("accept", "drop", "return"):
+        return ["-j " + s.kind.upper()]
+    raise _fail(ctx, "verdict", f"{s.kind!r} has no iptables target")
+
+
+MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
+    ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
+    ir.Iface: _iface, ir.CtState: _ctstate,
+}
+STATEMENT_RENDERERS: dict[type, Callable[[Any, _Ctx], list[str]]] = {
+    ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
+    ir.Verdict: _verdict,
+}
+
+
+# ------------------------------------------------------------------- rules
+
+def _in_family(rule: ir.Rule, family: str) -> ir.Rule | None:
+    """The rule as seen by one family, or None when it can never match there."""
+    matches = []
+    for m in rule.matches:
+        if isinstance(m, ir.NfProto) and m.family != family:
+            return None
+        if isinstance(m, ir.Addr) and m.family != family:
+            return None
+        if isinstance(m, ir.L4Proto):
+            protos = tuple(p for p in m.protocols if _FAMILY_ONLY.get(p, family) == family)
+            if not protos:
+                return None
+            m = ir.L4Proto(protos)
+        matches.append(m)
+    return ir.Rule(rule.id, rule.origin, tuple(matches), rule.statements, rule.comment)
+
+
+def _expand(rule: ir.Rule) -> list[ir.Rule]:
+    """iptables matches one protocol and one network per rule: one rule per combination."""
+    choices: list[list[ir.Match]] = []
+    for m in rule.matches:
+        if isinstance(m, ir.L4Proto):
+            choices.append([ir.L4Proto((p,)) for p in m.protocols])
+        elif isinstance(m, ir.Addr):
+            fields = ("saddr", "daddr") if m.field == "any" else (m.field,)
+            nets = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in m.networks)]
+            choices.append([ir.Addr(f, m.family, (n,)) for f in fields for n in nets])
+        else:
+            choices.append([m])
+    return [ir.Rule(rule.id, rule.origin, tuple(combo), rule.statements, rule.comment)
+            for combo in itertools.product(*choices)]
+
+
+def _render_rule(rule: ir.Rule, ctx: _Ctx) -> list[str]:
+    parts: list[Part] = []
+    for m in rule.matches:
+        fn = MATCH_RENDERERS.get(type(m))
+        if fn is None:
+            raise _fail(ctx, type(m).__name__, "no iptables match for it")
+        parts += fn(m, ctx)
+    comment = rule.kernel_comment
+    if "\n" in comment or len(comment.encode()) > MAX_COMMENT:
+        raise _fail(ctx, "comment", f"iptables comments are one line of at most {MAX_COMMENT} bytes")
+    parts.append((_SLOT_COMMENT, "-m comment --comment " + quote(comment)))
+    head = " ".join(text for _slot, text in sorted(parts, key=lambda p: p[0]))
+    targets: list[str] = []
+    for s in rule.statements:
+        fn = STATEMENT_RENDERERS.get(type(s))
+        if fn is None:
+            raise _fail(ctx, type(s).__name__, "no iptables target for it")
+        targets += fn(s, ctx)
+    if not targets:
+        return [head]  # counts only
+    return [f"{head} {t}" for t in targets]
+
+
+def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers: dict) -> list[str]:
+    out = []
+    for rule in chain.rules:
+        seen = _in_family(rule, family)
+        if seen is None:
+            continue
+        for concrete in _expand(seen):
+            out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, helpers))
+    if chain.hook is not None and chain.policy == "drop":
+        out.append("-m comment --comment " + quote(f"{chain.name}: policy drop") + " -j DROP")
+    return out
+
+
+# ------------------------------------------------------------------ layout
+
+def _placement(chain: ir.Chain) -> tuple[str, str]:
+    """(iptables table, built-in chain) for an IR base chain."""
+    hook = chain.hook
+    assert hook is not None
+    sets_template = any(isinstance(s, (ir.Notrack, ir.SetCtHelper)) for r in chain.rules for s in r.statements)
+    builtin = hook.hook.upper()
+    if hook.type != "filter":
+        raise CompileError(BACKEND, f"{hook.type} chain", chain.origin or chain.name, "no iptables table for it")
+    if sets_template or hook.priority <= ir.PRIORITY_RAW:
+        table = "raw"
+    elif hook.hook in ("input", "forward", "output"):
+        table = "filter"
+    else:
+        table = "mangle"
+    if builtin not in _BUILTINS[table]:
+        raise CompileError(BACKEND, f"{hook.hook} hook", chain.origin or chain.name,
+                           f"the {table} table has no {builtin} chain")
+    return table, builtin
+
+
+def _reachable(start: str, chains: dict[str, ir.Chain]) -> set[str]:
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        for rule in chains[name].rules:
+            for s in rule.statements:
+                if isinstance(s, ir.Verdict) and s.target and s.target not in seen and s.target in chains:
+                    seen.add(s.target)
+                    todo.append(s.target)
+    return seen
+
+
+def _check_name(name: str, where: str) -> str:
+    if len(name) > MAX_CHAIN_NAME:
+        raise CompileError(BACKEND, "chain name", where,
+                           f"{name!r} is {len(name)} characters; iptables allows {MAX_CHAIN_NAME}: "
+                           "shorten the policy's table or the chain's name")
+    return name
+
+
+def _layout(table: ir.Table) -> tuple[dict[str, str], dict[tuple[str, str], list[ir.Chain]], dict[str, list[str]]]:
+    """Names of ctkit's chains, the IR base chains behind each built-in chain, and
+    the iptables tables each user-defined chain must exist in."""
+    prefix = chain_prefix(table.name)
+    by_name = {c.name: c for c in table.chains}
+    groups: dict[tuple[str, str], list[ir.Chain]] = {}
+    for c in table.chains:
+        if c.hook is not None:
+            groups.setdefault(_placement(c), []).append(c)
+    names: dict[str, str] = {}
+    owner: dict[tuple[str, str], str] = {}  # (iptables table, chain) -> IR chain
+    for (tbl, builtin), members in groups.items():
+        for c in members[:-1]:  # merged chains must fall through to the next one
+            if c.policy == "drop" or any(isinstance(s, ir.Verdict) and s.kind in ("return", "goto")
+                                         for r in c.rules for s in r.statements):
+                raise CompileError(BACKEND, "chain", c.origin or c.name,
+                                   f"{c.name} shares {tbl} {builtin} with {members[-1].name} and cannot end early")
+        for c in members:
+            names[c.name] = prefix + builtin
+        owner[(tbl, prefix + builtin)] = members[0].name
+    user_tables: dict[str, list[str]] = {}
+    for (tbl, _builtin), members in groups.items():
+        for c in members:
+            for target in sorted(_reachable(c.name, by_name)):
+                tbls = user_tables.setdefault(target, [])
+                if by_name[target].hook is None and tbl not in tbls:
+                    tbls.append(tbl)
+    for c in table.chains:
+        if c.hook is not None:
+            continue
+        names[c.name] = _check_name(prefix + c.name, c.origin or c.name)
+        if not user_tables.get(c.name):
+            user_tables[c.name] = ["filter"]  # never reached: kept beside the filter chains
+        for tbl in user_tables[c.name]:
+            other = owner.setdefault((tbl, names[c.name]), c.name)
+            if other != c.name:
+                raise CompileError(BACKEND, "chain name", c.origin or c.name,
+                                   f"{names[c.name]} is also the chain ctkit uses for {other}; rename {c.name!r}")
+    return names, groups, user_tables
+
+
+def generate_family(plan: ir.Plan, family: str) -> Document:
+    table = plan.table
+    prefix = chain_prefix(table.name)
+    names, groups, user_tables = _layout(table)
+    helpers = {o.name: o for o in table.objects}
+    by_table: dict[str, list[Chain]] = {}
+    for (tbl, builtin), members in groups.items():
+        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, helpers)]
+        if not rules and all(c.policy != "drop" for c in members) and all(c.origin is None for c in members):
+            continue  # an internal chain with nothing for this family
+        by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin))
+    for c in table.chains:
+        if c.hook is not None:
+            continue
+        for tbl in user_tables[c.name]:
+            by_table.setdefault(tbl, []).append(Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, helpers))))
+    tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)
+    return Document(family, prefix, tables)
+
+
+def generate(plan: ir.Plan) -> Ruleset:
+    """ctkit's chains for IPv4 and IPv6."""
+    return Ruleset(chain_prefix(plan.table.name), generate_family(plan, "ipv4"), generate_family(plan, "ipv6"))
+
+
+# ------------------------------------------------------------------- text
+
+def jump_spec(chain: Chain) -> str:
+    return f"-j {chain.name}"
+
+
+def render(doc: Document, source: str | None = None) -> str:
+    """The document as iptables-restore --noflush input that creates ctkit's chains and jumps.
+
+    Run once on a host without ctkit's chains; `ctkit apply --backend iptables`
+    replaces them in place and never duplicates a jump.
+    """
+    tool = "iptables-restore" if doc.family == "ipv4" else "ip6tables-restore"
+    lines = [f"# ctkit: chains {doc.prefix}* ({doc.family}){' from ' + source if source else ''}",
+             f"# {tool} --noflush < this file (once; ctkit apply --backend iptables re-applies safely)"]
+    for table in doc.tables:
+        lines.append(f"*{table.name}")
+        lines += [f":{c.name} - [0:0]" for c in table.chains]
+        for c in table.chains:
+            lines += [f"-A {c.name} {spec}" for spec in c.rules]
+        lines += [f"-I {c.builtin} 1 {jump_spec(c)}" for c in table.chains if c.builtin]
+        lines.append("COMMIT")
+    return "\n".join(lines) + "\n"
