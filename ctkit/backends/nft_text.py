@@ -62,6 +62,8 @@ def expr(e: dict) -> str:
     if key == "match":
         op = "" if body["op"] in ("==", "in") else body["op"] + " "
         return f"{left(body['left'])} {op}{_string_right(body['left'], body['right'])}"
+    if key == "counter" and isinstance(body, dict):
+        return f"counter packets {body.get('packets', 0)} bytes {body.get('bytes', 0)}"
     if key in ("counter", "notrack", "accept", "drop", "return") and body is None:
         return key
     if key in ("jump", "goto"):
@@ -76,6 +78,8 @@ def expr(e: dict) -> str:
             parts.append(f"level {body['level']}")
         return " ".join(parts)
     if key == "reject":
+        if not body:
+            return "reject"
         if body.get("type") == "tcp reset":
             return "reject with tcp reset"
         return f"reject with {body['type']} type {body['expr']}"

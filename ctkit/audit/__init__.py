@@ -1,0 +1,1 @@
+"""Desired vs live: ruleset and settings drift, foreign interference, conntrack health."""

@@ -1,0 +1,135 @@
+"""Ruleset drift: ctkit's table in the kernel against the compiled policy.
+
+The comparison is backend-neutral: each backend's reader turns its desired
+output and the kernel's listing into TableViews (rules keyed by the policy
+rule id carried in their comment, with a canonical form that ignores how the
+kernel re-prints them); compare() names every difference by the policy rule
+it belongs to: missing, changed, extra, reordered, and the same for chains
+and ct helper objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+MISSING_TABLE = "missing-table"
+
+
+@dataclass(frozen=True)
+class RuleView:
+    chain: str
+    rule_id: str | None  # None: a rule without ctkit's comment (added by hand)
+    canon: Any
+    text: str  # for humans
+
+
+@dataclass(frozen=True)
+class TableView:
+    present: bool
+    chains: dict[str, Any] = field(default_factory=dict)  # name -> canonical chain
+    rules: dict[str, list[RuleView]] = field(default_factory=dict)  # chain -> rules in order
+    objects: dict[str, Any] = field(default_factory=dict)  # helper name -> canonical object
+    chain_text: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Drift:
+    kind: str  # missing | changed | extra | reordered | missing-chain | extra-chain | changed-chain |
+    #          missing-object | changed-object | extra-object | missing-table
+    subject: str  # chain/rule id, chain, or object name
+    origin: str | None = None  # JSON pointer of the policy construct
+    expected: str | None = None
+    actual: str | None = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "subject": self.subject, "origin": self.origin,
+                "expected": self.expected, "actual": self.actual}
+
+
+def _lis(seq: list[int]) -> set[int]:
+    """Indexes (into seq) of one longest increasing subsequence."""
+    import bisect
+    tails: list[int] = []
+    tails_idx: list[int] = []
+    prev = [-1] * len(seq)
+    for i, v in enumerate(seq):
+        k = bisect.bisect_left(tails, v)
+        if k == len(tails):
+            tails.append(v)
+            tails_idx.append(i)
+        else:
+            tails[k] = v
+            tails_idx[k] = i
+        prev[i] = tails_idx[k - 1] if k else -1
+    out, i = set(), tails_idx[-1] if tails_idx else -1
+    while i >= 0:
+        out.add(i)
+        i = prev[i]
+    return out
+
+
+def _compare_chain(chain: str, want: list[RuleView], have: list[RuleView],
+                   origins: dict[str, str]) -> list[Drift]:
+    drifts: list[Drift] = []
+    used = [False] * len(have)
+    pairs: list[tuple[int, int]] = []  # (want index, have index) exact matches
+    for wi, w in enumerate(want):
+        for hi, h in enumerate(have):
+            if not used[hi] and h.rule_id == w.rule_id and h.canon == w.canon:
+                used[hi] = True
+                pairs.append((wi, hi))
+                break
+    matched_w = {wi for wi, _ in pairs}
+    # same id, different content: changed
+    for wi, w in enumerate(want):
+        if wi in matched_w:
+            continue
+        hi = next((i for i, h in enumerate(have) if not used[i] and h.rule_id == w.rule_id), None)
+        if hi is None:
+            drifts.append(Drift("missing", f"{chain}/{w.rule_id}", origins.get(w.rule_id), w.text, None))
+        else:
+            used[hi] = True
+            drifts.append(Drift("changed", f"{chain}/{w.rule_id}", origins.get(w.rule_id), w.text, have[hi].text))
+    for hi, h in enumerate(have):
+        if not used[hi]:
+            who = h.rule_id if h.rule_id else "(no ctkit comment)"
+            drifts.append(Drift("extra", f"{chain}/{who}", origins.get(h.rule_id or ""), None, h.text))
+    # exact matches out of order: the ones outside a longest in-order run
+    in_order = _lis([hi for _, hi in pairs])
+    for k, (wi, hi) in enumerate(pairs):
+        if k not in in_order:
+            w = want[wi]
+            drifts.append(Drift("reordered", f"{chain}/{w.rule_id}", origins.get(w.rule_id),
+                                f"position {wi + 1}", f"position {hi + 1}"))
+    return drifts
+
+
+def compare(want: TableView, have: TableView, origins: dict[str, str] | None = None,
+            table: str = "ctkit") -> list[Drift]:
+    """Every difference between the desired and the live table."""
+    origins = origins or {}
+    if not have.present:
+        return [Drift(MISSING_TABLE, table, None, "policy applied", "table absent: nothing of ctkit is in the kernel")]
+    drifts: list[Drift] = []
+    for name, obj in want.objects.items():
+        if name not in have.objects:
+            drifts.append(Drift("missing-object", name, origins.get(f"helper/{name}"), str(obj), None))
+        elif have.objects[name] != obj:
+            drifts.append(Drift("changed-object", name, origins.get(f"helper/{name}"), str(obj),
+                                str(have.objects[name])))
+    for name, obj in have.objects.items():
+        if name not in want.objects:
+            drifts.append(Drift("extra-object", name, None, None, str(obj)))
+    for name, chain in want.chains.items():
+        if name not in have.chains:
+            drifts.append(Drift("missing-chain", name, origins.get(f"chain/{name}"),
+                                want.chain_text.get(name, str(chain)), None))
+            continue
+        if have.chains[name] != chain:
+            drifts.append(Drift("changed-chain", name, origins.get(f"chain/{name}"),
+                                want.chain_text.get(name, str(chain)), have.chain_text.get(name, str(have.chains[name]))))
+        drifts.extend(_compare_chain(name, want.rules.get(name, []), have.rules.get(name, []), origins))
+    for name in have.chains:
+        if name not in want.chains:
+            drifts.append(Drift("extra-chain", name, None, None, have.chain_text.get(name, str(have.chains[name]))))
+    return drifts

@@ -1,0 +1,91 @@
+"""Canonical forms of libnftables JSON, so a rule compares equal however nft prints it.
+
+The kernel (and nft's printer) re-spell what ctkit sends: a one-element set
+becomes a scalar, `ct state` matches use op "in", /32 prefixes become plain
+addresses, icmpv6 is printed as ipv6-icmp, counters carry values, a bare
+reject gets its default type. canonical_rule() maps both ctkit's document
+and `nft -j list` output to the same value; anything unknown is kept whole,
+so an unfamiliar expression still compares exactly.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Any
+
+_ALIASES = {"icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp"}
+_DEFAULT_REJECT = ("reject", "icmpx", "port-unreachable")
+
+
+def _atom(v: Any) -> Any:
+    if isinstance(v, dict):
+        if "prefix" in v:
+            return ipaddress.ip_network(f"{v['prefix']['addr']}/{v['prefix']['len']}", strict=False)
+        if "range" in v:
+            lo, hi = (_atom(x) for x in v["range"])
+            return lo if lo == hi else ("range", lo, hi)
+        return json.dumps(v, sort_keys=True)
+    if isinstance(v, str):
+        try:
+            return ipaddress.ip_network(v)
+        except ValueError:
+            return _ALIASES.get(v, v)
+    return v
+
+
+def _values(v: Any) -> frozenset:
+    if isinstance(v, dict) and "set" in v:
+        v = v["set"]
+    if isinstance(v, list):
+        return frozenset(_atom(x) for x in v)
+    return frozenset([_atom(v)])
+
+
+def _left(v: dict) -> tuple:
+    if "payload" in v:
+        return ("payload", v["payload"].get("protocol"), v["payload"].get("field"))
+    if "meta" in v:
+        return ("meta", v["meta"]["key"])
+    if "ct" in v:
+        return ("ct", v["ct"]["key"], v["ct"].get("dir"))
+    return ("expr", json.dumps(v, sort_keys=True))
+
+
+def canonical_expr(e: dict) -> tuple:
+    (key, body), = e.items()
+    if key == "match":
+        op = "==" if body["op"] in ("==", "in") else body["op"]
+        return ("match", _left(body["left"]), op, _values(body["right"]))
+    if key == "counter":
+        return ("counter",)
+    if key in ("accept", "drop", "return", "notrack", "continue"):
+        return (key,)
+    if key in ("jump", "goto"):
+        return (key, body["target"])
+    if key == "ct helper":
+        return ("ct helper", body)
+    if key == "log":
+        body = body or {}
+        return ("log", body.get("prefix"), body.get("level", "warn"))
+    if key == "reject":
+        if not body:
+            return _DEFAULT_REJECT
+        if body.get("type") == "tcp reset":
+            return ("reject", "tcp reset", None)
+        return ("reject", body.get("type"), body.get("expr"))
+    return (key, json.dumps(body, sort_keys=True))
+
+
+def canonical_rule(expr: list[dict]) -> tuple:
+    """Order-preserving canonical form of a rule's expressions (matches first, as nft evaluates them)."""
+    return tuple(canonical_expr(e) for e in expr)
+
+
+def canonical_chain(chain: dict) -> tuple:
+    if "hook" not in chain:
+        return ("user",)
+    return (chain.get("type"), chain.get("hook"), chain.get("prio"), chain.get("policy", "accept"))
+
+
+def canonical_helper(obj: dict) -> tuple:
+    return (obj.get("type"), obj.get("protocol"), obj.get("l3proto"))

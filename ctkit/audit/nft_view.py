@@ -1,0 +1,53 @@
+"""TableViews of ctkit's nft table: from the compiled document and from the kernel's listing."""
+from __future__ import annotations
+
+import json
+
+from ctkit.audit.drift import RuleView, TableView
+from ctkit.audit.nft_normal import canonical_chain, canonical_helper, canonical_rule
+from ctkit.backends import nft_text
+from ctkit.errors import CompileError
+
+
+def rule_id(comment: str | None, known: set[str]) -> str | None:
+    if not comment:
+        return None
+    rid = comment.split(": ", 1)[0]
+    return rid if rid in known else None
+
+
+def _chain_text(c: dict) -> str:
+    if "hook" not in c:
+        return "user chain"
+    return f"type {c.get('type')} hook {c.get('hook')} priority {c.get('prio')}; policy {c.get('policy', 'accept')}"
+
+
+def _rule_text(rule: dict) -> str:
+    try:
+        return " ".join(nft_text.expr(e) for e in rule.get("expr", []))
+    except CompileError:  # a form ctkit never writes (added by hand): show it raw
+        return json.dumps(rule.get("expr"))
+
+
+def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
+    """Build a view from libnftables JSON objects: `add` commands or `list` output alike."""
+    if items is None:
+        return TableView(False)
+    chains, rules, objects, texts = {}, {}, {}, {}
+    for item in items:
+        if "add" in item:
+            item = item["add"]
+        if "chain" in item:
+            c = item["chain"]
+            chains[c["name"]] = canonical_chain(c)
+            texts[c["name"]] = _chain_text(c)
+            rules.setdefault(c["name"], [])
+        elif "ct helper" in item:
+            o = item["ct helper"]
+            objects[o["name"]] = canonical_helper(o)
+        elif "rule" in item:
+            r = item["rule"]
+            rules.setdefault(r["chain"], []).append(
+                RuleView(r["chain"], rule_id(r.get("comment"), known_ids), canonical_rule(r.get("expr", [])),
+                         _rule_text(r)))
+    return TableView(True, chains, rules, objects, texts)

@@ -1,0 +1,75 @@
+"""Drift on captured `nft -j list table` documents: the kernel's re-spelling is not drift; edits are."""
+import json
+
+import pytest
+
+from goldens import EXAMPLES, ROOT
+from ctkit import pipeline
+from ctkit.audit.drift import compare
+from ctkit.audit.nft_view import view
+from ctkit.backends import nft
+
+FIXTURES = ROOT / "tests" / "fixtures" / "nft"
+
+
+def desired(path):
+    compiled = pipeline.compile_file(path)
+    ids = {r.id for c in compiled.plan.table.chains for r in c.rules}
+    return view(nft.generate(compiled.plan)["nftables"], ids), ids
+
+
+def live(name, ids):
+    return view(json.loads((FIXTURES / name).read_text())["nftables"], ids)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_applied_examples_show_no_drift(path):
+    want, ids = desired(path)
+    assert compare(want, live(f"{path.stem}.list.json", ids)) == []
+
+
+def test_respelled_rules_are_not_drift():
+    want, ids = desired(ROOT / "examples" / "web-server-notrack.json")
+    assert compare(want, live("respelled.list.json", ids)) == []
+
+
+def test_hand_edits_are_named_by_policy_rule():
+    want, ids = desired(ROOT / "examples" / "dns-server.json")
+    drifts = {(d.kind, d.subject) for d in compare(want, live("hand-edited.list.json", ids))}
+    assert drifts == {("extra", "input/(no ctkit comment)"), ("missing", "input/icmp"), ("changed", "input/ssh-lan")}
+
+
+def test_changed_rule_shows_expected_and_actual():
+    want, ids = desired(ROOT / "examples" / "dns-server.json")
+    (d,) = [d for d in compare(want, live("hand-edited.list.json", ids)) if d.kind == "changed"]
+    assert "10.0.0.0/8" in d.expected and "10.0.0.0/16" in d.actual
+
+
+def test_reordered_rules():
+    want, ids = desired(ROOT / "examples" / "dns-server.json")
+    doc = json.loads((FIXTURES / "dns-server.list.json").read_text())["nftables"]
+    rules = [i for i in doc if "rule" in i and i["rule"]["chain"] == "input"]
+    a, b = doc.index(rules[0]), doc.index(rules[1])
+    doc[a], doc[b] = doc[b], doc[a]
+    drifts = [(d.kind, d.subject) for d in compare(want, view(doc, ids))]
+    assert len(drifts) == 1 and drifts[0][0] == "reordered"
+
+
+def test_missing_table_chain_and_helper():
+    want, ids = desired(ROOT / "examples" / "ftp-helper.json")
+    assert [d.kind for d in compare(want, view(None, ids))] == ["missing-table"]
+    doc = [i for i in json.loads((FIXTURES / "ftp-helper.list.json").read_text())["nftables"]
+           if "ct helper" not in i and i.get("chain", {}).get("name") != "helper-pre"
+           and i.get("rule", {}).get("chain") != "helper-pre"]
+    kinds = sorted(d.kind for d in compare(want, view(doc, ids)))
+    assert kinds == ["missing-chain", "missing-object"]
+
+
+def test_changed_chain_policy():
+    want, ids = desired(ROOT / "examples" / "dns-server.json")
+    doc = json.loads((FIXTURES / "dns-server.list.json").read_text())["nftables"]
+    for i in doc:
+        if i.get("chain", {}).get("name") == "input":
+            i["chain"]["policy"] = "accept"
+    (d,) = compare(want, view(doc, ids))
+    assert (d.kind, d.subject) == ("changed-chain", "input") and "policy drop" in d.expected
