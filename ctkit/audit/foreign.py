@@ -1,0 +1,97 @@
+"""Foreign rules that change what the policy means. Reported, never touched.
+
+In nftables every base chain at a hook sees the packet in priority order; a
+drop anywhere is final, while an accept only ends that one chain. So a
+foreign chain at the same hook with an earlier priority that drops (or
+rejects, or has policy drop) decides before ctkit; its accepts do not bypass
+ctkit. A foreign notrack before conntrack (priority < -200) takes flows away
+from ctkit's helpers.
+"""
+from __future__ import annotations
+
+from ctkit.audit.findings import Finding
+from ctkit.compile import ir
+
+CONNTRACK_PRIORITY = -200
+_FAMILIES = ("ip", "ip6", "inet")
+
+
+def _verdicts(rule: dict) -> set[str]:
+    return {k for e in rule.get("expr", []) for k in e if k in ("drop", "reject", "notrack", "accept", "queue")}
+
+
+def _ports(rule: dict) -> list[tuple[int, int]] | None:
+    """Destination/source port values a rule matches, or None when it matches every port."""
+    out = []
+    for e in rule.get("expr", []):
+        m = e.get("match")
+        if not m or "payload" not in m["left"] or m["left"]["payload"].get("field") not in ("dport", "sport"):
+            continue
+        right = m["right"]
+        values = right["set"] if isinstance(right, dict) and "set" in right else (
+            right if isinstance(right, list) else [right])
+        for v in values:
+            if isinstance(v, int):
+                out.append((v, v))
+            elif isinstance(v, dict) and "range" in v:
+                out.append(tuple(v["range"]))
+    return out or None
+
+
+def _helper_ports(table: ir.Table) -> dict[str, list[tuple[int, int]]]:
+    ports: dict[str, list[tuple[int, int]]] = {}
+    for chain in table.chains:
+        for rule in chain.rules:
+            helper = next((s.object_name for s in rule.statements if isinstance(s, ir.SetCtHelper)), None)
+            if helper:
+                for m in rule.matches:
+                    if isinstance(m, ir.Port):
+                        ports.setdefault(helper, []).extend((r.lo, r.hi) for r in m.ranges)
+    return ports
+
+
+def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
+    ours = {c.hook.hook: c.hook.priority for c in table.chains if c.hook and c.hook.priority >= 0 and
+            c.name in ("input", "forward", "output", "prerouting", "postrouting")}
+    helper_ports = _helper_ports(table)
+    chains = {}
+    rules: dict[tuple, list[dict]] = {}
+    for item in ruleset:
+        if "chain" in item:
+            c = item["chain"]
+            chains[(c["family"], c["table"], c["name"])] = c
+        elif "rule" in item:
+            r = item["rule"]
+            rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
+    findings = []
+    for key, c in chains.items():
+        family, tname, cname = key
+        if family not in _FAMILIES or "hook" not in c or (family == "inet" and tname == table.name):
+            continue
+        where = f"table {family} {tname} chain {cname} (hook {c['hook']}, priority {c['prio']})"
+        hook, prio = c["hook"], c["prio"]
+        if hook in ours and prio < ours[hook]:
+            drops = [r for r in rules.get(key, []) if _verdicts(r) & {"drop", "reject"}]
+            if drops or c.get("policy") == "drop":
+                findings.append(Finding(
+                    "foreign.earlier-drop", "warning", where,
+                    f"a foreign chain runs before ctkit's {hook} chain (priority {ours[hook]}) and drops traffic: "
+                    "the policy cannot admit what it drops",
+                    "check that this chain's owner (docker, firewalld, an admin) means to drop before ctkit; "
+                    "ctkit never changes foreign tables",
+                    {"drop_rules": len(drops), "policy": c.get("policy"), "ctkit_priority": ours[hook]}))
+        if hook in ("prerouting", "output") and prio < CONNTRACK_PRIORITY and helper_ports:
+            for r in rules.get(key, []):
+                if "notrack" not in _verdicts(r):
+                    continue
+                ports = _ports(r)
+                hit = [h for h, hp in helper_ports.items()
+                       if ports is None or any(a <= d and c2 <= b for a, b in ports for c2, d in hp)]
+                if hit:
+                    findings.append(Finding(
+                        "foreign.notrack-overrides-helper", "warning", where,
+                        f"a foreign notrack before conntrack untracks flows that ctkit's helper(s) "
+                        f"{', '.join(sorted(hit))} should handle: untracked flows get no helper",
+                        "narrow the foreign notrack rule so it spares the helper's ports",
+                        {"rule_handle": r.get("handle"), "helpers": sorted(hit)}))
+    return findings
