@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ctkit.errors import UsageError
 
-NAMES = ("nft",)
+NAMES = ("nft", "iptables")
 
 
 def check(name: str) -> str:

@@ -10,13 +10,17 @@ import typer
 from ctkit import pipeline
 from ctkit.backends import nft as nft_backend
 from ctkit.backends import nft_text, registry
+from ctkit.cli import iptables_cmd
 from ctkit.cli.common import JsonOption, NetnsOption, err, handle_errors, print_json
-from ctkit.errors import EXIT_INVALID, PolicyError
+from ctkit.errors import EXIT_INVALID, PolicyError, UsageError
 from ctkit.kernel import nft as nft_kernel
 from ctkit.kernel.settings import apply_settings
 
 PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
-BackendOption = typer.Option("nft", "--backend", "-b", help="Kernel backend: nft.")
+BackendOption = typer.Option("nft", "--backend", "-b", help="Kernel backend: nft or iptables.")
+VariantOption = typer.Option("auto", "--iptables-variant",
+                             help="iptables backend: nft (iptables-nft), legacy (iptables-legacy), or auto "
+                                  "(what the host's iptables command is).")
 TableOption = typer.Option("ctkit", "--table", "-t", help="Name of ctkit's table.")
 
 
@@ -55,13 +59,24 @@ def validate(policies: List[Path] = typer.Argument(..., help="Policy files (JSON
 
 @handle_errors
 def compile_(policy: Path = PolicyArg, backend: str = BackendOption,
-             fmt: str = typer.Option("json", "--format", "-f",
-                                     help="json: libnftables JSON (nft -j -f); nft: nft syntax (nft -f); "
-                                          "plan: ruleset and host settings as JSON.")) -> None:
+             fmt: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
+                                               help="json (default): libnftables JSON (nft -j -f); nft: nft "
+                                                    "syntax (nft -f); plan: ruleset and host settings as JSON. "
+                                                    "--backend iptables: restore (default): iptables-restore "
+                                                    "input; json: the documents as JSON."),
+             family: Optional[str] = typer.Option(None, "--family",
+                                                  help="iptables backend: only ipv4 (iptables-restore) or "
+                                                       "ipv6 (ip6tables-restore). Default: both.")) -> None:
     """Compile a policy and print what the backend would send to the kernel."""
     registry.check(backend)
     compiled = pipeline.compile_file(policy)
     _print_warnings(compiled)
+    if family is not None and backend != "iptables":
+        raise UsageError("--family is for --backend iptables (the nft table is inet: both families)")
+    if backend == "iptables":
+        iptables_cmd.compile_(compiled, policy, fmt or "restore", family)
+        return
+    fmt = fmt or "json"
     document = nft_backend.generate(compiled.plan)
     if fmt == "json":
         print_json(document)
@@ -80,11 +95,16 @@ def compile_(policy: Path = PolicyArg, backend: str = BackendOption,
 def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend: str = BackendOption,
           dry_run: bool = typer.Option(False, "--dry-run", "--check",
                                        help="Let the kernel validate the transaction; change nothing."),
-          as_json: bool = JsonOption) -> None:
+          as_json: bool = JsonOption, variant: str = VariantOption) -> None:
     """Apply a policy atomically: ctkit's table is replaced in one kernel transaction."""
     registry.check(backend)
     compiled = pipeline.compile_file(policy)
     _print_warnings(compiled)
+    if backend == "iptables":
+        results = iptables_cmd.apply(compiled, netns, variant, dry_run, as_json)
+        if not as_json:
+            _print_settings(results)
+        return
     table = compiled.plan.table.name
     document = nft_backend.generate(compiled.plan)
     nft_kernel.apply(table, document, netns, dry_run=dry_run)
@@ -97,6 +117,10 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
     verb = "checked (nothing changed)" if dry_run else "applied"
     print(f"{verb}: table inet {table}, {len(compiled.plan.table.chains)} chains, {rules} rules"
           + (f" in netns {netns}" if netns else ""))
+    _print_settings(results)
+
+
+def _print_settings(results) -> None:
     for r in results:
         note = ""
         if r.result == "read-only" and not r.ok:
@@ -106,8 +130,12 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
 
 
 @handle_errors
-def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: bool = JsonOption) -> None:
+def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: bool = JsonOption,
+         backend: str = BackendOption, variant: str = VariantOption) -> None:
     """Show what ctkit owns in the kernel, with rule counters."""
+    if registry.check(backend) == "iptables":
+        iptables_cmd.show(table, netns, variant, as_json)
+        return
     if as_json:
         items = nft_kernel.list_table(table, netns)
         print_json({"table": f"inet {table}", "present": items is not None, "nftables": items or []})
@@ -120,8 +148,12 @@ def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: 
 
 
 @handle_errors
-def remove(netns: Optional[str] = NetnsOption, table: str = TableOption) -> None:
+def remove(netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
+           variant: str = VariantOption) -> None:
     """Remove everything ctkit owns (its table); nothing else is touched."""
+    if registry.check(backend) == "iptables":
+        iptables_cmd.remove(table, netns, variant)
+        return
     if nft_kernel.delete_table(table, netns):
         print(f"removed table inet {table}")
     else:
