@@ -16,8 +16,9 @@ shows right now:
 
 Each table is committed as a whole (COMMIT), so the kernel sees ctkit's old
 chains or the new ones, never a mix. IPv4 and IPv6 are two tools and two
-transactions: both are checked with --test first, and if the second is
-refused after the first succeeded the first is put back.
+transactions: both are checked with --test first; if one is refused anyway
+(iptables-nft's --test does not consult the kernel, and tables commit one by
+one), what ctkit had before is put back in both families.
 
 Both variants of iptables 1.8 work: iptables-nft (nf_tables API) and
 iptables-legacy (x_tables); `auto` takes the one the host's `iptables`
@@ -259,12 +260,19 @@ def _reconcile(docs: dict[str, Document | None], prefix: str, variant: str, netn
             continue
         try:
             _restore(f, variant, netns, text, test=False)
-        except KernelError:
-            for g in done:  # put back what the other family had
-                now = parse_save(save(g, variant, netns))
-                undo = transaction(owned(before[g], prefix, g), now, prefix)
-                if undo:
-                    _restore(g, variant, netns, undo, test=False)
+        except KernelError as exc:
+            # tables are committed one by one, and --test of iptables-nft does not ask the
+            # kernel: put back what ctkit had in this family (tables committed before the
+            # refused one) and in the family done before it
+            for g in done + [f]:
+                try:
+                    now = parse_save(save(g, variant, netns))
+                    undo = transaction(owned(before[g], prefix, g), now, prefix)
+                    if undo:
+                        _restore(g, variant, netns, undo, test=False)
+                except KernelError as again:
+                    raise KernelError(f"{exc}; putting back the previous {_TOOL[g]} chains failed too: "
+                                      f"{again}") from None
             raise
         done.append(f)
     return changes
