@@ -30,6 +30,7 @@ class HostFigures:
     expect_max: int | None
     helper_sysctl: str | None
     stats: dict[str, int] = field(default_factory=dict)  # totals over CPUs
+    per_cpu: tuple[tuple[int, dict[str, int]], ...] = ()  # (cpu, counters)
     expectations: int = 0
     slabinfo: str | None = None
 
@@ -80,7 +81,8 @@ def read_figures(netns: str | None) -> HostFigures:
         expect_max=values["nf_conntrack_expect_max"].int_value,
         helper_sysctl=values["nf_conntrack_helper"].value,
         stats=dict(stats.totals),
-        expectations=sum(1 for _ in conntrack.expectations(netns)),
+        per_cpu=stats.per_cpu,
+        expectations=len(conntrack.expectations(netns)),
         slabinfo=slabinfo,
     )
 
@@ -105,6 +107,21 @@ def ruleset_drift(compiled: Compiled, netns: str | None) -> tuple[list[Drift], l
     mine = [i for i in ruleset if _in_table(i, table.name)]
     have = view(mine if any("table" in i for i in mine) else None, ids)
     return compare(want, have, _origins(compiled), table.name), ruleset
+
+
+def rule_hits(items: list[dict]) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per policy rule id, summed over its kernel rules, from a table listing."""
+    hits: dict[str, tuple[int, int]] = {}
+    for item in items:
+        rule = item.get("rule")
+        if not rule or not rule.get("comment"):
+            continue
+        rid = rule["comment"].split(": ", 1)[0]
+        p = sum(e["counter"].get("packets", 0) for e in rule.get("expr", []) if isinstance(e.get("counter"), dict))
+        b = sum(e["counter"].get("bytes", 0) for e in rule.get("expr", []) if isinstance(e.get("counter"), dict))
+        old = hits.get(rid, (0, 0))
+        hits[rid] = (old[0] + p, old[1] + b)
+    return hits
 
 
 def _in_table(item: dict, name: str) -> bool:

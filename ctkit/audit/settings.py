@@ -27,7 +27,7 @@ class SettingState:
             return ("absent on this kernel: the requirement is met" if self.setting.absent_ok
                     else "absent on this kernel: cannot be met")
         if not self.writable:
-            return "host-wide, read-only in this namespace: set it in the initial namespace"
+            return "host-wide, read-only in this namespace" + ("" if self.met else ": set it in the initial namespace")
         return "" if self.met else "writable here: `ctkit apply` sets it"
 
     def as_dict(self) -> dict:

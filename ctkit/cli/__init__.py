@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ctkit.cli import ct, policy
+from ctkit.cli import audit, ct, policy
 
 app = typer.Typer(
     help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
@@ -11,6 +11,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 policy.register(app)
+audit.register(app)
 app.add_typer(ct.app, name="ct")
 app.add_typer(ct.sysctl_app, name="sysctl")
 

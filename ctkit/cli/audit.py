@@ -1,0 +1,76 @@
+"""`ctkit audit`: how far is the kernel from the policy, and is conntrack healthy?"""
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ctkit import pipeline
+from ctkit.audit.report import render
+from ctkit.audit.run import audit as run_audit
+from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json
+from ctkit.errors import KernelError, UsageError
+
+
+@handle_errors
+def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML)."),
+          netns: Optional[str] = NetnsOption,
+          state: Optional[Path] = typer.Option(None, "--state", help="State file: drop counters are judged by "
+                                               "what rose since the last audit that used it."),
+          as_json: bool = JsonOption) -> None:
+    """Compare a policy with the live kernel and check conntrack health. Exit 1 on drift or findings."""
+    compiled = pipeline.compile_file(policy)
+    report = run_audit(compiled, netns, state)
+    if as_json:
+        print_json(report.as_dict())
+    else:
+        render(report)
+    raise typer.Exit(report.exit_code)
+
+
+
+
+@handle_errors
+def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR:PORT to serve /metrics on."),
+             netns: List[str] = typer.Option([], "--netns", "-n", help="Namespace to export (repeatable); "
+                                             "default: the current one."),
+             policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy to audit on every "
+                                                   "scrape (adds drift and findings metrics)."),
+             textfile: Optional[Path] = typer.Option(None, "--textfile", help="Write the metrics once to this "
+                                                     "file for node_exporter's textfile collector, then exit."),
+             table: str = typer.Option("ctkit", "--table", "-t", help="ctkit's table, when no policy is given.")
+             ) -> None:
+    """Serve Prometheus metrics for one or more namespaces (or write them once with --textfile)."""
+    from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+
+    from ctkit.audit.metrics import ConntrackCollector
+
+    compiled = pipeline.compile_file(policy) if policy else None
+    registry = CollectorRegistry()
+    registry.register(ConntrackCollector(list(netns) or [None], compiled, table))
+    if textfile:
+        write_to_textfile(str(textfile), registry)
+        return
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or not host:
+        raise UsageError(f"--listen wants ADDR:PORT, got {listen!r}")
+    try:
+        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+    except OSError as exc:
+        raise KernelError(f"cannot listen on {listen}: {exc.strerror}") from None
+    print(f"serving metrics on http://{listen}/metrics", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(3600):
+            pass
+    except KeyboardInterrupt:
+        pass
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(audit)
+    app.command()(exporter)
