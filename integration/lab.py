@@ -186,3 +186,142 @@ def rule_counters(ns: str, table: str = "ctkit") -> dict[str, int]:
         key = rule.get("comment", "")
         counts[key] = counts.get(key, 0) + packets
     return counts
+
+
+# ------------------------------------------- probes for the differential matrix
+
+def tcp_probe(ns: str, addr: str, port: int, timeout: float = 0.5, src: str | None = None) -> str:
+    """'open' (handshake completed), 'refused' (RST came back) or 'timeout' (no answer)."""
+    s = sock(ns, _family(addr), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.connect((addr, port))
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError:
+        return "timeout"
+    finally:
+        s.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def icmp_echo(ns: str, addr: str, src: str | None = None, timeout: float = 0.5) -> bool:
+    """One ICMP / ICMPv6 echo request from `ns` to `addr`; True when the matching reply arrives."""
+    import struct
+    import time
+
+    v6 = ":" in addr
+    proto = socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP
+    with entered(ns):
+        s = socket.socket(_family(addr), socket.SOCK_RAW, proto)
+    ident = uuid.uuid4().int & 0xFFFF
+    req_type, rep_type = (128, 129) if v6 else (8, 0)
+    body = b"ctkit-matrix"
+    header = struct.pack("!BBHHH", req_type, 0, 0, ident, 1)
+    packet = header if v6 else struct.pack("!BBHHH", req_type, 0, _checksum(header + body), ident, 1)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.sendto(packet + body, (addr, 0))  # the kernel fills in the ICMPv6 checksum
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            s.settimeout(left)
+            try:
+                data, _peer = s.recvfrom(2048)
+            except OSError:
+                return False
+            if not v6:
+                data = data[(data[0] & 0x0F) * 4:]  # skip the IPv4 header
+            if len(data) >= 8:
+                typ, _code, _sum, rid, _seq = struct.unpack("!BBHHH", data[:8])
+                if typ == rep_type and rid == ident:
+                    return True
+        return False
+    finally:
+        s.close()
+
+
+def ftp_passive(client_ns: str, server_ns: str, addr: str, port: int = 21, data_port: int = 40021,
+                timeout: float = 1.0, src: str | None = None) -> tuple[str, str]:
+    """A minimal passive FTP exchange: (control, data), each 'open' | 'refused' | 'timeout'.
+
+    The server answers PASV with a 227 reply naming `data_port`; the kernel's ftp
+    helper, when assigned to the control connection, reads that reply and expects
+    the client's data connection (ct state related). Only lab addresses, one
+    connection each way, every wait bounded by `timeout`.
+    """
+    import threading
+
+    control = tcp_listen(server_ns, addr, port)
+    data = tcp_listen(server_ns, addr, data_port)
+    control.settimeout(timeout)
+    data.settimeout(timeout)
+    h, lo = divmod(data_port, 256)
+    pasv = "227 Entering Passive Mode (%s,%d,%d).\r\n" % (addr.replace(".", ","), h, lo)
+    if ":" in addr:
+        pasv = f"229 Entering Extended Passive Mode (|||{data_port}|).\r\n"
+
+    def serve() -> None:
+        try:
+            conn, _ = control.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(timeout)
+            try:
+                conn.sendall(b"220 ctkit lab ftp\r\n")
+                if conn.recv(256).upper().startswith((b"PASV", b"EPSV")):
+                    conn.sendall(pasv.encode())
+                try:
+                    d, _ = data.accept()
+                    d.close()
+                except OSError:
+                    pass
+                conn.recv(256)  # QUIT
+                conn.sendall(b"221 bye\r\n")
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    c = sock(client_ns, _family(addr), socket.SOCK_STREAM)
+    c.settimeout(timeout)
+    result = ("timeout", "timeout")
+    try:
+        if src:
+            c.bind((src, 0))
+        try:
+            c.connect((addr, port))
+        except ConnectionRefusedError:
+            return ("refused", "timeout")
+        except OSError:
+            return result
+        try:
+            c.recv(256)
+            c.sendall(b"EPSV\r\n" if ":" in addr else b"PASV\r\n")
+            c.recv(256)
+        except OSError:
+            return ("open", "timeout")
+        result = ("open", tcp_probe(client_ns, addr, data_port, timeout=timeout, src=src))
+        try:
+            c.sendall(b"QUIT\r\n")
+            c.recv(256)
+        except OSError:
+            pass
+        return result
+    finally:
+        c.close()
+        thread.join(timeout * 4)
+        control.close()
+        data.close()

@@ -1,0 +1,150 @@
+"""The packet matrix: for every example policy, which side gets it and which real
+packets to send. Written once as data; test_differential.py runs it against each
+backend and compares what the kernel did.
+
+A probe goes from one namespace of the lab pair to the other:
+  to="policy": the other side opens towards the host that has the policy (incoming);
+  to="peer":   the host with the policy opens towards the other side (outgoing).
+net picks the addresses: doc4 (192.0.2.x), lan4 (10.0.0.x) or v6 (2001:db8::x).
+
+What each probe observes (Outcome):
+  result   tcp: open | refused | timeout; udp: reply | request-only | none;
+           icmp: reply | none; ftp: "<control>/<data>" for a passive FTP exchange
+  tracked  the policy host's conntrack table has an entry for the flow
+  helper   that entry carries helper=ftp
+`expect` holds absolute expectations (what the policy means), so the test can
+fail when both backends agree on the wrong thing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+#: net -> (server address, client address)
+NETS = {
+    "doc4": ("192.0.2.10", "192.0.2.20"),
+    "lan4": ("10.0.0.10", "10.0.0.20"),
+    "v6": ("2001:db8::10", "2001:db8::20"),
+}
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str  # tcp | udp | icmp | ftp
+    to: str  # policy | peer
+    net: str  # doc4 | lan4 | v6
+    port: int | None = None
+    expect: dict[str, Any] = field(default_factory=dict, hash=False)
+    note: str = ""
+
+    @property
+    def name(self) -> str:
+        arrow = "->" if self.to == "policy" else "<-"
+        return f"{self.kind}{'/' + str(self.port) if self.port else ''} {arrow} {self.net}"
+
+
+@dataclass(frozen=True)
+class Case:
+    policy: str  # file name under examples/
+    side: str  # server | client: the namespace that gets the policy
+    probes: tuple[Probe, ...]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    result: str
+    tracked: bool
+    helper: bool = False
+
+
+def P(kind: str, to: str, net: str, port: int | None = None, note: str = "", **expect: Any) -> Probe:
+    return Probe(kind, to, net, port, dict(expect), note)
+
+
+OPEN_UNTRACKED = {"result": "open", "tracked": False}
+OPEN_TRACKED = {"result": "open", "tracked": True}
+DROPPED = {"result": "timeout", "tracked": False}
+
+CASES: tuple[Case, ...] = (
+    Case("dns-server.json", "server", (
+        P("udp", "policy", "doc4", 53, "DNS query: answered, never tracked", result="reply", tracked=False),
+        P("udp", "policy", "v6", 53, result="reply", tracked=False),
+        P("tcp", "policy", "doc4", 53, **OPEN_UNTRACKED),
+        P("tcp", "policy", "v6", 53, **OPEN_UNTRACKED),
+        P("tcp", "policy", "lan4", 22, "ssh from the LAN", **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 22, "ssh from outside the LAN", **DROPPED),
+        P("tcp", "policy", "v6", 22, "2001:db8::20 is not in fd00::/8", **DROPPED),
+        P("tcp", "policy", "doc4", 8080, **DROPPED),
+        P("udp", "policy", "doc4", 5353, result="none", tracked=False),
+        P("icmp", "policy", "doc4", result="reply", tracked=True),
+        P("icmp", "policy", "v6", result="reply", tracked=True),
+        P("tcp", "peer", "doc4", 8080, "the server's own connections: replies are established", **OPEN_TRACKED),
+        P("udp", "peer", "doc4", 53, "the server's own DNS query: the untracked reply has no accept rule",
+          result="request-only", tracked=False),
+    )),
+    Case("web-server-notrack.json", "server", (
+        P("tcp", "policy", "doc4", 80, **OPEN_UNTRACKED),
+        P("tcp", "policy", "v6", 80, **OPEN_UNTRACKED),
+        P("tcp", "policy", "doc4", 443, **OPEN_TRACKED),
+        P("tcp", "policy", "v6", 443, **OPEN_TRACKED),
+        P("tcp", "policy", "lan4", 22, **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 22, "rule refuse: tcp reset", result="refused", tracked=False),
+        P("tcp", "policy", "doc4", 8080, result="refused", tracked=False),
+        P("tcp", "policy", "v6", 8080, result="refused", tracked=False),
+        P("udp", "policy", "doc4", 5353, result="none", tracked=False),
+        P("icmp", "policy", "doc4", result="reply"),
+        P("tcp", "peer", "doc4", 8080, **OPEN_TRACKED),
+    )),
+    Case("ftp-helper.json", "server", (
+        P("ftp", "policy", "doc4", 21, "passive data connection admitted only as related",
+          result="open/open", tracked=True, helper=True),
+        P("tcp", "policy", "doc4", 40021, "the data port without a PASV: not related", **DROPPED),
+        P("ftp", "policy", "lan4", 21, "control accepted only for 192.0.2.10", result="timeout/timeout",
+          tracked=False, helper=False),
+        P("tcp", "policy", "v6", 21, **DROPPED),
+        P("icmp", "policy", "doc4", result="none", tracked=False),
+        P("tcp", "peer", "doc4", 8080, **OPEN_TRACKED),
+    )),
+    Case("server-baseline.json", "server", (
+        P("udp", "policy", "doc4", 53, result="reply", tracked=False),
+        P("tcp", "policy", "doc4", 53, **OPEN_UNTRACKED),
+        P("tcp", "policy", "doc4", 80, "accepted in chain web", **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 443, **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 8080, "web returns: input's policy drop", **DROPPED),
+        P("tcp", "policy", "lan4", 22, **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 22, **DROPPED),
+        P("ftp", "policy", "doc4", 21, "a helper but no accept rule for port 21", result="timeout/timeout",
+          helper=False),
+        P("icmp", "policy", "doc4", result="none", tracked=False),
+        P("tcp", "policy", "v6", 80),
+        P("udp", "policy", "v6", 53),
+        P("tcp", "peer", "doc4", 8080, **OPEN_TRACKED),
+    )),
+    Case("stateful-client.json", "client", (
+        P("tcp", "peer", "doc4", 8080, "the client opens: allowed", **OPEN_TRACKED),
+        P("tcp", "peer", "v6", 8080, **OPEN_TRACKED),
+        P("udp", "peer", "doc4", 5353, result="reply", tracked=True),
+        P("udp", "peer", "v6", 5353, result="reply", tracked=True),
+        P("icmp", "peer", "doc4", result="reply", tracked=True),
+        P("icmp", "peer", "v6", result="reply", tracked=True),
+        P("tcp", "policy", "doc4", 8080, "nobody opens to the client", **DROPPED),
+        P("tcp", "policy", "v6", 8080, **DROPPED),
+        P("udp", "policy", "doc4", 5353, result="none", tracked=False),
+        P("udp", "policy", "v6", 5353, result="none", tracked=False),
+        P("icmp", "policy", "doc4", result="none", tracked=False),
+        P("icmp", "policy", "v6", note="icmpv6 is accepted for neighbour discovery, echo included",
+          result="reply"),
+    )),
+    Case("memcached-notrack.yaml", "server", (
+        P("tcp", "policy", "doc4", 11211, "whitelisted client", **OPEN_UNTRACKED),
+        P("udp", "policy", "doc4", 11211, result="reply", tracked=False),
+        P("tcp", "policy", "v6", 11211, **OPEN_UNTRACKED),
+        P("udp", "policy", "v6", 11211, result="reply", tracked=False),
+        P("tcp", "policy", "lan4", 11211, "10.0.0.20 is not whitelisted", **DROPPED),
+        P("udp", "policy", "lan4", 11211, result="none", tracked=False),
+        P("tcp", "policy", "doc4", 8080, **DROPPED),
+        P("icmp", "policy", "doc4", result="reply"),
+        P("tcp", "peer", "doc4", 8080, **OPEN_TRACKED),
+        P("udp", "peer", "doc4", 5353, result="reply", tracked=True),
+    )),
+)
