@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from typing import Iterable, Optional
 
 import typer
@@ -52,7 +53,7 @@ TEXT_COLUMNS = ("proto", "protonum", "timeout", "state", "src", "dst", "sport", 
                 "icmp_code", "icmp_id", "orig_packets", "orig_bytes", "status_bits", "reply_src",
                 "reply_dst", "reply_sport", "reply_dport", "reply_icmp_type", "reply_icmp_code",
                 "reply_icmp_id", "reply_packets", "reply_bytes", "mark", "secctx", "zone", "helper",
-                "labels", "use")
+                "labels", "use", "start")
 _SEEN_REPLY, _ASSURED = ct.STATUS_VALUES["SEEN_REPLY"], ct.STATUS_VALUES["ASSURED"]
 _OFFLOAD, _HW_OFFLOAD = ct.STATUS_VALUES["OFFLOAD"], ct.STATUS_VALUES["HW_OFFLOAD"]
 
@@ -68,7 +69,7 @@ def conntrack_line(v: tuple) -> str:
     """One entry in the layout `conntrack -L` prints (values in TEXT_COLUMNS order)."""
     (proto, protonum, timeout, state, src, dst, sport, dport, itype, icode, iid, opk, oby, status,
      rsrc, rdst, rsport, rdport, ritype, ricode, riid, rpk, rby, mark, secctx, zone, helper, labels,
-     use) = v
+     use, start) = v
     status = status or 0
     parts = [f"{proto:<8} {protonum} {timeout}"]
     if state is not None:
@@ -92,6 +93,8 @@ def conntrack_line(v: tuple) -> str:
         parts.append(f"secctx={secctx}")
     if zone:
         parts.append(f"zone={zone}")
+    if start is not None:
+        parts.append(f"delta-time={max(0, int(time.time() - start / 1e9))}")
     if helper:
         parts.append(f"helper={helper}")
     if labels:

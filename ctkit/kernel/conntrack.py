@@ -337,7 +337,20 @@ def raw_rows(netns: str | None, raws: Sequence[str], flt: Filter | None = None,
              prefetch: bool = True) -> Iterator[tuple]:
     """Raw value tuples of `raws` for every entry that passes `flt` (the hot path)."""
     flt = flt or Filter()
-    checks = flt.checks()
+    payload = flt.request(kernel_version())
+    with _open(netns) as sock:
+        chunks = sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, flt.family or 0, payload,
+                              what="the conntrack table", prefetch=prefetch)
+        try:
+            yield from filtered(chunks, raws, flt)
+        finally:
+            chunks.close()
+
+
+def filtered(chunks: Iterable[tuple[bytes | bytearray, int]], raws: Sequence[str],
+             flt: Filter | None = None) -> Iterator[tuple]:
+    """Decode ctnetlink chunks (buffer, length) into raw tuples of `raws`, checking `flt`."""
+    checks = (flt or Filter()).checks()
     names = list(raws)
     for raw, _ in checks:
         if raw not in names:
@@ -346,20 +359,21 @@ def raw_rows(netns: str | None, raws: Sequence[str], flt: Filter | None = None,
     pos = {n: i for i, n in enumerate(names)}
     tests = [(pos[raw], test) for raw, test in checks]
     width = len(raws)
-    payload = flt.request(kernel_version())
-    with _open(netns) as sock:
-        chunks = sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, flt.family or 0, payload,
-                              what="the conntrack table", prefetch=prefetch)
-        try:
-            for buf, length in chunks:
-                if not tests:
-                    yield from decoder.rows(buf, length)
-                    continue
-                for row in decoder.rows(buf, length):
-                    if all(test(row[i]) for i, test in tests):
-                        yield row[:width] if len(row) > width else row
-        finally:
-            chunks.close()
+    for buf, length in chunks:
+        if not tests:
+            yield from decoder.rows(buf, length)
+            continue
+        for row in decoder.rows(buf, length):
+            if all(test(row[i]) for i, test in tests):
+                yield row[:width] if len(row) > width else row
+
+
+def decode_dump(data: bytes, flt: Filter | None = None,
+                columns: Sequence[str] = DEFAULT_COLUMNS) -> Iterator["Entry"]:
+    """Entries of a saved ctnetlink dump (messages back to back, as the kernel sent them)."""
+    layout = Layout.of(columns)
+    for row in filtered([(data, len(data))], layout.raws, flt):
+        yield Entry(row, layout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,13 +528,19 @@ def _with_totals(per_cpu: tuple[tuple[int, dict[str, int]], ...], entries: int, 
 
 def _cpu_stats(netns: str | None, subsys: int, msg: int, names: dict[int, str]
                ) -> list[tuple[int, dict[str, int]]]:
-    out = []
     with _open(netns) as sock:
-        for buf, length in sock.request(subsys, msg, 0, what="conntrack statistics"):
-            for off in nl.messages(buf, length):
-                cpu = struct.unpack_from(">H", buf, off + 18)[0]
-                a = _attrs(buf, off)
-                out.append((cpu, {name: _u32(buf, a.get(t)) or 0 for t, name in names.items()}))
+        return parse_cpu_stats(sock.request(subsys, msg, 0, what="conntrack statistics"), names)
+
+
+def parse_cpu_stats(chunks: Iterable[tuple[bytes | bytearray, int]], names: dict[int, str] = STAT_FIELDS
+                    ) -> list[tuple[int, dict[str, int]]]:
+    """(cpu, counters) per GET_STATS_CPU message; the CPU number is the nfgenmsg res_id."""
+    out = []
+    for buf, length in chunks:
+        for off in nl.messages(buf, length):
+            cpu = struct.unpack_from(">H", buf, off + 18)[0]
+            a = _attrs(buf, off)
+            out.append((cpu, {name: _u32(buf, a.get(t)) or 0 for t, name in names.items()}))
     return out
 
 
@@ -569,24 +589,28 @@ def _tuple(buf: bytearray, start: int, end: int) -> dict[str, object]:
 
 def expectations(netns: str | None = None) -> list[Expectation]:
     """The expectation table (IPCTNL_MSG_EXP_GET dump); small, decoded generically."""
-    out = []
     with _open(netns) as sock:
-        for buf, length in sock.request(nl.NFNL_SUBSYS_CTNETLINK_EXP, nl.IPCTNL_MSG_EXP_GET, 0,
-                                        what="the expectation table"):
-            for off in nl.messages(buf, length):
-                family = buf[off + 16]
-                a = _attrs(buf, off)
-                tup = _tuple(buf, a[2][0], sum(a[2])) if 2 in a else {}
-                master = _tuple(buf, a[1][0], sum(a[1])) if 1 in a else {}
-                helper = bytes(buf[a[6][0]:sum(a[6])]) if 6 in a else None
-                zone = struct.unpack_from(">H", buf, a[7][0])[0] if 7 in a else None
-                proto = tup.get("proto")
-                out.append(Expectation(
-                    family=FAMILY_NAMES.get(family, str(family)),
-                    proto=PROTOCOL_NAMES.get(proto, str(proto)) if proto is not None else None,
-                    src=tup.get("src"), dst=tup.get("dst"), sport=tup.get("sport"), dport=tup.get("dport"),
-                    master_src=master.get("src"), master_dst=master.get("dst"),
-                    master_sport=master.get("sport"), master_dport=master.get("dport"),
-                    timeout=_u32(buf, a.get(4)), helper=_string(helper), zone=zone,
-                    flags=_u32(buf, a.get(8)), klass=_u32(buf, a.get(9)), id=_u32(buf, a.get(5))))
+        return parse_expectations(sock.request(nl.NFNL_SUBSYS_CTNETLINK_EXP, nl.IPCTNL_MSG_EXP_GET, 0,
+                                               what="the expectation table"))
+
+
+def parse_expectations(chunks: Iterable[tuple[bytes | bytearray, int]]) -> list[Expectation]:
+    out = []
+    for buf, length in chunks:
+        for off in nl.messages(buf, length):
+            family = buf[off + 16]
+            a = _attrs(buf, off)
+            tup = _tuple(buf, a[2][0], sum(a[2])) if 2 in a else {}
+            master = _tuple(buf, a[1][0], sum(a[1])) if 1 in a else {}
+            helper = bytes(buf[a[6][0]:sum(a[6])]) if 6 in a else None
+            zone = struct.unpack_from(">H", buf, a[7][0])[0] if 7 in a else None
+            proto = tup.get("proto")
+            out.append(Expectation(
+                family=FAMILY_NAMES.get(family, str(family)),
+                proto=PROTOCOL_NAMES.get(proto, str(proto)) if proto is not None else None,
+                src=tup.get("src"), dst=tup.get("dst"), sport=tup.get("sport"), dport=tup.get("dport"),
+                master_src=master.get("src"), master_dst=master.get("dst"),
+                master_sport=master.get("sport"), master_dport=master.get("dport"),
+                timeout=_u32(buf, a.get(4)), helper=_string(helper), zone=zone,
+                flags=_u32(buf, a.get(8)), klass=_u32(buf, a.get(9)), id=_u32(buf, a.get(5))))
     return out
