@@ -229,3 +229,15 @@ def test_memcached_untracked_only_for_whitelisted_clients(lab):
     counters = rule_counters(server)
     assert counters["notrack/memcached: whitelisted cache clients"] >= 4
     assert counters["memcached-replies"] >= 2
+
+
+def test_every_reject_type_is_accepted_by_the_kernel(lab, tmp_path):
+    ns = lab.netns("rej")
+    rules = [{"name": f"r{i}", "action": "reject", "reject_with": kind} for i, kind in enumerate(
+        ("port-unreachable", "host-unreachable", "net-unreachable", "admin-prohibited"))]
+    rules.append({"name": "rst", "protocol": "tcp", "action": "reject", "reject_with": "tcp-reset"})
+    policy = tmp_path / "reject.json"
+    policy.write_text(json.dumps({"version": 1, "chains": {"input": {"rules": [rules[-1]] + rules[:-1]}}}))
+    ctkit("apply", str(policy), "--netns", ns, "--dry-run")
+    ctkit("apply", str(policy), "--netns", ns)
+    assert [c for _, c in kernel_rules(ns)] == ["rst", "r0", "r1", "r2", "r3"]

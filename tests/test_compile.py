@@ -112,3 +112,11 @@ def test_any_valid_rule_compiles(rules):
     kernel_rules = [c["add"]["rule"] for c in document["nftables"] if "rule" in c.get("add", {})]
     assert {r["comment"].split(":")[0] for r in kernel_rules} <= {f"input[{i}]" for i in range(len(rules))}
     assert text.count("comment ") == len(kernel_rules)
+
+
+def test_every_reject_type_has_an_nft_form():
+    for kind, nft_code in (("port-unreachable", "port-unreachable"), ("host-unreachable", "host-unreachable"),
+                           ("net-unreachable", "no-route"), ("admin-prohibited", "admin-prohibited")):
+        doc = {"version": 1, "chains": {"input": {"rules": [{"action": "reject", "reject_with": kind}]}}}
+        (rule,) = rules_of(doc, "input")
+        assert rule["expr"][-1] == {"reject": {"type": "icmpx", "expr": nft_code}}

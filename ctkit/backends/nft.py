@@ -16,6 +16,9 @@ BACKEND = "nft"
 FAMILY = "inet"  # ctkit owns one inet table: IPv4 and IPv6 in one place
 
 _ADDR_PROTO = {"ipv4": "ip", "ipv6": "ip6"}
+#: policy reject_with -> nft icmpx code (icmpx has no net-unreachable: no-route is its family-neutral form)
+_ICMPX = {"port-unreachable": "port-unreachable", "host-unreachable": "host-unreachable",
+          "net-unreachable": "no-route", "admin-prohibited": "admin-prohibited"}
 
 
 def _addr_value(text: str) -> Any:
@@ -99,7 +102,7 @@ def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
     if s.kind == "reject":
         if s.reject_with == "tcp-reset":
             return [{"reject": {"type": "tcp reset"}}]
-        return [{"reject": {"type": "icmpx", "expr": s.reject_with or "port-unreachable"}}]
+        return [{"reject": {"type": "icmpx", "expr": _ICMPX[s.reject_with or "port-unreachable"]}}]
     return [{s.kind: None}]
 
 
