@@ -358,3 +358,16 @@ def test_sysctl_show_and_set(lab):
     assert absent.exit_code == 2 and "removed in Linux 6.0" in absent.output
     bad = CliRunner().invoke(sysctl_app, ["set", "--netns", ns, "nf_conntrack_tcp_loose"])
     assert bad.exit_code == 2
+
+
+def test_delete_removes_exactly_the_given_entries(flows):
+    _, server = flows
+    everything = _ctkit_json("--netns", server)
+    doomed = [d for d in everything if d["dport"] == 5353] + [d for d in everything if d["proto"] == "icmp"]
+    assert len(doomed) == 3
+    stale = dict(doomed[0], sport=1)  # same id, other tuple: must be left alone
+    assert ct.delete(server, [stale]) == 0
+    assert ct.delete(server, doomed) == 3
+    assert ct.delete(server, doomed) == 0  # already gone
+    left = {key_of_proc(norm_proc_addr(e)) for e in conntrack_L(server)}
+    assert left == {key_of_ctkit(d) for d in everything if d not in doomed}

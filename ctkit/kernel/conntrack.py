@@ -10,7 +10,7 @@ inside the namespace and stays there.
 - `rows(netns, flt, columns)`: the same, as plain tuples of display values
   (the fast path the CLI uses).
 - `summary(netns, by, flt)`: counts grouped by columns, one streaming pass.
-- `count(netns)`, `stats(netns)`, `expectations(netns)`.
+- `count(netns)`, `stats(netns)`, `expectations(netns)`, `delete(netns, entries)`.
 
 Filtering: family always, mark/mask everywhere, status since 6.1, tuple
 (protocol, ports, exact original IPv4 addresses) since 5.8 and zone since 6.8
@@ -20,13 +20,14 @@ that ignores an attribute still gives the right answer.
 """
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import socket
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel import ctnetlink as nl
@@ -340,7 +341,7 @@ def raw_rows(netns: str | None, raws: Sequence[str], flt: Filter | None = None,
     payload = flt.request(kernel_version())
     with _open(netns) as sock:
         chunks = sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, flt.family or 0, payload,
-                              what="the conntrack table", prefetch=prefetch)
+                              what="reading the conntrack table", prefetch=prefetch)
         try:
             yield from filtered(chunks, raws, flt)
         finally:
@@ -476,7 +477,7 @@ def count(netns: str | None = None) -> Count:
     """Entries in the namespace's table (IPCTNL_MSG_CT_GET_STATS), without dumping it."""
     with _open(netns) as sock:
         for buf, length in sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET_STATS, 0,
-                                        dump=False, what="conntrack count"):
+                                        dump=False, what="reading the conntrack count"):
             for off in nl.messages(buf, length):
                 a = _attrs(buf, off)
                 return Count(_u32(buf, a.get(1)) or 0, _u32(buf, a.get(2)))
@@ -529,7 +530,7 @@ def _with_totals(per_cpu: tuple[tuple[int, dict[str, int]], ...], entries: int, 
 def _cpu_stats(netns: str | None, subsys: int, msg: int, names: dict[int, str]
                ) -> list[tuple[int, dict[str, int]]]:
     with _open(netns) as sock:
-        return parse_cpu_stats(sock.request(subsys, msg, 0, what="conntrack statistics"), names)
+        return parse_cpu_stats(sock.request(subsys, msg, 0, what="reading conntrack statistics"), names)
 
 
 def parse_cpu_stats(chunks: Iterable[tuple[bytes | bytearray, int]], names: dict[int, str] = STAT_FIELDS
@@ -591,7 +592,7 @@ def expectations(netns: str | None = None) -> list[Expectation]:
     """The expectation table (IPCTNL_MSG_EXP_GET dump); small, decoded generically."""
     with _open(netns) as sock:
         return parse_expectations(sock.request(nl.NFNL_SUBSYS_CTNETLINK_EXP, nl.IPCTNL_MSG_EXP_GET, 0,
-                                               what="the expectation table"))
+                                               what="reading the expectation table"))
 
 
 def parse_expectations(chunks: Iterable[tuple[bytes | bytearray, int]]) -> list[Expectation]:
@@ -613,4 +614,65 @@ def parse_expectations(chunks: Iterable[tuple[bytes | bytearray, int]]) -> list[
                 master_sport=master.get("sport"), master_dport=master.get("dport"),
                 timeout=_u32(buf, a.get(4)), helper=_string(helper), zone=zone,
                 flags=_u32(buf, a.get(8)), klass=_u32(buf, a.get(9)), id=_u32(buf, a.get(5))))
+    return out
+
+
+# ----------------------------------------------------------------- delete
+
+_DELETE_RAWS = ("id", "family", "proto", "src", "dst", "sport", "dport", "icmp_type", "icmp_code", "icmp_id",
+                "zone")
+
+
+def delete(netns: str | None, targets: Iterable[Mapping[str, object] | Entry]) -> int:
+    """Delete exactly these entries (matched by conntrack id); returns how many the kernel removed.
+
+    Each target needs its `id`; other fields it carries (src, dport...) must
+    still match, so an id reused by a newer flow is left alone. The kernel
+    re-checks the id (CTA_ID) at deletion time. Entries already gone are not
+    counted.
+    """
+    wanted: dict[int, Mapping[str, object]] = {}
+    for t in targets:
+        d = t.as_dict() if isinstance(t, Entry) else t
+        if d.get("id") is None:
+            raise UsageError("an entry to delete needs its conntrack id")
+        wanted[int(d["id"])] = d  # type: ignore[arg-type]
+    if not wanted:
+        return 0
+    layout = Layout.of(_DELETE_RAWS)
+    found = []
+    for row in raw_rows(netns, layout.raws, prefetch=False):
+        if row[0] in wanted:
+            shown = dict(zip(_DELETE_RAWS, layout.convert(row)))
+            given = wanted[row[0]]
+            if all(given.get(k) is None or given.get(k) == shown[k] for k in _DELETE_RAWS):
+                found.append(row)
+    removed = 0
+    with _open(netns) as sock:
+        for row in found:
+            try:
+                for _ in sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_DELETE, row[1],
+                                      _delete_payload(row), dump=False, what="deleting a conntrack entry"):
+                    pass
+                removed += 1
+            except KernelError as exc:
+                if getattr(exc, "errno", None) != errno.ENOENT:
+                    raise
+    return removed
+
+
+def _delete_payload(row: tuple) -> bytes:
+    ident, family, proto, src, dst, sport, dport, itype, icode, iid, zone = row
+    v4 = family == AF_INET
+    ip = nl.nest(nl.CTA_TUPLE_IP, nl.attr(nl.CTA_IP_V4_SRC if v4 else nl.CTA_IP_V6_SRC, src),
+                 nl.attr(nl.CTA_IP_V4_DST if v4 else nl.CTA_IP_V6_DST, dst))
+    parts = [nl.u8(nl.CTA_PROTO_NUM, proto)]
+    if sport is not None:
+        parts += [nl.u16(nl.CTA_PROTO_SRC_PORT, sport), nl.u16(nl.CTA_PROTO_DST_PORT, dport)]
+    elif itype is not None:
+        base = 4 if v4 else 7  # CTA_PROTO_ICMP_ID / CTA_PROTO_ICMPV6_ID, then TYPE, CODE
+        parts += [nl.u16(base, iid or 0), nl.u8(base + 1, itype), nl.u8(base + 2, icode or 0)]
+    out = nl.nest(nl.CTA_TUPLE_ORIG, ip, nl.nest(nl.CTA_TUPLE_PROTO, *parts)) + nl.u32(nl.CTA_ID, ident)
+    if zone:
+        out += nl.u16(nl.CTA_ZONE, zone)
     return out

@@ -54,6 +54,7 @@ NFNL_SUBSYS_CTNETLINK = 1
 NFNL_SUBSYS_CTNETLINK_EXP = 2
 IPCTNL_MSG_CT_NEW = 0
 IPCTNL_MSG_CT_GET = 1
+IPCTNL_MSG_CT_DELETE = 2
 IPCTNL_MSG_CT_GET_STATS_CPU = 4
 IPCTNL_MSG_CT_GET_STATS = 5
 IPCTNL_MSG_EXP_NEW = 0
@@ -218,7 +219,7 @@ class NetlinkSocket:
                     _read_exact(reader, memoryview(head), 4)
                     raise kernel_error(_ERRNO.unpack_from(head)[0], what)
                 if n > len(buf):
-                    raise KernelError(f"malformed chunk while reading {what}")
+                    raise KernelError(f"malformed chunk while {what}")
                 _read_exact(reader, view, n)
                 yield buf, n
         finally:
@@ -245,7 +246,7 @@ class NetlinkSocket:
                 return
 
     def request(self, subsys: int, msg: int, family: int, payload: bytes = b"", dump: bool = True,
-                what: str = "conntrack", res_id: int = 0, prefetch: bool = False
+                what: str = "the ctnetlink request", res_id: int = 0, prefetch: bool = False
                 ) -> Iterator[tuple[bytearray, int]]:
         flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         self.send(subsys, msg, flags, family, payload, res_id)
@@ -274,7 +275,7 @@ def _recv(recv_into: Callable, buf: bytearray, what: str) -> int:
         except InterruptedError:
             continue
         except OSError as exc:
-            raise KernelError(f"reading {what} from ctnetlink failed: {exc.strerror}") from None
+            raise KernelError(f"{what} over ctnetlink failed: {exc.strerror}") from None
 
 
 def _read_exact(reader, view: memoryview, n: int) -> None:
@@ -293,11 +294,15 @@ def _write_all(fd: int, data: bytes | memoryview) -> None:  # pragma: no cover -
 
 
 def kernel_error(code: int, what: str) -> KernelError:
+    """A KernelError for errno `code`, which it keeps as `.errno`."""
     if code in (errno.EPERM, errno.EACCES):
-        return KernelError(f"reading {what} needs CAP_NET_ADMIN: run as root")
-    if code == errno.EOPNOTSUPP:
-        return KernelError(f"this kernel does not support the {what} request (EOPNOTSUPP)")
-    return KernelError(f"the kernel refused to read {what}: {os.strerror(code)}")
+        exc = KernelError(f"{what} needs CAP_NET_ADMIN: run as root")
+    elif code == errno.EOPNOTSUPP:
+        exc = KernelError(f"this kernel does not support {what} (EOPNOTSUPP)")
+    else:
+        exc = KernelError(f"the kernel refused {what}: {os.strerror(code)}")
+    exc.errno = code  # type: ignore[attr-defined]
+    return exc
 
 
 def messages(chunk: bytearray, length: int) -> Iterator[int]:
