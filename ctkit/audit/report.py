@@ -13,7 +13,7 @@ def plain(report: AuditReport) -> str:
     where = f"netns {report.netns}" if report.netns else "this namespace"
     status = "clean" if report.exit_code == 0 else "needs attention"
     f = report.figures
-    lines.append(f"ctkit audit: table inet {report.table} in {where}: {status}")
+    lines.append(f"ctkit audit: {report.owned} in {where}: {status}")
     lines.append(f"conntrack: {f.count} of {f.maximum} entries, {f.expectations} expectations")
     if report.drift:
         lines.append(f"drift ({len(report.drift)}):")
@@ -46,7 +46,7 @@ def rich_render(report: AuditReport) -> None:
     console = Console()
     f = report.figures
     status = "[green]clean[/]" if report.exit_code == 0 else "[yellow]needs attention[/]"
-    console.print(f"[bold]ctkit audit[/] table inet {report.table} "
+    console.print(f"[bold]ctkit audit[/] {report.owned} "
                   f"in {'netns ' + report.netns if report.netns else 'this namespace'}: {status}")
     console.print(f"conntrack: {f.count} of {f.maximum} entries, {f.expectations} expectations")
     if report.drift:

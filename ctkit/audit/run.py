@@ -46,6 +46,13 @@ class AuditReport:
     figures: HostFigures
 
     @property
+    def owned(self) -> str:
+        """What ctkit owns, in the backend's words."""
+        if self.backend == "iptables":
+            return f"chains {self.table.upper()}-* (iptables)"
+        return f"table inet {self.table}"
+
+    @property
     def exit_code(self) -> int:
         return EXIT_FINDINGS if self.drift or at_least(self.findings, "warning") else EXIT_OK
 
@@ -100,6 +107,7 @@ def _origins(compiled: Compiled) -> dict[str, str]:
 
 
 def ruleset_drift(compiled: Compiled, netns: str | None) -> tuple[list[Drift], list[dict]]:
+    """nft: drift of ctkit's table, and the whole ruleset (for foreign interference)."""
     table = compiled.plan.table
     ids = {r.id for c in table.chains for r in c.rules}
     want = view(nft_backend.generate(compiled.plan)["nftables"], ids)
@@ -107,6 +115,31 @@ def ruleset_drift(compiled: Compiled, netns: str | None) -> tuple[list[Drift], l
     mine = [i for i in ruleset if _in_table(i, table.name)]
     have = view(mine if any("table" in i for i in mine) else None, ids)
     return compare(want, have, _origins(compiled), table.name), ruleset
+
+
+def iptables_drift(compiled: Compiled, netns: str | None, variant: str) -> tuple[list[Drift], list[Finding]]:
+    """iptables: drift of ctkit's chains per family, and foreign rules ahead of ctkit's jumps."""
+    from ctkit.audit import iptables_view
+    from ctkit.backends import iptables as ipt_backend
+    from ctkit.kernel import iptables as ipt_kernel
+    ruleset = ipt_backend.generate(compiled.plan)
+    variant = ipt_kernel.resolve_variant(variant)
+    table = compiled.plan.table
+    # a base chain's policy rule carries the chain name as its id ("input: policy drop")
+    ids = {r.id for c in table.chains for r in c.rules} | {c.name for c in table.chains}
+    origins = _origins(compiled)
+    drifts: list[Drift] = []
+    findings: list[Finding] = []
+    for family in ipt_backend.FAMILIES:
+        current = ipt_kernel.parse_save(ipt_kernel.save(family, variant, netns))
+        want = iptables_view.view(ruleset.document(family), None, ids)
+        have = iptables_view.live(current, ruleset.prefix, family, ids)
+        if not want.present and not have.present:
+            continue
+        for d in compare(want, have, origins, f"{ruleset.prefix}* ({family})"):
+            drifts.append(Drift(d.kind, f"{family} {d.subject}", d.origin, d.expected, d.actual))
+        findings += iptables_view.foreign_first(current, ruleset.prefix, family)
+    return drifts, findings
 
 
 def rule_hits(items: list[dict]) -> dict[str, tuple[int, int]]:
@@ -129,6 +162,77 @@ def _in_table(item: dict, name: str) -> bool:
     if kind == "table":
         return body["family"] == "inet" and body["name"] == name
     return body.get("family") == "inet" and body.get("table") == name
+
+
+# ------------------------------------------------------------------ flows
+
+FLOW_COLUMNS = ("family", "proto", "src", "dst", "sport", "dport", "master_src", "zone", "id")
+SAMPLE = 20
+
+
+@dataclass(frozen=True)
+class DeniedFlow:
+    entry: dict
+    chain: str
+    verdict: str
+
+    def describe(self) -> str:
+        e = self.entry
+        ports = f":{e['sport']} -> {e['dst']}:{e['dport']}" if e.get("dport") is not None else f" -> {e['dst']}"
+        return f"{e['proto']} {e['src']}{ports} ({self.chain}: {self.verdict})"
+
+
+def _local_addresses(netns: str | None) -> set:
+    import ipaddress
+
+    from pyroute2 import IPRoute
+    with entered(netns):
+        with IPRoute() as ipr:
+            return {ipaddress.ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()}
+
+
+def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
+    """Tracked flows that the policy, as it stands, would not admit if they started now."""
+    import ipaddress
+
+    from ctkit.audit.admission import Flow, verdict
+    from ctkit.kernel import conntrack
+    table = compiled.plan.table
+    local = _local_addresses(netns)
+    out = []
+    for e in conntrack.entries(netns, columns=FLOW_COLUMNS):
+        d = e.as_dict()
+        if d["src"] is None or d["dst"] is None:
+            continue
+        src_local = ipaddress.ip_address(d["src"]) in local
+        dst_local = ipaddress.ip_address(d["dst"]) in local
+        state = "related" if d["master_src"] else "new"
+        hooks = [h for h, on in (("input", dst_local), ("output", src_local)) if on] or ["forward"]
+        for hook in hooks:
+            flow = Flow(d["family"], d["proto"], d["src"], d["dst"], d["sport"], d["dport"], state,
+                        iif="lo" if hook == "input" and src_local else None,
+                        oif="lo" if hook == "output" and dst_local else None,
+                        not_ifaces=() if (src_local and dst_local) else ("lo",))
+            v = verdict(table, hook, flow)
+            if v in ("drop", "reject"):
+                out.append(DeniedFlow(d, hook, v))
+                break
+    return out
+
+
+def flows_finding(denied: list[DeniedFlow], flushed: int | None) -> list[Finding]:
+    if not denied:
+        return []
+    sample = [f.describe() for f in denied[:SAMPLE]]
+    if flushed is not None:
+        return [Finding("flows.denied-flushed", "info", "conntrack entries",
+                        f"{flushed} tracked flows the policy no longer admits were deleted",
+                        "none: their next packet is judged as a new flow", {"flushed": flushed, "flows": sample})]
+    return [Finding("flows.denied", "warning", "conntrack entries",
+                    f"{len(denied)} tracked flows started under an earlier policy that the current policy "
+                    "would not admit; they go on because established traffic is accepted",
+                    "ctkit audit --flush-denied deletes exactly these entries",
+                    {"count": len(denied), "flows": sample})]
 
 
 # ------------------------------------------------------------------ state
@@ -161,8 +265,13 @@ def save_state(path: Path, netns: str | None, figures: HostFigures, peak: int) -
 
 # ------------------------------------------------------------------ audit
 
-def audit(compiled: Compiled, netns: str | None, state: Path | None = None) -> AuditReport:
-    drift, ruleset = ruleset_drift(compiled, netns)
+def audit(compiled: Compiled, netns: str | None, state: Path | None = None, check_flows: bool = True,
+          flush_denied: bool = False, backend: str = "nft", variant: str = "auto") -> AuditReport:
+    if backend == "iptables":
+        drift, interference = iptables_drift(compiled, netns, variant)
+    else:
+        drift, ruleset = ruleset_drift(compiled, netns)
+        interference = foreign.interference(ruleset, compiled.plan.table)
     settings = read_settings(compiled.plan.settings, netns)
     for s in settings:
         if not s.met:
@@ -173,7 +282,7 @@ def audit(compiled: Compiled, netns: str | None, state: Path | None = None) -> A
     findings: list[Finding] = []
     findings += [Finding("policy." + ("lint"), "warning", w.pointer, w.message, w.hint or "", {"line": w.line})
                  for w in compiled.warnings]
-    findings += foreign.interference(ruleset, compiled.plan.table)
+    findings += interference
     findings += health.fill(figures.count, figures.maximum, figures.buckets, peak,
                             health.entry_size(figures.slabinfo), figures.max_writable)
     findings += health.drops(figures.stats, previous, seconds)
@@ -181,8 +290,15 @@ def audit(compiled: Compiled, netns: str | None, state: Path | None = None) -> A
     findings += health.helpers_everywhere(compiled.policy)
     findings += health.expectations(figures.expectations, figures.expect_max)
     findings += health.untracked_icmp(compiled.policy)
+    if check_flows or flush_denied:
+        denied = denied_flows(compiled, netns)
+        flushed = None
+        if flush_denied and denied:
+            from ctkit.kernel import conntrack
+            flushed = conntrack.delete(netns, [f.entry for f in denied])
+        findings += flows_finding(denied, flushed)
     if state is not None:
         save_state(state, netns, figures, peak)
     order = {"critical": 0, "warning": 1, "info": 2}
     findings.sort(key=lambda f: order[f.severity])
-    return AuditReport(netns, "nft", compiled.plan.table.name, drift, settings, findings, figures)
+    return AuditReport(netns, backend, compiled.plan.table.name, drift, settings, findings, figures)

@@ -10,6 +10,7 @@ import typer
 
 from ctkit import pipeline
 from ctkit.audit.report import render
+from ctkit.backends import registry
 from ctkit.audit.run import audit as run_audit
 from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json
 from ctkit.errors import KernelError, UsageError
@@ -20,10 +21,19 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
           netns: Optional[str] = NetnsOption,
           state: Optional[Path] = typer.Option(None, "--state", help="State file: drop counters are judged by "
                                                "what rose since the last audit that used it."),
+          flush_denied: bool = typer.Option(False, "--flush-denied", help="Delete the conntrack entries of "
+                                            "flows the policy no longer admits (and only those)."),
+          no_flows: bool = typer.Option(False, "--no-flows", help="Skip judging every tracked flow "
+                                        "against the policy (large tables)."),
+          backend: str = typer.Option("nft", "--backend", "-b", help="Backend the policy was applied with: "
+                                      "nft or iptables."),
+          variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto."),
           as_json: bool = JsonOption) -> None:
     """Compare a policy with the live kernel and check conntrack health. Exit 1 on drift or findings."""
+    registry.check(backend)
     compiled = pipeline.compile_file(policy)
-    report = run_audit(compiled, netns, state)
+    report = run_audit(compiled, netns, state, check_flows=not no_flows, flush_denied=flush_denied,
+                       backend=backend, variant=variant)
     if as_json:
         print_json(report.as_dict())
     else:

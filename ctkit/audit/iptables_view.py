@@ -1,0 +1,94 @@
+"""TableViews of ctkit's iptables chains (one per family), and foreign rules that pre-empt them.
+
+The backend prints rules exactly as iptables-save does, and rules are keyed
+by the policy rule id in their `-m comment`; the canonical form is the
+rule's tokens without the comment, so a rule compares by what it does.
+Chains compare by the built-in chain that jumps to them and how many jumps
+there are (exactly one).
+"""
+from __future__ import annotations
+
+import shlex
+
+from ctkit.audit.drift import RuleView, TableView
+from ctkit.audit.findings import Finding
+from ctkit.backends.iptables import Document
+from ctkit.kernel.iptables import SavedTable, jumps, owned
+
+_DECIDING = ("ACCEPT", "DROP", "REJECT")
+
+
+def _split(spec: str) -> tuple[str | None, tuple[str, ...]]:
+    """(comment, tokens without `-m comment --comment X`)."""
+    words = shlex.split(spec)
+    comment = None
+    out: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i:i + 3] == ["-m", "comment", "--comment"] and i + 3 < len(words):
+            comment = words[i + 3]
+            i += 4
+            continue
+        out.append(words[i])
+        i += 1
+    return comment, tuple(out)
+
+
+def _rule_id(comment: str | None, known: set[str]) -> str | None:
+    if not comment:
+        return None
+    rid = comment.split(": ", 1)[0]
+    return rid if rid in known else None
+
+
+def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_ids: set[str]) -> TableView:
+    """jump_counts None: the desired side (one jump per chain with a built-in parent)."""
+    if not doc.tables:
+        return TableView(False)
+    chains, rules, texts = {}, {}, {}
+    for table in doc.tables:
+        for chain in table.chains:
+            key = f"{table.name}/{chain.name}"
+            n = (1 if chain.builtin else 0) if jump_counts is None else jump_counts.get((table.name, chain.name), 0)
+            chains[key] = (chain.builtin, n)
+            texts[key] = (f"jumped to from {chain.builtin} ({n} jump{'s' if n != 1 else ''})"
+                          if chain.builtin else f"user chain ({n} jumps from built-in chains)")
+            views = []
+            for spec in chain.rules:
+                comment, canon = _split(spec)
+                views.append(RuleView(key, _rule_id(comment, known_ids), canon, spec))
+            rules[key] = views
+    return TableView(True, chains, rules, {}, texts)
+
+
+def live(current: dict[str, SavedTable], prefix: str, family: str, known_ids: set[str]) -> TableView:
+    counts: dict[tuple[str, str], int] = {}
+    for table, rule in jumps(current, prefix):
+        counts[(table, rule.target)] = counts.get((table, rule.target), 0) + 1
+    return view(owned(current, prefix, family), counts, known_ids)
+
+
+def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> list[Finding]:
+    """Foreign rules placed before ctkit's jump in a built-in chain that decide the packet there.
+
+    In iptables an ACCEPT ends the built-in chain, so unlike nftables a foreign
+    accept before ctkit's jump bypasses the policy too.
+    """
+    out = []
+    for name, saved in current.items():
+        for chain in saved.policies:
+            if not saved.builtin(chain):
+                continue
+            in_chain = [r for r in saved.rules if r.chain == chain]
+            first_jump = next((i for i, r in enumerate(in_chain) if (r.target or "").startswith(prefix)), None)
+            if first_jump is None:
+                continue
+            before = [r for r in in_chain[:first_jump] if r.target in _DECIDING]
+            if before:
+                out.append(Finding(
+                    "foreign.earlier-rule", "warning", f"{family} {name}/{chain}",
+                    f"{len(before)} foreign rule(s) before ctkit's jump in {chain} accept or drop traffic "
+                    "before the policy sees it", "move ctkit's jump first (ctkit apply inserts it at position 1) "
+                    "or check that their owner means it",
+                    {"rules": [r.spec for r in before][:10]}))
+    return out
