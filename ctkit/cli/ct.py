@@ -151,21 +151,15 @@ def list_cmd(
     names = tuple(f.strip() for f in fields.split(",")) if fields else ct.DEFAULT_COLUMNS
     for name in names:
         ct.column(name)
-    encode = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
-    keys = [json.dumps(n) + ":" for n in names]
-
-    def objects():
-        for values in ct.rows(netns, flt, names):
-            yield "{" + ",".join([k + encode(v) for k, v in zip(keys, values)]) + "}"
-
+    objects = ct.json_rows(netns, flt, names)
     if fmt == "jsonl":
-        _write_lines(objects())
+        _write_lines(objects)
         return
     sys.stdout.write("[")
     first = True
     out = sys.stdout
     batch: list[str] = []
-    for obj in objects():
+    for obj in objects:
         batch.append(obj)
         if len(batch) >= 512:
             out.write(("\n" if first else ",\n") + ",\n".join(batch))

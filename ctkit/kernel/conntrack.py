@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import json
 import os
 import socket
 import struct
@@ -379,11 +380,18 @@ def decode_dump(data: bytes, flt: Filter | None = None,
 
 @dataclass(frozen=True, slots=True)
 class Layout:
-    """Where each column's raw values sit in a raw row."""
+    """Where each column's raw values sit in a raw row, and compiled row converters.
+
+    `convert` and `to_json` are generated once per layout (like
+    collections.namedtuple does): one flat expression per row instead of a
+    loop over columns, which is most of the cost of listing a big table.
+    """
 
     columns: tuple[Column, ...]
     raws: tuple[str, ...]
     slices: tuple[tuple[int, ...], ...]
+    convert: Callable[[tuple], tuple]
+    to_json: Callable[[tuple], str]
 
     @classmethod
     def of(cls, names: Iterable[str]) -> "Layout":
@@ -393,10 +401,69 @@ class Layout:
             for r in c.raws:
                 if r not in raws:
                     raws.append(r)
-        return cls(cols, tuple(raws), tuple(tuple(raws.index(r) for r in c.raws) for c in cols))
+        slices = tuple(tuple(raws.index(r) for r in c.raws) for c in cols)
+        convert, to_json = _compile(cols, slices)
+        return cls(cols, tuple(raws), slices, convert, to_json)
 
-    def convert(self, row: tuple) -> tuple:
-        return tuple(c.convert(*[row[i] for i in idx]) for c, idx in zip(self.columns, self.slices))
+
+def _memo(fn: Callable[..., str], limit: int = 4096) -> Callable[..., str]:
+    """Cache JSON text of small value domains (status bits, protocol, state); bounded."""
+    cache: dict = {}
+
+    def text(*key):
+        try:
+            return cache[key]
+        except KeyError:
+            value = fn(*key)
+            if len(cache) < limit:
+                cache[key] = value
+            return value
+    return text
+
+
+def _json_text(value: object) -> str:
+    # "None" inside a string is written as \u004eone so that the row-wide
+    # None -> null replacement below can never touch it
+    return json.dumps(value, separators=(",", ":")).replace("None", "\\u004eone")
+
+
+def _addr_json(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    return '"' + socket.inet_ntop(AF_INET if len(raw) == 4 else AF_INET6, raw) + '"'
+
+
+_MEMO_COLUMNS = {"family", "proto", "state", "status"}
+
+
+def _compile(cols: tuple[Column, ...], slices: tuple[tuple[int, ...], ...]
+             ) -> tuple[Callable[[tuple], tuple], Callable[[tuple], str]]:
+    env: dict[str, object] = {}
+    conv_parts, json_parts, keys = [], [], []
+    for k, (c, idx) in enumerate(zip(cols, slices)):
+        args = ", ".join(f"r[{i}]" for i in idx)
+        if c.convert is _same:
+            conv_parts.append(f"r[{idx[0]}]")
+            json_parts.append(f"r[{idx[0]}]")  # an int or None, printed by %s; None becomes null
+        else:
+            env[f"c{k}"] = c.convert
+            conv_parts.append(f"c{k}({args})")
+            if c.convert is _addr:
+                env[f"j{k}"] = _addr_json
+            elif c.name in _MEMO_COLUMNS:
+                env[f"j{k}"] = _memo(lambda *v, f=c.convert: _json_text(f(*v)))
+            elif c.name in ("mark", "zone"):
+                env[f"j{k}"] = c.convert
+            else:
+                env[f"j{k}"] = lambda *v, f=c.convert: _json_text(f(*v))
+            json_parts.append(f"j{k}({args})")
+        keys.append(json.dumps(c.name) + ":%s")
+    env["TEMPLATE"] = "{" + ",".join(k.replace("%", "%%").replace("%%s", "%s") for k in keys) + "}"
+    comma = "," if len(cols) == 1 else ""
+    src = (f"def convert(r):\n    return ({', '.join(conv_parts)}{comma})\n"
+           f"def to_json(r):\n    return (TEMPLATE % ({', '.join(json_parts)}{comma})).replace('None', 'null')\n")
+    exec(compile(src, "<ctkit.conntrack.Layout>", "exec"), env)  # noqa: S102 - generated from the column table
+    return env["convert"], env["to_json"]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,6 +506,15 @@ def rows(netns: str | None = None, flt: Filter | None = None,
     convert = layout.convert
     for row in raw_rows(netns, layout.raws, flt):
         yield convert(row)
+
+
+def json_rows(netns: str | None = None, flt: Filter | None = None,
+              columns: Sequence[str] = DEFAULT_COLUMNS) -> Iterator[str]:
+    """One compact JSON object per entry passing `flt` (the `ct list --json` path)."""
+    layout = Layout.of(columns)
+    to_json = layout.to_json
+    for row in raw_rows(netns, layout.raws, flt):
+        yield to_json(row)
 
 
 def summary(netns: str | None, by: Sequence[str], flt: Filter | None = None) -> Counter:
