@@ -427,6 +427,13 @@ def _json_text(value: object) -> str:
     return json.dumps(value, separators=(",", ":")).replace("None", "\\u004eone")
 
 
+def _generic(convert: Callable[..., object]) -> Callable[..., str | None]:
+    def text(*raw):
+        value = convert(*raw)
+        return None if value is None else _json_text(value)  # None prints as null
+    return text
+
+
 def _addr_json(raw: bytes | None) -> str | None:
     if raw is None:
         return None
@@ -455,7 +462,7 @@ def _compile(cols: tuple[Column, ...], slices: tuple[tuple[int, ...], ...]
             elif c.name in ("mark", "zone"):
                 env[f"j{k}"] = c.convert
             else:
-                env[f"j{k}"] = lambda *v, f=c.convert: _json_text(f(*v))
+                env[f"j{k}"] = _generic(c.convert)
             json_parts.append(f"j{k}({args})")
         keys.append(json.dumps(c.name) + ":%s")
     env["TEMPLATE"] = "{" + ",".join(k.replace("%", "%%").replace("%%s", "%s") for k in keys) + "}"
