@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ctkit.compile import ir
-from ctkit.compile.lower import lower
 from ctkit.errors import PolicyError, Problem
-from ctkit.policy.lint import errors_of, lint
-from ctkit.policy.load import load_file
-from ctkit.policy.model import Policy
+
+if TYPE_CHECKING:  # imported when used: jsonschema and friends cost ~150 ms at start-up
+    from ctkit.compile import ir
+    from ctkit.policy.model import Policy
 
 
 @dataclass(frozen=True)
@@ -25,6 +25,8 @@ class Compiled:
 
 def check(path: str | Path) -> tuple[Policy, list[Problem]]:
     """Load and lint; raise PolicyError on any error, return the warnings."""
+    from ctkit.policy.lint import errors_of, lint
+    from ctkit.policy.load import load_file
     policy = load_file(path)
     findings = lint(policy)
     if errors_of(findings):
@@ -33,5 +35,6 @@ def check(path: str | Path) -> tuple[Policy, list[Problem]]:
 
 
 def compile_file(path: str | Path) -> Compiled:
+    from ctkit.compile.lower import lower
     policy, warnings = check(path)
     return Compiled(policy, lower(policy), tuple(warnings))

@@ -9,9 +9,7 @@ from typing import List, Optional
 import typer
 
 from ctkit import pipeline
-from ctkit.audit.report import render
 from ctkit.backends import registry
-from ctkit.audit.run import audit as run_audit
 from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json
 from ctkit.errors import KernelError, UsageError
 
@@ -30,6 +28,8 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
           variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto."),
           as_json: bool = JsonOption) -> None:
     """Compare a policy with the live kernel and check conntrack health. Exit 1 on drift or findings."""
+    from ctkit.audit.report import render
+    from ctkit.audit.run import audit as run_audit
     registry.check(backend)
     compiled = pipeline.compile_file(policy)
     report = run_audit(compiled, netns, state, check_flows=not no_flows, flush_denied=flush_denied,
