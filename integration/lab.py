@@ -325,3 +325,64 @@ def ftp_passive(client_ns: str, server_ns: str, addr: str, port: int = 21, data_
         thread.join(timeout * 4)
         control.close()
         data.close()
+
+
+# ------------------------------------------------ three namespaces: a router lab
+
+#: client (outside, on wan0) -- router -- server (inside, on lan0)
+WAN_ROUTER4, WAN_CLIENT4 = "203.0.113.1", "203.0.113.20"
+LAN_ROUTER4, LAN_SERVER4 = "10.1.0.1", "10.1.0.10"
+WAN_ROUTER6, WAN_CLIENT6 = "2001:db8:f::1", "2001:db8:f::20"
+LAN_ROUTER6, LAN_SERVER6 = "fd00:1::1", "fd00:1::10"
+
+
+@dataclass(frozen=True)
+class Routed:
+    client: str  # outside: knows only the wan segment (no route to the LAN)
+    router: str  # forwards between wan0 and lan0
+    server: str  # inside: default route via the router
+
+
+def router_lab(lab: Lab) -> Routed:
+    """client --wan0-- router --lan0-- server, IPv4 and IPv6, forwarding on in the router only.
+
+    The client has no route to the LAN, so it reaches the server only through
+    port forwarding and answers the server only when its source is translated.
+    """
+    client, router, server = lab.netns("rcli"), lab.netns("rtr"), lab.netns("rsrv")
+    lab.link(client, router, [f"{WAN_CLIENT4}/24", f"{WAN_CLIENT6}/64"],
+             [f"{WAN_ROUTER4}/24", f"{WAN_ROUTER6}/64"], name="wan0")
+    lab.link(router, server, [f"{LAN_ROUTER4}/24", f"{LAN_ROUTER6}/64"],
+             [f"{LAN_SERVER4}/24", f"{LAN_SERVER6}/64"], name="lan0")
+    with entered(router):
+        for path in ("/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"):
+            with open(path, "w") as f:
+                f.write("1\n")
+    run(server, "ip", "route", "add", "default", "via", LAN_ROUTER4)
+    run(server, "ip", "-6", "route", "add", "default", "via", LAN_ROUTER6)
+    return Routed(client, router, server)
+
+
+def tcp_session(ns: str, addr: str, port: int, timeout: float = 1.0, src: str | None = None) -> socket.socket | None:
+    """An open TCP connection from `ns` (None when the handshake fails within timeout)."""
+    s = sock(ns, _family(addr), socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        if src:
+            s.bind((src, 0))
+        s.connect((addr, port))
+        return s
+    except OSError:
+        s.close()
+        return None
+
+
+def accept_peer(listener: socket.socket, timeout: float = 1.0) -> tuple[socket.socket, tuple] | None:
+    """Accept one connection within timeout: (connection, peer address) or None."""
+    listener.settimeout(timeout)
+    try:
+        conn, peer = listener.accept()
+    except OSError:
+        return None
+    conn.settimeout(timeout)
+    return conn, peer

@@ -19,6 +19,8 @@ How IR nodes become iptables (RENDERERS, one function per node type):
     Counter            nothing: every iptables rule counts
     Log                its own rule, -j LOG --log-prefix (at most 29 characters) --log-level N
     Notrack            -j CT --notrack (raw table only)
+    Nat                -j SNAT --to-source A[-B][:P[-Q]] | DNAT --to-destination ... | MASQUERADE
+                       [--to-ports P[-Q]] | REDIRECT [--to-ports P[-Q]] (nat table; IPv6 addresses in [])
     SetCtHelper        -j CT --helper KERNEL_NAME (raw table only; the template is set before conntrack)
     Verdict            -j ACCEPT|DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
 
@@ -33,8 +35,7 @@ under policy drop -> `-j X` followed by the same matches `-j DROP`.
 IR base chains map to iptables tables: chains that set conntrack templates
 (notrack, helpers) or run before conntrack go to raw; input, forward and
 output at filter priority go to filter; prerouting and postrouting at filter
-priority go to mangle (no NAT exists in the policy, so the order against it
-cannot show). Rules are printed the way iptables-save prints them, so what
+priority go to mangle; nat chains (type nat) go to the nat table. Rules are printed the way iptables-save prints them, so what
 the kernel holds can be compared with what ctkit generated, line by line.
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ from ctkit.errors import CompileError
 
 BACKEND = "iptables"
 FAMILIES = ("ipv4", "ipv6")
-TABLE_ORDER = ("raw", "mangle", "filter")
+TABLE_ORDER = ("raw", "mangle", "nat", "filter")
 MAX_CHAIN_NAME = 28  # iptables: "chain name too long (must be under 29 chars)"
 MAX_LOG_PREFIX = 29  # xt_LOG: 30 bytes with the terminating NUL
 MAX_COMMENT = 255  # xt_comment: 256 bytes with the terminating NUL
@@ -80,6 +81,7 @@ _REJECT_TABLES = frozenset({"filter"})
 _BUILTINS = {
     "raw": ("PREROUTING", "OUTPUT"),
     "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
     "filter": ("INPUT", "FORWARD", "OUTPUT"),
 }
 
@@ -258,6 +260,24 @@ def _set_helper(s: ir.SetCtHelper, ctx: _Ctx) -> list[str]:
     return [f"-j CT --helper {obj.helper}"]
 
 
+_NAT_TARGET = {"snat": ("SNAT", "--to-source"), "dnat": ("DNAT", "--to-destination"),
+               "masquerade": ("MASQUERADE", "--to-ports"), "redirect": ("REDIRECT", "--to-ports")}
+
+
+def _nat(s: ir.Nat, ctx: _Ctx) -> list[str]:
+    if ctx.table != "nat":
+        raise _fail(ctx, s.kind, f"NAT targets work only in the nat table, not in {ctx.table}")
+    target, option = _NAT_TARGET[s.kind]
+    ports = None if s.ports is None else (str(s.ports.lo) if s.ports.lo == s.ports.hi
+                                          else f"{s.ports.lo}-{s.ports.hi}")
+    if s.family is None:  # masquerade, redirect: only ports
+        return [f"-j {target}" + (f" {option} {ports}" if ports else "")]
+    addr = s.addr_lo if s.addr_lo == s.addr_hi else f"{s.addr_lo}-{s.addr_hi}"
+    if s.family == "ipv6" and ports:
+        addr = f"[{s.addr_lo}]" if s.addr_lo == s.addr_hi else f"[{s.addr_lo}]-[{s.addr_hi}]"
+    return [f"-j {target} {option} {addr}" + (f":{ports}" if ports else "")]
+
+
 def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
     policy = (ctx.chain.policy or "accept") if ctx.is_base else None
     if s.kind in ("jump", "goto"):
@@ -289,7 +309,7 @@ MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
 }
 STATEMENT_RENDERERS: dict[type, Callable[[Any, _Ctx], list[str]]] = {
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
-    ir.Verdict: _verdict,
+    ir.Nat: _nat, ir.Verdict: _verdict,
 }
 
 
@@ -372,9 +392,11 @@ def _placement(chain: ir.Chain) -> tuple[str, str]:
     assert hook is not None
     sets_template = any(isinstance(s, (ir.Notrack, ir.SetCtHelper)) for r in chain.rules for s in r.statements)
     builtin = hook.hook.upper()
-    if hook.type != "filter":
+    if hook.type == "nat":
+        table = "nat"
+    elif hook.type != "filter":
         raise CompileError(BACKEND, f"{hook.type} chain", chain.origin or chain.name, "no iptables table for it")
-    if sets_template or hook.priority <= ir.PRIORITY_RAW:
+    elif sets_template or hook.priority <= ir.PRIORITY_RAW:
         table = "raw"
     elif hook.hook in ("input", "forward", "output"):
         table = "filter"

@@ -96,6 +96,16 @@ def _set_helper(s: ir.SetCtHelper, rule: ir.Rule) -> list[dict]:
     return [{"ct helper": s.object_name}]
 
 
+def _nat(s: ir.Nat, rule: ir.Rule) -> list[dict]:
+    body: dict[str, Any] = {}
+    if s.family is not None:
+        body["family"] = _ADDR_PROTO[s.family]
+        body["addr"] = s.addr_lo if s.addr_lo == s.addr_hi else {"range": [s.addr_lo, s.addr_hi]}
+    if s.ports is not None:
+        body["port"] = _port_value(s.ports)
+    return [{s.kind: body or None}]
+
+
 def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
     if s.kind in ("jump", "goto"):
         return [{s.kind: {"target": s.target}}]
@@ -110,7 +120,7 @@ RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
     ir.Iface: _iface, ir.CtState: _ctstate,
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
-    ir.Verdict: _verdict,
+    ir.Nat: _nat, ir.Verdict: _verdict,
 }
 
 
@@ -123,6 +133,8 @@ def _render(node: Any, rule: ir.Rule) -> list[dict]:
 
 def _concrete(rule: ir.Rule) -> list[ir.Rule]:
     """nft has no 'source or destination' match: one rule per field combination."""
+    if not any(getattr(m, "field", None) == "any" for m in rule.matches):
+        return [rule]
     choices = []
     for m in rule.matches:
         if isinstance(m, (ir.Addr, ir.Port)) and m.field == "any":

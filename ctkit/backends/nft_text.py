@@ -77,6 +77,8 @@ def expr(e: dict) -> str:
         if "level" in body:
             parts.append(f"level {body['level']}")
         return " ".join(parts)
+    if key in ("snat", "dnat", "masquerade", "redirect"):
+        return _nat(key, body or {})
     if key == "reject":
         if not body:
             return "reject"
@@ -84,6 +86,18 @@ def expr(e: dict) -> str:
             return "reject with tcp reset"
         return f"reject with {body['type']} type {body['expr']}"
     _fail(e)
+
+
+def _nat(key: str, body: dict) -> str:
+    text = key
+    if "family" in body:
+        text += f" {body['family']}"
+    if "addr" in body or "port" in body:
+        addr = value(body["addr"]) if "addr" in body else ""
+        if addr and body.get("family") == "ip6" and "port" in body:
+            addr = "[" + addr + "]" if "-" not in addr else "[" + addr.replace("-", "]-[") + "]"
+        text += " to " + addr + (":" + value(body["port"]) if "port" in body else "")
+    return text
 
 
 def render(document: dict) -> str:

@@ -50,7 +50,8 @@ def validate(policies: List[Path] = typer.Argument(..., help="Policy files (JSON
             for w in warnings:
                 err(w.render())
             print(f"{path}: ok (table {policy.table}: {len(policy.chains)} chains, {rules} rules, "
-                  f"{len(policy.notrack)} notrack, {len(policy.helpers)} helpers, {len(warnings)} warnings)")
+                  f"{len(policy.notrack)} notrack, {len(policy.helpers)} helpers, {len(policy.nat)} nat, "
+                  f"{len(warnings)} warnings)")
     if as_json:
         print_json(report)
     if failed:

@@ -14,7 +14,9 @@ from ctkit.policy.model import PortRange
 
 #: standard netfilter priorities (include/uapi/linux/netfilter_ipv4.h)
 PRIORITY_RAW = -300
+PRIORITY_DSTNAT = -100
 PRIORITY_FILTER = 0
+PRIORITY_SRCNAT = 100
 
 
 # ------------------------------------------------------------------ matches
@@ -85,13 +87,27 @@ class SetCtHelper:
 
 
 @dataclass(frozen=True)
+class Nat:
+    """Translate the flow (first packet only; the rest follow its conntrack entry). Terminal.
+
+    snat/dnat: to addr_lo..addr_hi of `family`, optionally ports; masquerade: to the
+    outgoing interface's address, optionally ports; redirect: to this host, optionally a port.
+    """
+    kind: str  # snat | masquerade | dnat | redirect
+    family: str | None = None  # ipv4 | ipv6 for snat and dnat
+    addr_lo: str | None = None
+    addr_hi: str | None = None
+    ports: PortRange | None = None
+
+
+@dataclass(frozen=True)
 class Verdict:
     kind: str  # accept | drop | reject | return | jump | goto
     target: str | None = None  # chain, for jump/goto
     reject_with: str | None = None  # port-unreachable ... tcp-reset
 
 
-Statement = Union[Counter, Log, Notrack, SetCtHelper, Verdict]
+Statement = Union[Counter, Log, Notrack, SetCtHelper, Nat, Verdict]
 
 
 # ---------------------------------------------------------------- structure
@@ -113,7 +129,7 @@ class Rule:
 class Hook:
     hook: str  # prerouting input forward output postrouting
     priority: int
-    type: str = "filter"
+    type: str = "filter"  # filter | nat
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,11 @@ from ctkit.policy import model
 
 NOTRACK_CHAINS = {"in": ("notrack-pre", "prerouting"), "out": ("notrack-out", "output")}
 HELPER_CHAINS = {"in": ("helper-pre", "prerouting"), "out": ("helper-out", "output")}
+#: nat type -> (IR chain, hook, priority): destination NAT before routing, source NAT after
+NAT_CHAINS = {"dnat": ("nat-pre", "prerouting", ir.PRIORITY_DSTNAT),
+              "redirect": ("nat-pre", "prerouting", ir.PRIORITY_DSTNAT),
+              "snat": ("nat-post", "postrouting", ir.PRIORITY_SRCNAT),
+              "masquerade": ("nat-post", "postrouting", ir.PRIORITY_SRCNAT)}
 
 
 def _nets(nets: Iterable[model.Network], version: int) -> tuple[str, ...]:
@@ -115,6 +120,29 @@ def helper_object(entry: model.Helper) -> ir.CtHelperObject:
     return ir.CtHelperObject(entry.name, entry.kernel_name, entry.protocol, l3, entry.pointer)
 
 
+def lower_nat(entry: model.Nat) -> list[ir.Rule]:
+    """A nat rule: the matches, then the translation (which ends the nat chain for the packet)."""
+    to = entry.to_addr
+    family = to.family if to is not None else entry.family
+    nat = ir.Nat(entry.type, to.family if to is not None else None,
+                 str(to.lo) if to is not None else None, str(to.hi) if to is not None else None,
+                 entry.to_port)
+    statements = ((ir.Counter(),) if entry.counter else ()) + (nat,)
+    out = []
+    for family, addr_matches in _family_parts(family, {"saddr": entry.saddr, "daddr": entry.daddr}):
+        matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
+        if entry.sport:
+            matches.append(ir.Port("sport", entry.sport))
+        if entry.dport:
+            matches.append(ir.Port("dport", entry.dport))
+        if entry.iif:
+            matches.append(ir.Iface("in", entry.iif))
+        if entry.oif:
+            matches.append(ir.Iface("out", entry.oif))
+        out.append(ir.Rule(entry.id, entry.pointer, tuple(matches), statements, entry.comment))
+    return out
+
+
 def _directions(direction: str) -> tuple[str, ...]:
     return ("in", "out") if direction == "both" else (direction,)
 
@@ -130,6 +158,10 @@ def lower(policy: model.Policy) -> ir.Plan:
         rules = [r for h in policy.helpers if direction in _directions(h.direction) for r in lower_helper(h)]
         if rules:
             chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, ir.PRIORITY_FILTER), "accept"))
+    for name, hook, priority in dict.fromkeys(NAT_CHAINS.values()):
+        rules = [r for n in policy.nat if NAT_CHAINS[n.type][0] == name for r in lower_nat(n)]
+        if rules:
+            chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, priority, "nat"), "accept"))
     for chain in policy.chains:
         rules = tuple(r for rule in chain.rules for r in lower_rule(rule))
         hook = ir.Hook(chain.name, ir.PRIORITY_FILTER) if chain.is_base else None

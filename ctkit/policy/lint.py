@@ -13,7 +13,7 @@ from typing import Iterable
 from ctkit.errors import Problem
 from ctkit.policy.model import (
     BASE_CHAINS, IPV4_ONLY_HELPERS, PORT_PROTOCOLS, Chain, Helper, Network, Notrack,
-    Policy, PortRange, Rule,
+    Nat, Policy, PortRange, Rule,
 )
 
 #: chains a do-not-track direction has to get through, and where it comes from
@@ -23,7 +23,7 @@ _NOTRACK_FILTERS = {"in": ("input",), "out": ("output",)}
 def lint(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     for check in (_duplicates, _chain_targets, _jump_loops, _unreachable_chains, _rules,
-                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings):
+                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat):
         problems.extend(check(policy))
     return [replace(p, source=policy.source, line=policy.line_of(p.pointer)) for p in problems]
 
@@ -50,7 +50,7 @@ def _duplicates(policy: Policy):
                 yield _error(item.pointer + ptr, f"{kind} name {item.name!r} is used {counts[item.name]} times",
                              "names identify rules in the kernel, the audit and metrics: make them unique")
                 counts[item.name] = 0  # report once
-    rules = [r for c in policy.chains for r in c.rules]
+    rules = [r for c in policy.chains for r in c.rules] + list(policy.nat)
     counts = Counter(r.id for r in rules)
     for rule in rules:
         if counts[rule.id] > 1:
@@ -309,3 +309,34 @@ def _settings(policy: Policy):
         if s.key == "helper_autoassign" and s.value:
             yield _warning(s.pointer, "automatic helper assignment is unsafe and gone since Linux 6.0",
                            "set helper_autoassign to false and assign helpers explicitly in helpers")
+
+
+# --------------------------------------------------------------------- nat
+
+_SOURCE_NAT = ("snat", "masquerade")
+
+
+def _nat(policy: Policy):
+    for n in policy.nat:
+        p = n.pointer
+        if n.type in ("snat", "dnat") and n.to_addr is None:
+            yield _error(p, f"{n.type} needs to_addr", "the address (or range first-last) to translate to")
+        if n.type in ("masquerade", "redirect") and n.to_addr is not None:
+            yield _error(p + "/to_addr", f"{n.type} takes no to_addr",
+                         "masquerade uses the outgoing interface's address, redirect this host's; "
+                         "use snat or dnat to name an address")
+        yield from _port_protocols(p, n.protocols, bool(n.sport), "sport")
+        yield from _port_protocols(p, n.protocols, bool(n.dport), "dport")
+        yield from _port_protocols(p, n.protocols, n.to_port is not None, "to_port")
+        if n.iif and n.type in _SOURCE_NAT:
+            yield _error(p + "/iif", f"{n.type} runs at postrouting, where iptables has no input interface",
+                         "match the source address instead, or use oif")
+        if n.oif and n.type not in _SOURCE_NAT:
+            yield _error(p + "/oif", f"{n.type} runs at prerouting, before the output interface is known",
+                         "use iif")
+        family = n.family
+        if n.to_addr is not None:
+            if family and family != n.to_addr.family:
+                yield _error(p + "/to_addr", f"to_addr is {n.to_addr.family} but family is {family}")
+            family = n.to_addr.family
+        yield from _family_conflicts(p, family, n.protocols, {"saddr": n.saddr, "daddr": n.daddr})

@@ -146,6 +146,37 @@ class Rule:
 
 
 @dataclass(frozen=True)
+class AddrRange:
+    """An inclusive range of addresses of one family (lo == hi: one address)."""
+    lo: ipaddress.IPv4Address | ipaddress.IPv6Address
+    hi: ipaddress.IPv4Address | ipaddress.IPv6Address
+
+    @property
+    def family(self) -> str:
+        return "ipv4" if self.lo.version == 4 else "ipv6"
+
+
+@dataclass(frozen=True)
+class Nat:
+    """One NAT rule (policy `nat`): matches on a flow's first packet and how to rewrite it."""
+    id: str
+    pointer: str
+    type: str  # snat | masquerade | dnat | redirect
+    protocols: tuple[str, ...] = ()
+    family: str | None = None
+    saddr: tuple[Network, ...] = ()
+    daddr: tuple[Network, ...] = ()
+    sport: tuple[PortRange, ...] = ()
+    dport: tuple[PortRange, ...] = ()
+    iif: str | None = None
+    oif: str | None = None
+    to_addr: AddrRange | None = None
+    to_port: PortRange | None = None
+    counter: bool = True
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
 class Chain:
     name: str
     pointer: str
@@ -167,6 +198,7 @@ class Policy:
     notrack: tuple[Notrack, ...] = ()
     helpers: tuple[Helper, ...] = ()
     chains: tuple[Chain, ...] = field(default=())
+    nat: tuple[Nat, ...] = ()
     description: str | None = None
     #: JSON pointer -> line in the source file (for messages only)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -210,6 +242,29 @@ def check_port_range(text: str) -> tuple[str, str] | None:
     return None
 
 
+def check_nat_address(text: str) -> tuple[str, str] | None:
+    """None if text is an address or an inclusive range "first-last" of one family."""
+    parts = text.split("-")
+    if len(parts) > 2:
+        return f"{text!r} is not an address or a range first-last", "e.g. 192.0.2.10 or 198.51.100.1-198.51.100.5"
+    try:
+        addrs = [ipaddress.ip_address(p) for p in parts]
+    except ValueError:
+        return (f"{text!r} is not an IPv4 or IPv6 address or range",
+                "e.g. 192.0.2.10, 2001:db8::10 or 198.51.100.1-198.51.100.5 (no prefix length)")
+    if len(addrs) == 2:
+        if addrs[0].version != addrs[1].version:
+            return f"range {text!r} mixes IPv4 and IPv6", "both ends must be of one family"
+        if addrs[0] > addrs[1]:
+            return f"address range {text!r} runs backwards", f"did you mean '{parts[1]}-{parts[0]}'?"
+    return None
+
+
+def parse_nat_address(text: str) -> AddrRange:
+    lo, _, hi = text.partition("-")
+    return AddrRange(ipaddress.ip_address(lo), ipaddress.ip_address(hi or lo))
+
+
 # ------------------------------------------------------------------ building
 
 class _Builder:
@@ -229,11 +284,10 @@ class _Builder:
         out = []
         for i, text in enumerate(items):
             ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
-            bad = check_network(text)
-            if bad:
-                self.problem(ptr, *bad)
-            else:
+            try:
                 out.append(ipaddress.ip_network(text))
+            except (ValueError, TypeError):
+                self.problem(ptr, *(check_network(text) or (f"{text!r} is not an address", None)))
         return tuple(dict.fromkeys(out))
 
     def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
@@ -323,9 +377,26 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
         chains.append(Chain(name=name, pointer=cp, policy=body.get("policy"),
                             rules=tuple(rules), comment=body.get("comment")))
 
+    nat = []
+    for i, r in enumerate(doc.get("nat", [])):
+        p = f"/nat/{i}"
+        bad = check_nat_address(r["to_addr"]) if "to_addr" in r else None
+        if bad:
+            b.problem(p + "/to_addr", *bad)
+        to_port = b.ports(r.get("to_port"), p + "/to_port")
+        nat.append(Nat(
+            id="nat/" + r["name"] if "name" in r else f"nat[{i}]", pointer=p, type=r["type"], protocols=_protocols(r),
+            family=r.get("family"),
+            saddr=b.networks(r.get("saddr"), p + "/saddr"), daddr=b.networks(r.get("daddr"), p + "/daddr"),
+            sport=b.ports(r.get("sport"), p + "/sport"), dport=b.ports(r.get("dport"), p + "/dport"),
+            iif=r.get("iif"), oif=r.get("oif"),
+            to_addr=parse_nat_address(r["to_addr"]) if "to_addr" in r and not bad else None,
+            to_port=to_port[0] if to_port else None,
+            counter=r.get("counter", True), comment=r.get("comment")))
+
     if b.problems:
         return None, b.problems
     return Policy(version=doc["version"], table=doc.get("table", "ctkit"), source=source,
                   settings=tuple(settings), notrack=tuple(notrack), helpers=tuple(helpers),
-                  chains=tuple(chains), description=doc.get("description"),
-                  lines=MappingProxyType(dict(lines or {}))), []
+                  chains=tuple(chains), nat=tuple(nat), description=doc.get("description"),
+                  lines=lines if lines is not None else MappingProxyType({})), []
