@@ -77,3 +77,39 @@ def test_json_text_round_trip(doc):
         load_text(text, "fuzz.json", "json")
     except PolicyError:
         pass
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(st.fixed_dictionaries({"version": st.just(1)}, optional={
+    "chains": st.dictionaries(st.sampled_from(["input", "output", "web", "x"]), policy_like, max_size=3),
+    "notrack": st.lists(policy_like, max_size=3),
+    "helpers": st.lists(policy_like, max_size=2),
+    "nat": st.lists(policy_like, max_size=2),
+}))
+def test_fast_path_never_admits_what_jsonschema_rejects(doc):
+    """The fastjsonschema yes/no path skips formats; the model builder must catch every bad value."""
+    from ctkit.policy.load import _validator
+    if _validator().is_valid(doc):
+        return
+    try:
+        load_document(doc)
+    except PolicyError:
+        return
+    raise AssertionError(f"loaded although jsonschema rejects it: {doc}")
+
+
+def test_fast_path_and_jsonschema_agree_on_examples_and_bad_values():
+    from ctkit.policy.load import _validator, fast_valid
+    from goldens import EXAMPLES
+    import yaml
+    for path in EXAMPLES:
+        doc = yaml.safe_load(path.read_text())
+        assert fast_valid(doc) and _validator().is_valid(doc)
+    bad = {"version": 1, "chains": {"input": {"rules": [{"saddr": "10.0.0.1/8"}]}}}
+    assert not _validator().is_valid(bad)
+    try:
+        load_document(bad)
+    except PolicyError as exc:
+        assert exc.problems[0].pointer == "/chains/input/rules/0/saddr"
+    else:
+        raise AssertionError("a bad address loaded")

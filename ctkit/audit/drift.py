@@ -10,7 +10,7 @@ and ct helper objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 MISSING_TABLE = "missing-table"
 
@@ -20,7 +20,12 @@ class RuleView:
     chain: str
     rule_id: str | None  # None: a rule without ctkit's comment (added by hand)
     canon: Any
-    text: str  # for humans
+    raw: Any  # the backend's own form of the rule
+    show: Callable[[Any], str] = str  # raw -> text for humans, only run for rules that drifted
+
+    @property
+    def text(self) -> str:
+        return self.show(self.raw)
 
 
 @dataclass(frozen=True)
@@ -73,18 +78,23 @@ def _compare_chain(chain: str, want: list[RuleView], have: list[RuleView],
     drifts: list[Drift] = []
     used = [False] * len(have)
     pairs: list[tuple[int, int]] = []  # (want index, have index) exact matches
+    exact: dict[tuple, list[int]] = {}  # (id, canon) -> live positions, in order
+    by_id: dict[str | None, list[int]] = {}
+    for hi, h in enumerate(have):
+        exact.setdefault((h.rule_id, h.canon), []).append(hi)
+        by_id.setdefault(h.rule_id, []).append(hi)
     for wi, w in enumerate(want):
-        for hi, h in enumerate(have):
-            if not used[hi] and h.rule_id == w.rule_id and h.canon == w.canon:
-                used[hi] = True
-                pairs.append((wi, hi))
-                break
+        slots = exact.get((w.rule_id, w.canon))
+        if slots:
+            hi = slots.pop(0)
+            used[hi] = True
+            pairs.append((wi, hi))
     matched_w = {wi for wi, _ in pairs}
     # same id, different content: changed
     for wi, w in enumerate(want):
         if wi in matched_w:
             continue
-        hi = next((i for i, h in enumerate(have) if not used[i] and h.rule_id == w.rule_id), None)
+        hi = next((i for i in by_id.get(w.rule_id, ()) if not used[i]), None)
         if hi is None:
             drifts.append(Drift("missing", f"{chain}/{w.rule_id}", origins.get(w.rule_id), w.text, None))
         else:

@@ -56,7 +56,7 @@ def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_id
             views = []
             for spec in chain.rules:
                 comment, canon = _split(spec)
-                views.append(RuleView(key, _rule_id(comment, known_ids), canon, spec))
+                views.append(RuleView(key, _rule_id(comment, known_ids), canon, spec))  # text: the spec
             rules[key] = views
     return TableView(True, chains, rules, {}, texts)
 

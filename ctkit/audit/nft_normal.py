@@ -17,19 +17,28 @@ _ALIASES = {"icmpv6": "ipv6-icmp", "ipv6-icmp": "ipv6-icmp"}
 _DEFAULT_REJECT = ("reject", "icmpx", "port-unreachable")
 
 
+def _address(text: str) -> str:
+    """IPv4 text is already canonical as nft prints it; IPv6 text is normalised (RFC 5952)."""
+    if ":" not in text:
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
+
+
 def _atom(v: Any) -> Any:
     if isinstance(v, dict):
         if "prefix" in v:
-            return ipaddress.ip_network(f"{v['prefix']['addr']}/{v['prefix']['len']}", strict=False)
+            addr, length = _address(v["prefix"]["addr"]), int(v["prefix"]["len"])
+            full = 128 if ":" in addr else 32
+            return addr if length == full else f"{addr}/{length}"  # a /32 (/128) is the host itself
         if "range" in v:
             lo, hi = (_atom(x) for x in v["range"])
             return lo if lo == hi else ("range", lo, hi)
         return json.dumps(v, sort_keys=True)
     if isinstance(v, str):
-        try:
-            return ipaddress.ip_network(v)
-        except ValueError:
-            return _ALIASES.get(v, v)
+        return _ALIASES.get(v) or _address(v)
     return v
 
 

@@ -49,5 +49,5 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
             r = item["rule"]
             rules.setdefault(r["chain"], []).append(
                 RuleView(r["chain"], rule_id(r.get("comment"), known_ids), canonical_rule(r.get("expr", [])),
-                         _rule_text(r)))
+                         r, _rule_text))
     return TableView(True, chains, rules, objects, texts)

@@ -290,7 +290,7 @@ def audit(compiled: Compiled, netns: str | None, state: Path | None = None, chec
     findings += health.helpers_everywhere(compiled.policy)
     findings += health.expectations(figures.expectations, figures.expect_max)
     findings += health.untracked_icmp(compiled.policy)
-    if check_flows or flush_denied:
+    if (check_flows or flush_denied) and figures.count:
         denied = denied_flows(compiled, netns)
         flushed = None
         if flush_denied and denied:
