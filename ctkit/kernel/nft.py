@@ -81,29 +81,29 @@ def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = 
         _run_json(ctx, batch, "dry run" if dry_run else "apply")
 
 
-def list_table(table: str, netns: str | None = None) -> list[dict] | None:
-    """The table as the kernel prints it (libnftables JSON objects), or None if absent."""
+def _list_table(table: str, netns: str | None, as_json: bool) -> str | None:
+    """`list table` output (JSON or nft syntax), or None when the table does not exist."""
     with entered(netns):
         ctx = _context()
-        ctx.set_handle_output(True)
-        rc, out, error = ctx.cmd(f"list table {FAMILY} {table}")
-    if rc != 0:
-        if "No such file or directory" in error:
-            return None
-        raise KernelError(f"cannot list table {FAMILY} {table}: {_clean(error)}")
-    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
-
-
-def list_table_text(table: str, netns: str | None = None) -> str | None:
-    with entered(netns):
-        ctx = _context()
-        ctx.set_json_output(False)
+        ctx.set_json_output(as_json)
+        ctx.set_handle_output(as_json)
         rc, out, error = ctx.cmd(f"list table {FAMILY} {table}")
     if rc != 0:
         if "No such file or directory" in error:
             return None
         raise KernelError(f"cannot list table {FAMILY} {table}: {_clean(error)}")
     return out
+
+
+def list_table(table: str, netns: str | None = None) -> list[dict] | None:
+    """The table as the kernel prints it (libnftables JSON objects), or None if absent."""
+    out = _list_table(table, netns, as_json=True)
+    return None if out is None else [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def list_table_text(table: str, netns: str | None = None) -> str | None:
+    """The table in nft syntax, as `nft list table` prints it, or None if absent."""
+    return _list_table(table, netns, as_json=False)
 
 
 def list_ruleset(netns: str | None = None) -> list[dict]:
