@@ -51,5 +51,11 @@ else
   exit 1
 fi
 
+say "ctkit audit examples/dns-server.json --netns $SRV (policy vs kernel, conntrack health)"
+"$CTKIT" audit examples/dns-server.json --netns "$SRV" || echo "(the audit has findings: see above)"
+
+say "ctkit ct summary --netns $SRV --by proto,dport (what conntrack holds)"
+"$CTKIT" ct summary --netns "$SRV" --by proto,dport
+
 say "ctkit remove --netns $SRV"
 "$CTKIT" remove --netns "$SRV"
