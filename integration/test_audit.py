@@ -282,3 +282,25 @@ def test_iptables_backend_drift(lab, variant):
     assert {(d["kind"], d["subject"]) for d in report["drift"]} == {
         ("extra", "ipv4 filter/CTKIT-INPUT/(no ctkit comment)")}
     assert "foreign.earlier-rule" in finding_ids(report)
+
+
+def test_exporter_textfile_with_iptables_rule_hits(pair, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+    client, server = pair
+    r = ctkit("apply", str(DNS), "--netns", server, "--backend", "iptables", "--iptables-variant", "legacy")
+    assert r.returncode == 0, r.stderr
+    srv = udp_server(server, SERVER4, 53)
+    try:
+        assert udp_exchange(client, srv, SERVER4, 53) == (True, True)
+    finally:
+        srv.close()
+    out = tmp_path / "ctkit.prom"
+    r = ctkit("exporter", "--netns", server, "--policy", str(DNS), "--backend", "iptables",
+              "--iptables-variant", "legacy", "--textfile", str(out))
+    assert r.returncode == 0, r.stderr
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for fam in text_string_to_metric_families(out.read_text()) for s in fam.samples}
+    # the kernel counted the exchange in ctkit's raw notrack rules and the filter accept
+    assert samples[("ctkit_rule_packets_total", (("netns", server), ("rule", "notrack/dns")))] >= 2
+    assert samples[("ctkit_rule_packets_total", (("netns", server), ("rule", "dns-untracked")))] >= 1
+    assert samples[("ctkit_policy_drift", (("netns", server),))] == 0

@@ -92,3 +92,19 @@ def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> l
                     "or check that their owner means it",
                     {"rules": [r.spec for r in before][:10]}))
     return out
+
+
+def rule_hits(current_by_family: dict[str, dict[str, SavedTable]], prefix: str) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per policy rule id over ctkit's chains, from `iptables-save -c` of each family."""
+    hits: dict[str, tuple[int, int]] = {}
+    for current in current_by_family.values():
+        for saved in current.values():
+            for r in saved.rules:
+                if not r.chain.startswith(prefix):
+                    continue
+                comment, _ = _split(r.spec)
+                if comment:
+                    rid = comment.split(": ", 1)[0]
+                    p, b = hits.get(rid, (0, 0))
+                    hits[rid] = (p + r.packets, b + r.bytes)
+    return hits

@@ -23,6 +23,18 @@ class ConntrackCollector(Collector):
     namespaces: list[str | None]
     compiled: Compiled | None = None
     table: str = "ctkit"
+    backend: str = "nft"
+    variant: str = "auto"
+
+    def _hits(self, table: str, ns: str | None) -> dict[str, tuple[int, int]]:
+        if self.backend == "iptables":
+            from ctkit.audit import iptables_view
+            from ctkit.backends.iptables import FAMILIES, chain_prefix
+            from ctkit.kernel import iptables as ipt
+            variant = ipt.resolve_variant(self.variant)
+            current = {f: ipt.parse_save(ipt.save(f, variant, ns, counters=True)) for f in FAMILIES}
+            return iptables_view.rule_hits(current, chain_prefix(table))
+        return rule_hits(nft_kernel.list_table(table, ns) or [])
 
     def collect(self):
         entries = GaugeMetricFamily("ctkit_conntrack_entries", "Conntrack entries in the namespace "
@@ -47,7 +59,8 @@ class ConntrackCollector(Collector):
             label = ns or ""
             try:
                 if self.compiled is not None:
-                    report = audit(self.compiled, ns, check_flows=False)
+                    report = audit(self.compiled, ns, check_flows=False, backend=self.backend,
+                                   variant=self.variant)
                     figures = report.figures
                     drift.add_metric([label], len(report.drift))
                     for sev in SEVERITIES:
@@ -56,7 +69,7 @@ class ConntrackCollector(Collector):
                 else:
                     figures = read_figures(ns)
                     table = self.table
-                hits = rule_hits(nft_kernel.list_table(table, ns) or [])
+                hits = self._hits(table, ns)
             except Exception:  # noqa: BLE001 - one unreadable namespace must not break the scrape
                 up.add_metric([label], 0)
                 continue

@@ -51,7 +51,10 @@ def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR
                                                    "scrape (adds drift and findings metrics)."),
              textfile: Optional[Path] = typer.Option(None, "--textfile", help="Write the metrics once to this "
                                                      "file for node_exporter's textfile collector, then exit."),
-             table: str = typer.Option("ctkit", "--table", "-t", help="ctkit's table, when no policy is given.")
+             table: str = typer.Option("ctkit", "--table", "-t", help="ctkit's table, when no policy is given."),
+             backend: str = typer.Option("nft", "--backend", "-b", help="Backend ctkit applied with: nft or "
+                                         "iptables (where the rule counters are read)."),
+             variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto.")
              ) -> None:
     """Serve Prometheus metrics for one or more namespaces (or write them once with --textfile)."""
     from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
@@ -59,16 +62,17 @@ def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR
     from ctkit.audit.metrics import ConntrackCollector
 
     compiled = pipeline.compile_file(policy) if policy else None
-    registry = CollectorRegistry()
-    registry.register(ConntrackCollector(list(netns) or [None], compiled, table))
+    registry.check(backend)
+    metrics = CollectorRegistry()
+    metrics.register(ConntrackCollector(list(netns) or [None], compiled, table, backend, variant))
     if textfile:
-        write_to_textfile(str(textfile), registry)
+        write_to_textfile(str(textfile), metrics)
         return
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or not host:
         raise UsageError(f"--listen wants ADDR:PORT, got {listen!r}")
     try:
-        start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        start_http_server(int(port), addr=host.strip("[]"), registry=metrics)
     except OSError as exc:
         raise KernelError(f"cannot listen on {listen}: {exc.strerror}") from None
     print(f"serving metrics on http://{listen}/metrics", flush=True)
