@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from ctkit.backends.iptables import Chain, Document, Table, TABLE_ORDER, jump_spec
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
+from ctkit.ownership import check_prefix
 
 VARIANTS = ("auto", "nft", "legacy")
 FAMILIES = ("ipv4", "ipv6")
@@ -281,11 +282,13 @@ def _reconcile(docs: dict[str, Document | None], prefix: str, variant: str, netn
 def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "auto",
           dry_run: bool = False) -> tuple[str, list[Change]]:
     """Make ctkit's chains in both families what the documents say. Returns (variant, changes)."""
+    check_prefix(v4.prefix)
     variant = resolve_variant(variant)
     return variant, _reconcile({"ipv4": v4, "ipv6": v6}, v4.prefix, variant, netns, dry_run)
 
 
 def remove(prefix: str, netns: str | None = None, variant: str = "auto") -> tuple[str, list[Change]]:
+    check_prefix(prefix)
     """Delete every chain with ctkit's prefix and every jump to one, in both families."""
     variant = resolve_variant(variant)
     return variant, _reconcile({"ipv4": None, "ipv6": None}, prefix, variant, netns, dry_run=False)

@@ -16,6 +16,7 @@ from typing import Any
 
 from ctkit.errors import KernelError
 from ctkit.kernel.netns import entered
+from ctkit.ownership import check_table
 
 FAMILY = "inet"
 
@@ -74,6 +75,7 @@ def replace_table_document(table: str, commands: list[dict]) -> dict:
 
 def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = False) -> None:
     """Atomically replace ctkit's table with the one `document` creates."""
+    check_table(table)
     batch = replace_table_document(table, document["nftables"])
     with entered(netns):
         ctx = _context()
@@ -118,6 +120,7 @@ def list_ruleset(netns: str | None = None) -> list[dict]:
 
 def delete_table(table: str, netns: str | None = None) -> bool:
     """Delete ctkit's table; False when there was none."""
+    check_table(table)
     with entered(netns):
         ctx = _context()
         rc, _out, error = ctx.cmd(f"delete table {FAMILY} {table}")
