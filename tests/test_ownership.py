@@ -14,7 +14,7 @@ def test_schema_pattern_is_the_ownership_rule():
     assert policy_schema()["properties"]["table"]["pattern"] == TABLE_PATTERN
 
 
-@pytest.mark.parametrize("name", ["docker", "firewalld", "kube", "filter", "nat", "xctkit", "Ctkit"])
+@pytest.mark.parametrize("name", ["docker", "firewalld", "kube", "filter", "nat", "xctkit", "ctk"])
 def test_other_owners_names_are_refused_everywhere(name):
     with pytest.raises(UsageError):
         check_table(name)
