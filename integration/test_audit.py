@@ -304,3 +304,21 @@ def test_exporter_textfile_with_iptables_rule_hits(pair, tmp_path):
     assert samples[("ctkit_rule_packets_total", (("netns", server), ("rule", "notrack/dns")))] >= 2
     assert samples[("ctkit_rule_packets_total", (("netns", server), ("rule", "dns-untracked")))] >= 1
     assert samples[("ctkit_policy_drift", (("netns", server),))] == 0
+
+
+def test_foreign_later_drop_chain(lab):
+    ns = lab.netns("late")
+    applied(ns, DNS)
+    run(ns, "nft", "-f", "-", input="table ip late { chain in { type filter hook input priority 10; "
+                                    "tcp dport 22 drop; }; }")
+    code, report = audit(DNS, ns)
+    assert code == 1 and "foreign.later-drop" in finding_ids(report)
+
+
+def test_unwritable_outputs_are_clean_errors(lab):
+    ns = lab.netns("unw")
+    applied(ns, DNS)
+    r = ctkit("exporter", "--netns", ns, "--textfile", "/nonexistent-dir/x.prom")
+    assert r.returncode == 2 and "cannot write" in r.stderr
+    r = ctkit("audit", str(DNS), "--netns", ns, "--state", "/nonexistent-dir/state.json")
+    assert r.returncode == 2 and "cannot write the state file" in r.stderr

@@ -15,7 +15,7 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from conftest import CLIENT4, CLIENT6, SERVER4, SERVER6
+from lab import CLIENT4, CLIENT6, SERVER4, SERVER6
 from lab import run, tcp_connect, tcp_listen, udp_exchange, udp_server
 
 from ctkit.cli.ct import app, sysctl_app

@@ -2,10 +2,11 @@
 
 In nftables every base chain at a hook sees the packet in priority order; a
 drop anywhere is final, while an accept only ends that one chain. So a
-foreign chain at the same hook with an earlier priority that drops (or
-rejects, or has policy drop) decides before ctkit; its accepts do not bypass
-ctkit. A foreign notrack before conntrack (priority < -200) takes flows away
-from ctkit's helpers.
+foreign chain at the same hook that drops (or rejects, or has policy drop)
+overrides ctkit at any priority: before ctkit it decides first, after ctkit
+it drops what ctkit accepted. Its accepts do not bypass ctkit. A foreign
+notrack before conntrack (priority < -200) takes flows away from ctkit's
+helpers.
 """
 from __future__ import annotations
 
@@ -70,13 +71,14 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
             continue
         where = f"table {family} {tname} chain {cname} (hook {c['hook']}, priority {c['prio']})"
         hook, prio = c["hook"], c["prio"]
-        if hook in ours and prio < ours[hook]:
+        if hook in ours:
             drops = [r for r in rules.get(key, []) if _verdicts(r) & {"drop", "reject"}]
             if drops or c.get("policy") == "drop":
+                when = "before" if prio < ours[hook] else "after"
                 findings.append(Finding(
-                    "foreign.earlier-drop", "warning", where,
-                    f"a foreign chain runs before ctkit's {hook} chain (priority {ours[hook]}) and drops traffic: "
-                    "the policy cannot admit what it drops",
+                    "foreign.earlier-drop" if when == "before" else "foreign.later-drop", "warning", where,
+                    f"a foreign chain runs {when} ctkit's {hook} chain (priority {ours[hook]}) and drops traffic: "
+                    "in nftables a drop is final, so the policy cannot admit what it drops",
                     "check that this chain's owner (docker, firewalld, an admin) means to drop before ctkit; "
                     "ctkit never changes foreign tables",
                     {"drop_rules": len(drops), "policy": c.get("policy"), "ctkit_priority": ours[hook]}))

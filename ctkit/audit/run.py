@@ -259,8 +259,11 @@ def save_state(path: Path, netns: str | None, figures: HostFigures, peak: int) -
     data.setdefault("namespaces", {})[netns or ""] = {
         "time": time.time(), "stats": figures.stats, "peak": max(peak, figures.count)}
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write the state file {path}: {exc.strerror}") from None
 
 
 # ------------------------------------------------------------------ audit

@@ -66,7 +66,10 @@ def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR
     metrics = CollectorRegistry()
     metrics.register(ConntrackCollector(list(netns) or [None], compiled, table, backend, variant))
     if textfile:
-        write_to_textfile(str(textfile), metrics)
+        try:
+            write_to_textfile(str(textfile), metrics)
+        except OSError as exc:
+            raise UsageError(f"cannot write {textfile}: {exc.strerror}") from None
         return
     host, _, port = listen.rpartition(":")
     if not port.isdigit() or not host:

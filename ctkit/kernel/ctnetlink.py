@@ -133,10 +133,14 @@ class NetlinkSocket:
         except OSError as exc:
             raise KernelError(f"cannot open a netfilter netlink socket: {exc.strerror}") from None
         try:
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_RCVBUF)
-        except OSError:
-            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
-        self.sock.bind((0, 0))
+            try:
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_RCVBUF)
+            except OSError:
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
+            self.sock.bind((0, 0))
+        except OSError as exc:
+            self.sock.close()
+            raise KernelError(f"cannot set up a netfilter netlink socket: {exc.strerror}") from None
         self.buf = bytearray(RECV_BUFSIZE)
         self.seq = 0
 

@@ -17,8 +17,10 @@ from typing import Iterable, Iterator
 
 from ctkit.errors import KernelError
 
-PROC_CONNTRACK = "/proc/net/nf_conntrack"
-PROC_STAT = "/proc/net/stat/nf_conntrack"
+# /proc/net is /proc/self/net: the namespace of the process's main thread. A thread
+# that entered another namespace (the exporter's HTTP thread) must read its own.
+PROC_CONNTRACK = "/proc/thread-self/net/nf_conntrack"
+PROC_STAT = "/proc/thread-self/net/stat/nf_conntrack"
 
 # Header names that mean the same counter under a newer name.
 STAT_ALIASES = {"icmp_error": "error", "clashres": "clash_resolve", "chainlength": "chaintoolong"}

@@ -1,1 +1,0 @@
-"""Fast tests: no root, no kernel. Shared code lives in goldens.py (import it by name)."""
