@@ -36,11 +36,13 @@ class Probe:
     port: int | None = None
     expect: dict[str, Any] = field(default_factory=dict, hash=False)
     note: str = ""
+    payload: bytes | None = None  # udp: the datagram to send (default b"ping")
 
     @property
     def name(self) -> str:
         arrow = "->" if self.to == "policy" else "<-"
-        return f"{self.kind}{'/' + str(self.port) if self.port else ''} {arrow} {self.net}"
+        size = f" {len(self.payload)}B" if self.payload is not None else ""
+        return f"{self.kind}{'/' + str(self.port) if self.port else ''}{size} {arrow} {self.net}"
 
 
 @dataclass(frozen=True)
@@ -57,13 +59,21 @@ class Outcome:
     helper: bool = False
 
 
-def P(kind: str, to: str, net: str, port: int | None = None, note: str = "", **expect: Any) -> Probe:
-    return Probe(kind, to, net, port, dict(expect), note)
+def P(kind: str, to: str, net: str, port: int | None = None, note: str = "", payload: bytes | None = None,
+      **expect: Any) -> Probe:
+    return Probe(kind, to, net, port, dict(expect), note, payload)
 
 
 OPEN_UNTRACKED = {"result": "open", "tracked": False}
 OPEN_TRACKED = {"result": "open", "tracked": True}
 DROPPED = {"result": "timeout", "tracked": False}
+
+#: UDP payload sizes that make IPv4 packets of a given length (20 bytes IP + 8 bytes UDP)
+def _udp4(length: int, head: bytes = b"") -> bytes:
+    return head + b"x" * (length - 28 - len(head))
+
+
+A2S_INFO = b"\xff\xff\xff\xffTSource Engine Query\x00"
 
 CASES: tuple[Case, ...] = (
     Case("dns-server.json", "server", (
@@ -146,5 +156,28 @@ CASES: tuple[Case, ...] = (
         P("icmp", "policy", "doc4", result="reply"),
         P("tcp", "peer", "doc4", 8080, **OPEN_TRACKED),
         P("udp", "peer", "doc4", 5353, result="reply", tracked=True),
+    )),
+    Case("game-server-flood.json", "server", (
+        P("udp", "policy", "doc4", 27015, "an ordinary game datagram", payload=_udp4(60), result="reply", tracked=True),
+        P("udp", "policy", "doc4", 27015, "0-32 bytes: dropped", payload=b"", result="none", tracked=False),
+        P("udp", "policy", "doc4", 27015, "32 bytes: dropped", payload=_udp4(32), result="none", tracked=False),
+        P("udp", "policy", "doc4", 27015, "33 bytes: passes", payload=_udp4(33), result="reply", tracked=True),
+        P("udp", "policy", "doc4", 27020, "exactly 222 bytes: dropped", payload=_udp4(222), result="none",
+          tracked=False),
+        P("udp", "policy", "doc4", 27020, "223 bytes: passes", payload=_udp4(223), result="reply", tracked=True),
+        P("udp", "policy", "doc4", 27015, "the A2S_INFO signature: dropped", payload=A2S_INFO, result="none",
+          tracked=False),
+        P("udp", "policy", "doc4", 27015, "ffffffff then another byte: passes", payload=b"\xff\xff\xff\xffUxyz",
+          result="reply", tracked=True),
+        P("udp", "policy", "v6", 27015, "IPv6 headers are 40 bytes: 48 bytes pass", payload=b"", result="reply",
+          tracked=True),
+        P("udp", "policy", "v6", 27015, "222 bytes of IPv6: dropped", payload=b"x" * 174, result="none",
+          tracked=False),
+        P("udp", "policy", "v6", 27015, "the signature rule is IPv4 only", payload=A2S_INFO, result="reply",
+          tracked=True),
+        P("udp", "policy", "doc4", 27031, "outside the game ports", payload=b"", result="none", tracked=False),
+        P("tcp", "policy", "doc4", 27015, **OPEN_TRACKED),
+        P("tcp", "policy", "v6", 27030, **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 8080, **DROPPED),
     )),
 )

@@ -69,7 +69,8 @@ def run_probe(client: str, server: str, case: Case, probe: Probe) -> Outcome:
     elif probe.kind == "udp":
         srv = udp_server(target, addr, probe.port)
         try:
-            request, reply = udp_exchange(initiator, srv, addr, probe.port, timeout=TIMEOUT, src=src)
+            request, reply = udp_exchange(initiator, srv, addr, probe.port, timeout=TIMEOUT, src=src,
+                                          **({"payload": probe.payload} if probe.payload is not None else {}))
         finally:
             srv.close()
         result = "reply" if reply else ("request-only" if request else "none")

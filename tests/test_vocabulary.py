@@ -131,3 +131,140 @@ def test_nat_statement_outside_the_nat_table_is_a_named_iptables_error():
     with pytest.raises(CompileError) as info:
         iptables.generate(ir.Plan(ir.Table("ctkit", (chain,))))
     assert info.value.backend == "iptables" and info.value.construct == "masquerade"
+
+
+# ------------------------------------------------- length, payload, signature, limits
+
+def rule_doc(**rule):
+    return {"chains": {"input": {"rules": [{"name": "r", **rule}]}}}
+
+
+MATCH_VALID = [
+    {"length": 222}, {"length": "0-32"}, {"length": ["0-32", 222, "1400-65535"]}, {"length": 0},
+    {"payload": [{"base": "nh", "offset": 9, "hex": "11"}]},
+    {"payload": [{"base": "th", "offset": 8, "hex": "ffff0000", "mask": "ffff0000"}], "family": "ipv4"},
+    {"signature": {"hex": "deadbeef"}}, {"signature": {"hex": "41", "algo": "kmp", "from": 28, "to": 100}},
+    {"limit": {"rate": 10}}, {"limit": {"rate": 3, "per": "minute", "burst": 1, "by": "saddr"}},
+    {"log": {"prefix": "x", "limit": {"rate": 1, "per": "hour"}}, "action": "drop"},
+]
+
+
+@pytest.mark.parametrize("rule", MATCH_VALID)
+def test_match_valid(rule):
+    assert problems(**rule_doc(**rule)) == []
+
+
+MATCH_INVALID = [
+    ({"length": -1}, "/chains/input/rules/0/length", "less than the minimum of 0"),
+    ({"length": "32-0"}, "/chains/input/rules/0/length", "runs backwards"),
+    ({"length": "0-70000"}, "/chains/input/rules/0/length", "out of range"),
+    ({"length": []}, "/chains/input/rules/0/length", "should be non-empty"),
+    ({"payload": [{"base": "ll", "offset": 0, "hex": "00"}]}, "/chains/input/rules/0/payload/0/base", "'ll' is not allowed"),
+    ({"payload": [{"base": "th", "offset": 0, "hex": "0011223344"}]}, "/chains/input/rules/0/payload/0/hex", "expected form"),
+    ({"payload": [{"base": "th", "offset": 0, "hex": "abc"}]}, "/chains/input/rules/0/payload/0/hex", "expected form"),
+    ({"payload": [{"base": "th", "hex": "ab"}]}, "/chains/input/rules/0/payload/0", "'offset' is a required property"),
+    ({"payload": [{"base": "th", "offset": 0, "hex": "ab", "mask": "ffff"}]}, "/chains/input/rules/0/payload/0/mask", "mask has 2 bytes"),
+    ({"payload": [{"base": "th", "offset": 0, "hex": "ff", "mask": "0f"}]}, "/chains/input/rules/0/payload/0/hex", "mask clears"),
+    ({"signature": {"hex": ""}}, "/chains/input/rules/0/signature/hex", "expected form"),
+    ({"signature": {"hex": "41", "algo": "regex"}}, "/chains/input/rules/0/signature/algo", "'regex' is not allowed"),
+    ({"signature": {"hex": "41", "from": 50, "to": 10}}, "/chains/input/rules/0/signature/to", "before from"),
+    ({"signature": {"hex": "41424344", "from": 10, "to": 11}}, "/chains/input/rules/0/signature", "shorter than"),
+    ({"limit": {"per": "second"}}, "/chains/input/rules/0/limit", "'rate' is a required property"),
+    ({"limit": {"rate": 0}}, "/chains/input/rules/0/limit/rate", "minimum"),
+    ({"limit": {"rate": 1, "per": "week"}}, "/chains/input/rules/0/limit/per", "'week' is not allowed"),
+    ({"limit": {"rate": 1, "by": "sport"}}, "/chains/input/rules/0/limit/by", "'sport' is not allowed"),
+    ({"log": {"limit": {"rate": 1, "burst": 0}}}, "/chains/input/rules/0/log/limit/burst", "minimum"),
+]
+
+
+@pytest.mark.parametrize("rule,pointer,words", MATCH_INVALID, ids=[c[2] for c in MATCH_INVALID])
+def test_match_invalid(rule, pointer, words):
+    ok, found = has(problems(**rule_doc(**rule)), pointer, words)
+    assert ok, found
+
+
+def test_length_in_both_backends():
+    doc = rule_doc(protocol="udp", length=["0-32", 222], action="drop")
+    assert nft_rules("input", **doc) == ['meta l4proto udp meta length { 0-32, 222 } counter drop comment "r"']
+    assert ipt_rules("ipv4", **doc) == [
+        '-t filter -A CTKIT-INPUT -p udp -m length --length 0:32 -m comment --comment r -j DROP',
+        '-t filter -A CTKIT-INPUT -p udp -m length --length 222 -m comment --comment r -j DROP']
+
+
+def test_payload_in_both_backends():
+    doc = rule_doc(family="ipv4", protocol="udp", payload=[
+        {"base": "th", "offset": 8, "hex": "ffffffff"}, {"base": "th", "offset": 0, "hex": "6987"},
+        {"base": "nh", "offset": 0, "hex": "40", "mask": "f0"}], action="drop")
+    assert nft_rules("input", **doc) == [
+        "meta nfproto ipv4 meta l4proto udp @th,64,32 0xffffffff @th,0,16 0x6987 @nh,0,8 & 0xf0 == 0x40 "
+        'counter drop comment "r"']
+    assert ipt_rules("ipv4", **doc) == [
+        '-t filter -A CTKIT-INPUT -p udp -m u32 --u32 "0x0>>0x16&0x3c@0x8&0xffffffff=0xffffffff" '
+        '-m u32 --u32 "0x0>>0x16&0x3c@0x0>>0x10&0xffff=0x6987" -m u32 --u32 "0x0>>0x18&0xf0=0x40" '
+        '-m comment --comment r -j DROP']
+
+
+def test_transport_payload_is_ipv4_only_on_iptables():
+    doc = rule_doc(protocol="udp", payload=[{"base": "th", "offset": 8, "hex": "ff"}], action="drop")
+    with pytest.raises(CompileError) as info:
+        iptables.generate(lower(policy(**doc)))
+    assert (info.value.backend, info.value.construct) == ("iptables", "payload")
+    assert "IPv6 extension headers" in str(info.value)
+    assert nft_rules("input", **doc)  # nft finds the transport header itself
+
+
+def test_signature_is_iptables_only():
+    doc = rule_doc(protocol="udp", signature={"hex": "ffffffff54", "algo": "kmp", "from": 28}, action="drop")
+    with pytest.raises(CompileError) as info:
+        nft.generate(lower(policy(**doc)))
+    assert (info.value.backend, info.value.construct) == ("nft", "signature")
+    assert "fixed offset" in str(info.value) and "payload" in str(info.value)
+    assert ipt_rules("ipv6", **doc) == [
+        '-t filter -A CTKIT-INPUT -p udp -m string --hex-string "|ffffffff54|" --algo kmp --from 28 '
+        '-m comment --comment r -j DROP']
+    printable = rule_doc(signature={"hex": "474554202f"}, action="drop")  # "GET /"
+    assert '-m string --string "GET /" --algo bm' in ipt_rules("ipv4", **printable)[0]
+
+
+def test_limits_in_both_backends():
+    doc = rule_doc(protocol="tcp", dport=22, limit={"rate": 3, "per": "minute", "burst": 3}, action="accept")
+    assert nft_rules("input", **doc) == [
+        'meta nfproto ipv4 tcp dport 22 limit rate 3/minute burst 3 packets counter accept comment "r"',
+        'meta nfproto ipv6 tcp dport 22 limit rate 3/minute burst 3 packets counter accept comment "r"']
+    assert ipt_rules("ipv4", **doc) == [
+        '-t filter -A CTKIT-INPUT -p tcp -m tcp --dport 22 -m limit --limit 3/min --limit-burst 3 '
+        '-m comment --comment r -j ACCEPT']
+    per_source = rule_doc(protocol="tcp", dport=22, limit={"rate": 10, "by": "saddr"}, action="accept")
+    assert nft_rules("input", **per_source)[0] == (
+        'tcp dport 22 meter ctkit_l0v4 size 65535 { ip saddr limit rate 10/second burst 5 '
+        'packets } counter accept comment "r"')
+    assert ipt_rules("ipv6", **per_source) == [
+        '-t filter -A CTKIT-INPUT -p tcp -m tcp --dport 22 -m hashlimit --hashlimit-upto 10/sec '
+        '--hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name ctkit_l0v6 -m comment --comment r -j ACCEPT']
+
+
+def test_a_limit_spread_over_several_iptables_rules_shares_one_named_bucket():
+    doc = rule_doc(protocols=["tcp", "udp"], dport=53, limit={"rate": 5}, action="accept")
+    rules = ipt_rules("ipv4", **doc)
+    assert len(rules) == 2 and all("-m hashlimit --hashlimit-upto 5/sec --hashlimit-burst 5 "
+                                   "--hashlimit-name ctkit_l0v4" in r for r in rules)
+
+
+def test_log_limit_is_its_own_rule_before_the_verdict():
+    doc = rule_doc(protocol="udp", action="drop", log={"prefix": "flood: ", "limit": {"rate": 1, "per": "minute"}})
+    assert nft_rules("input", **doc)[:2] == [
+        'meta nfproto ipv4 meta l4proto udp limit rate 1/minute burst 5 packets log prefix "flood: " level warn '
+        'comment "r"',
+        'meta nfproto ipv4 meta l4proto udp counter drop comment "r"']
+    assert ipt_rules("ipv4", **doc) == [
+        '-t filter -A CTKIT-INPUT -p udp -m limit --limit 1/min -m comment --comment r -j LOG --log-prefix "flood: "',
+        '-t filter -A CTKIT-INPUT -p udp -m comment --comment r -j DROP']
+
+
+def test_a_rule_limit_with_log_and_verdict_is_a_named_iptables_error():
+    doc = rule_doc(protocol="udp", limit={"rate": 5}, log={"prefix": "x"}, action="accept")
+    assert nft_rules("input", **doc)  # nft: one rule, one bucket
+    with pytest.raises(CompileError) as info:
+        iptables.generate(lower(policy(**doc)))
+    assert (info.value.backend, info.value.construct) == ("iptables", "limit")
+    assert "log.limit" in str(info.value)

@@ -16,6 +16,10 @@ How IR nodes become iptables (RENDERERS, one function per node type):
     Port any           -m multiport --ports (source or destination port: the shorter equivalent)
     Iface              -i NAME / -o NAME
     CtState            -m conntrack --ctstate A,B
+    Length             -m length --length LO:HI, one rule per range
+    Payload            -m u32 --u32 "..." (transport header: IPv4 only, u32 cannot skip IPv6 extension headers)
+    Signature          -m string --string|--hex-string ... --algo bm|kmp [--from N] [--to N]
+    Limit              -m limit --limit R/unit [--limit-burst B]; per address: -m hashlimit --hashlimit-upto
     Counter            nothing: every iptables rule counts
     Log                its own rule, -j LOG --log-prefix (at most 29 characters) --log-level N
     Notrack            -j CT --notrack (raw table only)
@@ -146,6 +150,7 @@ class _Ctx:
     chain: ir.Chain
     names: Any  # Mapping IR chain name -> iptables chain name
     helpers: Any  # Mapping helper object name -> CtHelperObject
+    expanded: int = 1  # how many iptables rules the IR rule became (one per protocol, network, ...)
 
     @property
     def is_base(self) -> bool:
@@ -216,6 +221,76 @@ def _iface(m: ir.Iface, ctx: _Ctx) -> list[Part]:
 def _ctstate(m: ir.CtState, ctx: _Ctx) -> list[Part]:
     states = [s.upper() for s in _CTSTATE_ORDER if s in m.states]
     return [(_SLOT_MATCH, "-m conntrack --ctstate " + ",".join(states))]
+
+
+def _length(m: ir.Length, ctx: _Ctx) -> list[Part]:
+    (r,) = m.ranges  # _expand leaves one per rule
+    return [(_SLOT_MATCH, f"-m length --length {_port_text(r)}")]
+
+
+def _u32(m: ir.Payload, ctx: _Ctx) -> str:
+    """The u32 test for m, spelled as iptables-save prints it.
+
+    u32 reads 4 bytes at a time. The window ends where the wanted bytes end, so it
+    needs exactly the bytes nft's payload load needs; only a match within the
+    first 4 bytes of the base reads from the base on (every IP and transport
+    header has 4 bytes or more).
+    """
+    start = m.offset + m.size - 4
+    shift = 0
+    if start < 0:
+        start, shift = 0, 8 * (4 - m.offset - m.size)
+    mask = m.mask if m.mask is not None else (1 << 8 * m.size) - 1
+    test = f"{hex(start)}" + (f">>{hex(shift)}" if shift else "") + f"&{hex(mask)}={hex(m.value)}"
+    if m.base == "nh":
+        return test
+    if ctx.family == "ipv6":
+        raise _fail(ctx, "payload", "iptables u32 cannot find the transport header behind IPv6 extension "
+                                    "headers; give the rule family ipv4, or use base nh, or the nft backend")
+    return "0x0>>0x16&0x3c@" + test  # skip the IPv4 header: IHL * 4
+
+
+def _payload(m: ir.Payload, ctx: _Ctx) -> list[Part]:
+    return [(_SLOT_MATCH, f'-m u32 --u32 "{_u32(m, ctx)}"')]
+
+
+def _signature(m: ir.Signature, ctx: _Ctx) -> list[Part]:
+    # iptables-save prints a printable pattern as --string, anything else as --hex-string
+    printable = all(32 <= b < 127 for b in m.pattern) and not m.pattern.endswith(b"\\")
+    escaped = m.pattern.decode().replace("\\", "\\\\").replace('"', '\\"') if printable else ""
+    text = (f'--string "{escaped}"' if printable
+            else f'--hex-string "|{m.pattern.hex()}|"')
+    text = f"-m string {text} --algo {m.algo}"
+    if m.start:
+        text += f" --from {m.start}"
+    if m.end != 65535:
+        text += f" --to {m.end}"
+    return [(_SLOT_MATCH, text)]
+
+
+_UNITS = {"second": "sec", "minute": "min", "hour": "hour", "day": "day"}
+_DEFAULT_BURST = 5  # iptables-save leaves --limit-burst 5 out
+
+
+
+
+def _limit(m: ir.Limit, ctx: _Ctx) -> list[Part]:
+    """One bucket per IR rule: -m limit when the rule stays one iptables rule; when it
+    expands to several, a named hashlimit, whose table all of them share."""
+    rate = f"{m.rate}/{_UNITS[m.per]}"
+    if m.by is None and ctx.expanded == 1:
+        burst = f" --limit-burst {m.burst}" if m.burst != _DEFAULT_BURST else ""
+        return [(_SLOT_MATCH, f"-m limit --limit {rate}{burst}")]
+    if len(m.name) > 15:
+        raise _fail(ctx, "limit", f"hashlimit name {m.name!r} is longer than 15 characters")
+    text = f"-m hashlimit --hashlimit-upto {rate} --hashlimit-burst {m.burst}"
+    if m.by is not None:
+        text += " --hashlimit-mode " + ("srcip" if m.by == "saddr" else "dstip")
+    text += f" --hashlimit-name {m.name}"
+    # hashlimit forgets an idle entry after htable-expire and restarts it with a full bucket,
+    # where nft keeps it; iptables' default expiry is the time a bucket takes to refill
+    # (5/min burst 5: 60 s; iptables-save leaves it out), so forgetting changes nothing.
+    return [(_SLOT_MATCH, text)]
 
 
 # --------------------------------------------------------------- statements
@@ -305,7 +380,8 @@ def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
 
 MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
-    ir.Iface: _iface, ir.CtState: _ctstate,
+    ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
+    ir.Signature: _signature, ir.Limit: _limit,
 }
 STATEMENT_RENDERERS: dict[type, Callable[[Any, _Ctx], list[str]]] = {
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
@@ -338,6 +414,8 @@ def _expand(rule: ir.Rule) -> list[ir.Rule]:
     for m in rule.matches:
         if isinstance(m, ir.L4Proto):
             choices.append([ir.L4Proto((p,)) for p in m.protocols])
+        elif isinstance(m, ir.Length):
+            choices.append([ir.Length((r,)) for r in m.ranges])
         elif isinstance(m, ir.Addr):
             fields = ("saddr", "daddr") if m.field == "any" else (m.field,)
             nets = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in m.networks)]
@@ -368,6 +446,10 @@ def _render_rule(rule: ir.Rule, ctx: _Ctx) -> list[str]:
         targets += fn(s, ctx)
     if not targets:
         return [head]  # counts only
+    if len(targets) > 1 and any(isinstance(m, ir.Limit) for m in rule.matches):
+        raise _fail(ctx, "limit", "this rule becomes several iptables rules (LOG is a rule of its own) and "
+                                  "each would keep its own bucket; give the log its own limit (log.limit) "
+                                  "or split the rule")
     return [f"{head} {t}" for t in targets]
 
 
@@ -377,8 +459,9 @@ def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers:
         seen = _in_family(rule, family)
         if seen is None:
             continue
-        for concrete in _expand(seen):
-            out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, helpers))
+        concretes = _expand(seen)
+        for concrete in concretes:
+            out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, helpers, len(concretes)))
     if chain.hook is not None and chain.policy == "drop":
         out.append("-m comment --comment " + quote(f"{chain.name}: policy drop") + " -j DROP")
     return out

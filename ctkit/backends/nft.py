@@ -43,6 +43,8 @@ def _eq(left: dict, right: Any, op: str = "==") -> dict:
 # ------------------------------------------------------------------ matches
 
 def _nfproto(m: ir.NfProto, rule: ir.Rule) -> list[dict]:
+    if any(isinstance(x, ir.Limit) and x.by and x.family == m.family for x in rule.matches):
+        return []  # the meter's key (ip saddr, ip6 saddr) implies it: nft adds it and lists the rule without
     return [_eq({"meta": {"key": "nfproto"}}, m.family)]
 
 
@@ -72,6 +74,34 @@ def _iface(m: ir.Iface, rule: ir.Rule) -> list[dict]:
 def _ctstate(m: ir.CtState, rule: ir.Rule) -> list[dict]:
     states = list(m.states)
     return [_eq({"ct": {"key": "state"}}, states[0] if len(states) == 1 else states, op="in")]
+
+
+def _length(m: ir.Length, rule: ir.Rule) -> list[dict]:
+    return [_eq({"meta": {"key": "length"}}, _set_or_one([_port_value(r) for r in m.ranges]))]
+
+
+def _payload(m: ir.Payload, rule: ir.Rule) -> list[dict]:
+    raw: dict = {"payload": {"base": m.base, "offset": m.offset * 8, "len": m.size * 8}}
+    left = raw if m.mask is None else {"&": [raw, m.mask]}
+    return [_eq(left, m.value)]
+
+
+def _signature(m: ir.Signature, rule: ir.Rule) -> list[dict]:
+    raise CompileError(BACKEND, "signature", rule.origin,
+                       "nft has no search for bytes anywhere in a packet; match them at a fixed offset "
+                       "with payload (e.g. {\"base\": \"th\", \"offset\": 8, \"hex\": \"ffffffff\"}), "
+                       "or use --backend iptables (-m string)")
+
+
+_METER_SIZE = 65535  # nft's default, written out because the kernel lists it
+
+
+def _limit(m: ir.Limit, rule: ir.Rule) -> list[dict]:
+    limit = {"limit": {"rate": m.rate, "burst": m.burst, "per": m.per}}
+    if m.by is None:
+        return [limit]
+    key = {"payload": {"protocol": _ADDR_PROTO[m.family], "field": m.by}}  # one family: lower split the rule
+    return [{"meter": {"key": key, "stmt": limit, "size": _METER_SIZE, "name": m.name}}]
 
 
 # --------------------------------------------------------------- statements
@@ -118,7 +148,8 @@ def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
 
 RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
-    ir.Iface: _iface, ir.CtState: _ctstate,
+    ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
+    ir.Signature: _signature, ir.Limit: _limit,
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
     ir.Nat: _nat, ir.Verdict: _verdict,
 }

@@ -44,8 +44,13 @@ def left(v: dict) -> str:
     if "meta" in v:
         key = v["meta"]["key"]
         return key if key in ("iifname", "oifname") else f"meta {key}"
+    if "payload" in v and "base" in v["payload"]:
+        return f"@{v['payload']['base']},{v['payload']['offset']},{v['payload']['len']}"
     if "payload" in v:
         return f"{v['payload']['protocol']} {v['payload']['field']}"
+    if "&" in v:
+        inner, mask = v["&"]
+        return f"{left(inner)} & {hex(mask)} =="
     if "ct" in v:
         return f"ct {v['ct']['key']}"
     _fail(v)
@@ -54,7 +59,13 @@ def left(v: dict) -> str:
 def _string_right(lhs: dict, v: Any) -> str:
     if "meta" in lhs and lhs["meta"]["key"] in ("iifname", "oifname") and isinstance(v, str):
         return _q(v)
+    if isinstance(v, int) and ("&" in lhs or "base" in lhs.get("payload", {})):
+        return hex(v)
     return value(v)
+
+
+def _limit(body: dict) -> str:
+    return f"limit rate {body['rate']}/{body['per']} burst {body['burst']} packets"
 
 
 def expr(e: dict) -> str:
@@ -77,6 +88,11 @@ def expr(e: dict) -> str:
         if "level" in body:
             parts.append(f"level {body['level']}")
         return " ".join(parts)
+    if key == "limit":
+        return _limit(body)
+    if key == "meter":
+        return (f"meter {body['name']} size {body['size']} {{ {left(body['key'])} "
+                f"{_limit(body['stmt']['limit'])} }}")
     if key in ("snat", "dnat", "masquerade", "redirect"):
         return _nat(key, body or {})
     if key == "reject":

@@ -59,7 +59,49 @@ class CtState:
     states: tuple[str, ...]
 
 
-Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState]
+@dataclass(frozen=True)
+class Length:
+    """The IP packet's length (header and payload) is in one of these inclusive ranges."""
+    ranges: tuple[PortRange, ...]
+
+
+@dataclass(frozen=True)
+class Payload:
+    """(size bytes at base + offset) & mask == value; size 1-4, integers big-endian."""
+    base: str  # nh | th
+    offset: int  # bytes
+    size: int  # bytes
+    value: int
+    mask: int | None = None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """This byte string occurs between offsets start and end (from the IP header)."""
+    pattern: bytes
+    algo: str  # bm | kmp
+    start: int = 0
+    end: int = 65535
+
+
+@dataclass(frozen=True)
+class Limit:
+    """True while the token bucket has a token: rate per `per`, bucket size burst.
+
+    One bucket for the rule (by None) or one per source or destination address,
+    always of one family; `name` names the bucket (table) and is unique in the
+    ruleset. Placed last among the matches so that only packets that match
+    everything else take a token.
+    """
+    rate: int
+    per: str  # second | minute | hour | day
+    burst: int
+    by: str | None  # saddr | daddr | None
+    family: str  # ipv4 | ipv6
+    name: str
+
+
+Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit]
 
 
 # --------------------------------------------------------------- statements

@@ -53,11 +53,43 @@ def _base_matches(family: str | None, protocols: tuple[str, ...], has_addr: bool
     return out
 
 
-def lower_rule(rule: model.Rule) -> list[ir.Rule]:
+def _limit(limit: model.Limit, family: str, name: str) -> ir.Limit:
+    return ir.Limit(limit.rate, limit.per, limit.burst, limit.by, family, f"{name}v{family[-1]}")
+
+
+def _payload(p: model.Payload) -> ir.Payload:
+    mask = int.from_bytes(p.mask, "big") if p.mask is not None else None
+    if mask == (1 << 8 * len(p.value)) - 1:
+        mask = None  # all bits: a plain comparison
+    return ir.Payload(p.base, p.offset, len(p.value), int.from_bytes(p.value, "big"), mask)
+
+
+def _split_for_limits(parts, rule: model.Rule):
+    """A limit's bucket is per address family (iptables and ip6tables cannot share one, and
+    per-address buckets are keyed by one family's addresses): a rule for both families splits."""
+    if not _has_limit(rule):
+        return parts
+    out = []
+    for family, addr_matches in parts:
+        out += [(f, addr_matches) for f in ((family,) if family else ("ipv4", "ipv6"))]
+    return out
+
+
+def _has_limit(rule: model.Rule) -> bool:
+    return rule.limit is not None or (rule.log is not None and rule.log.limit is not None)
+
+
+def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
+    """A filter rule. limit_name: the name of its limits' buckets (unique in the policy).
+
+    A log with its own limit becomes a rule of its own just before the rule
+    (same matches, the log's limit, the log), so the verdict still applies to
+    every packet while the log is rate-limited.
+    """
     statements: list[ir.Statement] = []
     if rule.counter:
         statements.append(ir.Counter())
-    if rule.log is not None:
+    if rule.log is not None and rule.log.limit is None:
         statements.append(ir.Log(rule.log.prefix, rule.log.level))
     if rule.jump:
         statements.append(ir.Verdict("jump", target=rule.jump))
@@ -66,7 +98,8 @@ def lower_rule(rule: model.Rule) -> list[ir.Rule]:
     elif rule.action:
         statements.append(ir.Verdict(rule.action, reject_with=rule.reject_with))
     out = []
-    for family, addr_matches in _family_parts(rule.family, {"saddr": rule.saddr, "daddr": rule.daddr}):
+    parts = _family_parts(rule.family, {"saddr": rule.saddr, "daddr": rule.daddr})
+    for family, addr_matches in _split_for_limits(parts, rule):
         matches = _base_matches(family, rule.protocols, bool(addr_matches))
         matches += addr_matches
         if rule.sport:
@@ -79,6 +112,18 @@ def lower_rule(rule: model.Rule) -> list[ir.Rule]:
             matches.append(ir.Iface("out", rule.oif))
         if rule.ct_state:
             matches.append(ir.CtState(rule.ct_state))
+        if rule.length:
+            matches.append(ir.Length(rule.length))
+        matches += [_payload(p) for p in rule.payload]
+        if rule.signature is not None:
+            s = rule.signature
+            matches.append(ir.Signature(s.pattern, s.algo, s.start, s.end))
+        if rule.log is not None and rule.log.limit is not None:
+            log_limit = _limit(rule.log.limit, family, limit_name + "g")
+            out.append(ir.Rule(rule.id, rule.pointer, tuple(matches) + (log_limit,),
+                               (ir.Log(rule.log.prefix, rule.log.level),), rule.comment))
+        if rule.limit is not None:
+            matches.append(_limit(rule.limit, family, limit_name))
         out.append(ir.Rule(rule.id, rule.pointer, tuple(matches), tuple(statements), rule.comment))
     return out
 
@@ -162,8 +207,12 @@ def lower(policy: model.Policy) -> ir.Plan:
         rules = [r for n in policy.nat if NAT_CHAINS[n.type][0] == name for r in lower_nat(n)]
         if rules:
             chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, priority, "nat"), "accept"))
+    limited = [r for c in policy.chains for r in c.rules if _has_limit(r)]
+    # names of the buckets: short (iptables hashlimit allows 15 characters) and prefixed
+    # with the table, because hashlimit names are shared by the whole namespace
+    limit_names = {r.id: f"{policy.table[:6]}_l{i}" for i, r in enumerate(limited)}
     for chain in policy.chains:
-        rules = tuple(r for rule in chain.rules for r in lower_rule(rule))
+        rules = tuple(r for rule in chain.rules for r in lower_rule(rule, limit_names.get(rule.id, "")))
         hook = ir.Hook(chain.name, ir.PRIORITY_FILTER) if chain.is_base else None
         chains.append(ir.Chain(chain.name, rules, hook, (chain.policy or "accept") if hook else None,
                                chain.pointer))

@@ -178,7 +178,7 @@ def _port_protocols(pointer: str, protocols: tuple[str, ...], has_ports: bool, k
 def _is_catch_all(rule: Rule) -> bool:
     return (rule.action in ("accept", "drop", "reject") or bool(rule.goto)) and not any((
         rule.protocols, rule.family, rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif,
-        rule.oif, rule.ct_state))
+        rule.oif, rule.ct_state, rule.length, rule.payload, rule.signature, rule.limit))
 
 
 def _rules(policy: Policy):
@@ -200,12 +200,29 @@ def _rules(policy: Policy):
             if rule.reject_with == "tcp-reset" and rule.protocols != ("tcp",):
                 yield _error(p + "/reject_with", "tcp-reset needs protocol tcp",
                              "add \"protocol\": \"tcp\", or use an ICMP type such as port-unreachable")
+            yield from _payload_checks(p, rule)
             if rule.iif and chain.name == "output":
                 yield _error(p + "/iif", "iif never matches in chain output",
                              "packets this host sends have no input interface; use oif")
             if rule.oif and chain.name in ("input", "prerouting"):
                 yield _error(p + "/oif", f"oif never matches in chain {chain.name}",
                              "the output interface is not known yet; use iif")
+
+
+def _payload_checks(p: str, rule: Rule):
+    for i, m in enumerate(rule.payload):
+        if m.mask is not None and len(m.mask) != len(m.value):
+            yield _error(f"{p}/payload/{i}/mask", f"mask has {len(m.mask)} bytes, hex has {len(m.value)}",
+                         "give the mask the same length as the value")
+        elif m.mask is not None and any(v & ~k & 0xFF for v, k in zip(m.value, m.mask)):
+            yield _error(f"{p}/payload/{i}/hex", "hex has bits set that the mask clears",
+                         "the match could never hold: clear those bits in hex")
+    sig = rule.signature
+    if sig is not None and sig.start > sig.end:
+        yield _error(f"{p}/signature/to", f"to ({sig.end}) is before from ({sig.start})")
+    if sig is not None and sig.end - sig.start + 1 < len(sig.pattern) and sig.end != 65535:
+        yield _error(f"{p}/signature", f"the window from {sig.start} to {sig.end} is shorter than the "
+                     f"{len(sig.pattern)}-byte signature", "the match could never hold")
 
 
 # --------------------------------------------------------------- conntrack

@@ -68,9 +68,37 @@ class PortRange:
 
 
 @dataclass(frozen=True)
+class Limit:
+    """A token bucket: `rate` packets per `per`, at most `burst` at once; by: one bucket per address."""
+    rate: int
+    per: str = "second"
+    burst: int = 5
+    by: str | None = None  # saddr | daddr
+
+
+@dataclass(frozen=True)
 class Log:
     prefix: str | None = None
     level: str = "warn"
+    limit: Limit | None = None
+
+
+@dataclass(frozen=True)
+class Payload:
+    """(bytes at base+offset, len(value) of them) & mask == value."""
+    base: str  # nh | th
+    offset: int
+    value: bytes
+    mask: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A byte string searched between offsets start and end of the packet."""
+    pattern: bytes
+    algo: str = "bm"
+    start: int = 0
+    end: int = 65535
 
 
 @dataclass(frozen=True)
@@ -139,6 +167,10 @@ class Rule:
     counter: bool = True
     log: Log | None = None
     comment: str | None = None
+    length: tuple[PortRange, ...] = ()  # inclusive ranges of packet length
+    payload: tuple[Payload, ...] = ()
+    signature: Signature | None = None
+    limit: Limit | None = None
 
     @property
     def target(self) -> str | None:
@@ -242,6 +274,20 @@ def check_port_range(text: str) -> tuple[str, str] | None:
     return None
 
 
+def check_length_range(text: str) -> tuple[str, str] | None:
+    """None if text is "N" or "lo-hi" with 0 <= lo <= hi <= 65535."""
+    lo_s, _, hi_s = str(text).partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s or lo_s)
+    except ValueError:
+        return f"{text!r} is not a length or length range", 'e.g. 222 or "0-32"'
+    if hi > 65535:
+        return f"length {text!r} is out of range", "IP packet lengths are 0-65535"
+    if lo > hi:
+        return f"length range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?"
+    return None
+
+
 def check_nat_address(text: str) -> tuple[str, str] | None:
     """None if text is an address or an inclusive range "first-last" of one family."""
     parts = text.split("-")
@@ -290,6 +336,20 @@ class _Builder:
                 self.problem(ptr, *(check_network(text) or (f"{text!r} is not an address", None)))
         return tuple(dict.fromkeys(out))
 
+    def lengths(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
+        if value is None:
+            return ()
+        items = value if isinstance(value, list) else [value]
+        out = []
+        for i, item in enumerate(items):
+            bad = check_length_range(str(item))
+            if bad:
+                self.problem(f"{pointer}/{i}" if isinstance(value, list) else pointer, *bad)
+                continue
+            lo_s, _, hi_s = str(item).partition("-")
+            out.append(PortRange(int(lo_s), int(hi_s or lo_s)))
+        return tuple(dict.fromkeys(out))
+
     def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
         if value is None:
             return ()
@@ -304,6 +364,24 @@ class _Builder:
             lo_s, _, hi_s = str(item).partition("-")
             out.append(PortRange(int(lo_s), int(hi_s or lo_s)))
         return tuple(dict.fromkeys(out))
+
+
+def _limit(value: dict | None) -> Limit | None:
+    if value is None:
+        return None
+    return Limit(value["rate"], value.get("per", "second"), value.get("burst", 5), value.get("by"))
+
+
+def _payload(value: dict) -> Payload:
+    mask = bytes.fromhex(value["mask"]) if "mask" in value else None
+    return Payload(value["base"], value["offset"], bytes.fromhex(value["hex"]), mask)
+
+
+def _signature(value: dict | None) -> Signature | None:
+    if value is None:
+        return None
+    return Signature(bytes.fromhex(value["hex"]), value.get("algo", "bm"), value.get("from", 0),
+                     value.get("to", 65535))
 
 
 def _protocols(item: dict) -> tuple[str, ...]:
@@ -372,8 +450,11 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
                 iif=r.get("iif"), oif=r.get("oif"), ct_state=tuple(r.get("ct_state", ())),
                 action=r.get("action"), reject_with=r.get("reject_with"),
                 jump=r.get("jump"), goto=r.get("goto"), counter=r.get("counter", True),
-                log=Log(log.get("prefix"), log.get("level", "warn")) if log is not None else None,
-                comment=r.get("comment")))
+                log=Log(log.get("prefix"), log.get("level", "warn"), _limit(log.get("limit")))
+                if log is not None else None,
+                comment=r.get("comment"), length=b.lengths(r.get("length"), p + "/length"),
+                payload=tuple(_payload(x) for x in r.get("payload", ())),
+                signature=_signature(r.get("signature")), limit=_limit(r.get("limit"))))
         chains.append(Chain(name=name, pointer=cp, policy=body.get("policy"),
                             rules=tuple(rules), comment=body.get("comment")))
 
