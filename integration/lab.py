@@ -80,8 +80,13 @@ class Lab:
         tmp_a, tmp_b = f"v{uuid.uuid4().hex[:8]}", f"v{uuid.uuid4().hex[:8]}"
         with IPRoute() as ipr:
             ipr.link("add", ifname=tmp_a, kind="veth", peer=tmp_b)
-            ipr.link("set", index=ipr.link_lookup(ifname=tmp_a)[0], net_ns_fd=a)
-            ipr.link("set", index=ipr.link_lookup(ifname=tmp_b)[0], net_ns_fd=b)
+            try:  # the pair exists in the host's namespace only until these two moves
+                ipr.link("set", index=ipr.link_lookup(ifname=tmp_a)[0], net_ns_fd=a)
+                ipr.link("set", index=ipr.link_lookup(ifname=tmp_b)[0], net_ns_fd=b)
+            except Exception:
+                for left in ipr.link_lookup(ifname=tmp_a) + ipr.link_lookup(ifname=tmp_b):
+                    ipr.link("del", index=left)
+                raise
         for ns, tmp, addrs in ((a, tmp_a, a_addrs), (b, tmp_b, b_addrs)):
             with NetNS(ns) as ipr:
                 idx = ipr.link_lookup(ifname=tmp)[0]

@@ -41,6 +41,43 @@ def ruleset_text(ns: str) -> str:
     return run(ns, "nft", "list", "ruleset").stdout
 
 
+def monitor_events(ns: str, action, timeout: float = 20.0) -> list[str]:
+    """The `nft monitor` lines that `action` causes, fenced by two marker tables so none is missed."""
+    import queue
+    import threading
+    monitor = subprocess.Popen(["ip", "netns", "exec", ns, "nft", "monitor"], stdout=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in monitor.stdout], daemon=True).start()
+
+    def until(marker: str) -> list[str]:
+        seen, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run(ns, "nft", "add", "table", "inet", marker)  # repeated until the monitor shows it
+            try:
+                while True:
+                    line = lines.get(timeout=0.2)
+                    if marker in line:
+                        return seen
+                    seen.append(line)
+            except queue.Empty:
+                continue
+        raise AssertionError(f"nft monitor never showed {marker}: {seen}")
+
+    try:
+        until("ctkit_mark_start")
+        lines_before = lines.qsize()  # noqa: F841 - everything queued so far belongs to the start marker
+        while not lines.empty():
+            lines.get_nowait()
+        action()
+        events = until("ctkit_mark_end")
+    finally:
+        monitor.terminate()
+        monitor.wait(10)
+        for marker in ("ctkit_mark_start", "ctkit_mark_end"):
+            run(ns, "nft", "delete", "table", "inet", marker, check=False)
+    return [e for e in events if "ctkit_mark_start" not in e]
+
+
 def add_foreign_table(ns: str) -> str:
     """A table that another owner (docker, firewalld) would have, with a rule and a counter."""
     run(ns, "nft", "-f", "-", input="""
@@ -79,17 +116,10 @@ def test_reapply_is_one_transaction_and_leaves_foreign_tables(lab):
     policy = str(ROOT / "examples" / "server-baseline.json")
     ctkit("apply", policy, "--netns", ns)
     first = kernel_rules(ns)
-    monitor = subprocess.Popen(["ip", "netns", "exec", ns, "nft", "monitor"], stdout=subprocess.PIPE, text=True)
-    try:
-        time.sleep(0.3)
-        ctkit("apply", policy, "--netns", ns)
-        time.sleep(0.3)
-    finally:
-        monitor.terminate()
-        out, _ = monitor.communicate(timeout=10)
-    generations = [line for line in out.splitlines() if line.startswith("# new generation")]
-    assert len(generations) == 1, out  # delete + recreate reached the kernel as one batch
-    assert "delete table inet ctkit" in out and "add table inet ctkit" in out
+    events = monitor_events(ns, lambda: ctkit("apply", policy, "--netns", ns))
+    generations = [line for line in events if line.startswith("# new generation")]
+    assert len(generations) == 1, events  # delete + recreate reached the kernel as one batch
+    assert "delete table inet ctkit" in events and any(e.startswith("add table inet ctkit") for e in events)
     assert kernel_rules(ns) == first
     assert run(ns, "nft", "list", "table", "ip", "foreign").stdout == foreign
     ctkit("remove", "--netns", ns)
