@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Union
 
-from ctkit.policy.model import PortRange
+from ctkit.values import PortRange
 
 #: standard netfilter priorities (include/uapi/linux/netfilter_ipv4.h)
 PRIORITY_RAW = -300

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any, Mapping, Union
 
 from ctkit.errors import Problem
+from ctkit.values import PortRange  # noqa: F401 - part of the model's vocabulary
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -58,13 +59,6 @@ TIMEOUT_SYSCTLS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, order=True)
-class PortRange:
-    lo: int
-    hi: int
-
-    def __str__(self) -> str:
-        return str(self.lo) if self.lo == self.hi else f"{self.lo}-{self.hi}"
 
 
 @dataclass(frozen=True)
