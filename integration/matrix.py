@@ -180,4 +180,12 @@ CASES: tuple[Case, ...] = (
         P("tcp", "policy", "v6", 27030, **OPEN_TRACKED),
         P("tcp", "policy", "doc4", 8080, **DROPPED),
     )),
+    Case("maintenance-toggle.json", "server", (
+        P("tcp", "policy", "doc4", 80, "maintenance is off: the web is open", **OPEN_TRACKED),
+        P("tcp", "policy", "v6", 443, **OPEN_TRACKED),
+        P("tcp", "policy", "lan4", 22, **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 22, **DROPPED),
+        P("tcp", "policy", "doc4", 8080, **DROPPED),
+        P("icmp", "policy", "v6", result="reply"),
+    )),
 )

@@ -27,6 +27,7 @@ def test_every_kernel_rule_names_its_policy_rule(path):
     compiled = pipeline.compile_file(path)
     document = nft.generate(compiled.plan)
     ids = {r.id for c in compiled.plan.table.chains for r in c.rules}
+    ids |= {f"toggle/{t.name}" for t in compiled.plan.table.toggles}  # the toggle-state chain
     for cmd in document["nftables"]:
         rule = cmd.get("add", {}).get("rule")
         if rule:

@@ -42,6 +42,7 @@ def test_every_iptables_rule_names_its_policy_rule(path):
     compiled = pipeline.compile_file(path)
     ids = {r.id for c in compiled.plan.table.chains for r in c.rules}
     ids |= {f"{c.name}: policy drop" for c in compiled.plan.table.chains}
+    ids |= {f"toggle/{t.name}" for t in compiled.plan.table.toggles}  # switch chains and their markers
     ruleset = iptables.generate(compiled.plan)
     for family in iptables.FAMILIES:
         for table in ruleset.document(family).tables:

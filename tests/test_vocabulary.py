@@ -33,7 +33,7 @@ def nft_rules(chain: str, **doc) -> list[str]:
     document = nft.generate(lower(policy(**doc)))
     text = nft_text.render(document)
     block = text.split(f"chain {chain} {{", 1)[1].split("\n\t}", 1)[0]
-    return [ln.strip() for ln in block.strip().splitlines()[1:]]
+    return [ln.strip() for ln in block.strip().splitlines() if not ln.strip().startswith("type ")]
 
 
 def ipt_rules(family: str = "ipv4", **doc) -> list[str]:
@@ -268,3 +268,78 @@ def test_a_rule_limit_with_log_and_verdict_is_a_named_iptables_error():
         iptables.generate(lower(policy(**doc)))
     assert (info.value.backend, info.value.construct) == ("iptables", "limit")
     assert "log.limit" in str(info.value)
+
+
+# ------------------------------------------------------------------ toggles
+
+from ctkit.compile.toggles import LiveToggle, keep_live  # noqa: E402
+
+
+def test_toggle_valid():
+    assert problems(toggles={"maintenance": False, "m2": True}, chains={"input": {"rules": [
+        {"when": "maintenance", "action": "drop"}, {"when": "m2", "action": "drop"}]}}) == []
+
+
+TOGGLE_INVALID = [
+    ({"toggles": {"Maint": False}}, "/toggles/Maint", "not allowed"),
+    ({"toggles": {"a_very_long_name": False}}, "/toggles/a_very_long_name", "not allowed"),
+    ({"toggles": {"m": "yes"}}, "/toggles/m", "not of type boolean"),
+    ({"toggles": {"m": False}, "chains": {"input": {"rules": [{"when": "n", "action": "drop"}]}}},
+     "/chains/input/rules/0/when", "unknown toggle 'n'"),
+    ({"chains": {"input": {"rules": [{"when": "Bad name", "action": "drop"}]}}},
+     "/chains/input/rules/0/when", "expected form"),
+]
+
+
+@pytest.mark.parametrize("doc,pointer,words", TOGGLE_INVALID, ids=[c[2] for c in TOGGLE_INVALID])
+def test_toggle_invalid(doc, pointer, words):
+    ok, found = has(problems(**doc), pointer, words)
+    assert ok, found
+
+
+def test_unused_toggle_is_a_warning():
+    found = [(x.severity, x.pointer) for x in lint(policy(toggles={"m": False}))]
+    assert found == [("warning", "/toggles/m")]
+
+
+TOGGLED = {"toggles": {"m": False}, "chains": {"input": {"rules": [
+    {"name": "r", "when": "m", "protocol": "tcp", "dport": 80, "action": "drop"}]}}}
+
+
+def test_toggle_in_nft_is_a_set_lookup_and_a_state_rule():
+    document = nft.generate(lower(policy(**TOGGLED)))
+    cmds = [c["add"] for c in document["nftables"] if "add" in c]
+    assert {"family": "inet", "table": "ctkit", "name": "toggle_m", "type": "nf_proto"} in [c.get("set") for c in cmds]
+    assert not any("element" in c for c in cmds)  # off
+    assert nft_rules("input", **TOGGLED) == ['meta nfproto @toggle_m tcp dport 80 counter drop comment "r"']
+    assert nft_rules("toggle-state", **TOGGLED) == ['meta nfproto @toggle_m comment "toggle/m: policy off"']
+    assert nft.toggle_element_commands("ctkit", "m", True)[1] == {
+        "add": {"element": {"family": "inet", "table": "ctkit", "name": "toggle_m", "elem": ["ipv4", "ipv6"]}}}
+
+
+def test_toggle_in_iptables_is_a_switch_chain():
+    off = ipt_rules("ipv4", **TOGGLED)
+    assert off == [
+        '-t filter -A CTKIT-INPUT -m comment --comment r -j CTKIT-TG-m-0',
+        '-t filter -A CTKIT-TR-m-0 -p tcp -m tcp --dport 80 -m comment --comment r -j DROP',
+        '-t filter -A CTKIT-TR-m-0 -m comment --comment "toggle/m: policy off"']
+    on = dict(TOGGLED, toggles={"m": True})
+    assert '-t filter -A CTKIT-TG-m-0 -m comment --comment "toggle/m" -j CTKIT-TR-m-0' in ipt_rules("ipv6", **on)
+
+
+def test_toggled_return_is_a_named_iptables_error():
+    doc = {"toggles": {"m": False}, "chains": {"input": {"rules": [{"jump": "u"}]},
+                                               "u": {"rules": [{"when": "m", "action": "return"}]}}}
+    assert nft_rules("u", **doc)
+    with pytest.raises(CompileError) as info:
+        iptables.generate(lower(policy(**doc)))
+    assert (info.value.backend, info.value.construct) == ("iptables", "when")
+
+
+def test_reapply_keeps_the_live_state_unless_the_file_changed():
+    plan = lower(policy(**TOGGLED))  # file: off
+    state = lambda p: p.table.toggles[0].on  # noqa: E731
+    assert state(keep_live(plan, {})) is False  # new toggle: the file's value
+    assert state(keep_live(plan, {"m": LiveToggle("m", True, False)})) is True  # same file: live wins
+    assert state(keep_live(plan, {"m": LiveToggle("m", True, True)})) is False  # the file changed: file wins
+    assert state(keep_live(plan, {"m": LiveToggle("m", True, None)})) is False  # unknown: the file

@@ -20,6 +20,8 @@ How IR nodes become iptables (RENDERERS, one function per node type):
     Payload            -m u32 --u32 "..." (transport header: IPv4 only, u32 cannot skip IPv6 extension headers)
     Signature          -m string --string|--hex-string ... --algo bm|kmp [--from N] [--to N]
     Limit              -m limit --limit R/unit [--limit-burst B]; per address: -m hashlimit --hashlimit-upto
+    Toggle             the rule moves to chain TR-<toggle>-<k>, reached through switch chain
+                       TG-<toggle>-<k> that holds a jump while the toggle is on (see _Toggles)
     Counter            nothing: every iptables rule counts
     Log                its own rule, -j LOG --log-prefix (at most 29 characters) --log-level N
     Notrack            -j CT --notrack (raw table only)
@@ -46,7 +48,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ctkit.compile import ir
@@ -453,11 +455,69 @@ def _render_rule(rule: ir.Rule, ctx: _Ctx) -> list[str]:
     return [f"{head} {t}" for t in targets]
 
 
-def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers: dict) -> list[str]:
+@dataclass
+class _Toggles:
+    """The toggle chains one family's document needs, collected while rules are rendered.
+
+    A rule with `when` stays in its chain as `-j <G>`; G (the switch) holds `-j <W>`
+    while the toggle is on and nothing while it is off; W holds the rule itself and
+    a last no-op rule whose comment keeps the policy file's value. `ctkit toggle`
+    refills only the G chains: one small iptables-restore per table and family.
+    """
+    prefix: str
+    objects: dict  # toggle name -> ir.ToggleObject
+    count: dict = field(default_factory=dict)
+    chains: dict = field(default_factory=dict)  # iptables table -> [Chain]
+
+
+def toggle_chain_names(prefix: str, name: str, k: int) -> tuple[str, str]:
+    """(switch chain, rule chain) of the k-th rule guarded by toggle `name`."""
+    return f"{prefix}TG-{name}-{k}", f"{prefix}TR-{name}-{k}"
+
+
+def toggle_switch_spec(name: str, body: str) -> str:
+    """The one rule of a switch chain while its toggle is on."""
+    return "-m comment --comment " + quote(f"toggle/{name}") + f" -j {body}"
+
+
+def toggle_marker(name: str, policy_on: bool) -> str:
+    return "-m comment --comment " + quote(f"toggle/{name}: policy {'on' if policy_on else 'off'}")
+
+
+def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, chain: ir.Chain, names: dict,
+                  helpers: dict, toggles: _Toggles) -> str:
+    obj = toggles.objects.get(toggle.name)
+    ctx = _Ctx(rule, family, table, chain, names, helpers)
+    if obj is None:
+        raise _fail(ctx, "when", f"no toggle named {toggle.name!r}")
+    for s in rule.statements:
+        if isinstance(s, ir.Verdict) and s.kind in ("return", "goto"):
+            raise _fail(ctx, "when", f"a toggled rule runs in a chain of its own on iptables, where {s.kind} "
+                                     "would leave only that chain; use accept, drop, reject or jump")
+    bare = ir.Rule(rule.id, rule.origin, tuple(m for m in rule.matches if m is not toggle), rule.statements,
+                   rule.comment)
+    k = toggles.count.get(toggle.name, 0)
+    toggles.count[toggle.name] = k + 1
+    switch, body = (_check_name(n, rule.origin) for n in toggle_chain_names(toggles.prefix, toggle.name, k))
+    concretes = _expand(bare)
+    specs = [spec for c in concretes
+             for spec in _render_rule(c, _Ctx(c, family, table, chain, names, helpers, len(concretes)))]
+    specs.append(toggle_marker(obj.name, obj.policy_on))
+    toggles.chains.setdefault(table, []).extend([
+        Chain(switch, (toggle_switch_spec(obj.name, body),) if obj.on else ()), Chain(body, tuple(specs))])
+    return "-m comment --comment " + quote(rule.kernel_comment) + f" -j {switch}"
+
+
+def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers: dict,
+                 toggles: _Toggles | None = None) -> list[str]:
     out = []
     for rule in chain.rules:
         seen = _in_family(rule, family)
         if seen is None:
+            continue
+        toggle = next((m for m in seen.matches if isinstance(m, ir.Toggle)), None)
+        if toggle is not None and toggles is not None:
+            out.append(_toggled_rule(seen, toggle, family, table, chain, names, helpers, toggles))
             continue
         concretes = _expand(seen)
         for concrete in concretes:
@@ -558,9 +618,10 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
     prefix = chain_prefix(table.name)
     names, groups, user_tables = _layout(table)
     helpers = {o.name: o for o in table.objects}
+    toggles = _Toggles(prefix, {t.name: t for t in table.toggles})
     by_table: dict[str, list[Chain]] = {}
     for (tbl, builtin), members in groups.items():
-        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, helpers)]
+        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, helpers, toggles)]
         if not rules and all(c.policy != "drop" for c in members) and all(c.origin is None for c in members):
             continue  # an internal chain with nothing for this family
         by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin))
@@ -568,7 +629,10 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
         if c.hook is not None:
             continue
         for tbl in user_tables[c.name]:
-            by_table.setdefault(tbl, []).append(Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, helpers))))
+            by_table.setdefault(tbl, []).append(
+                Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, helpers, toggles))))
+    for tbl, chains in toggles.chains.items():
+        by_table.setdefault(tbl, []).extend(chains)
     tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)
     return Document(family, prefix, tables)
 

@@ -104,6 +104,26 @@ def _limit(m: ir.Limit, rule: ir.Rule) -> list[dict]:
     return [{"meter": {"key": key, "stmt": limit, "size": _METER_SIZE, "name": m.name}}]
 
 
+TOGGLE_CHAIN = "toggle-state"  # unhooked (policy chain names have no "-"): one rule per toggle, whose comment keeps the policy file's value
+
+
+def toggle_set(name: str) -> str:
+    """The set behind toggle `name`: {ipv4, ipv6} when on (every packet's nfproto is in it), empty when off."""
+    return f"toggle_{name}"
+
+
+def _toggle_lookup(name: str) -> dict:
+    return _eq({"meta": {"key": "nfproto"}}, "@" + toggle_set(name))
+
+
+def toggle_comment(name: str, policy_on: bool) -> str:
+    return f"toggle/{name}: policy {'on' if policy_on else 'off'}"
+
+
+def _toggle(m: ir.Toggle, rule: ir.Rule) -> list[dict]:
+    return [_toggle_lookup(m.name)]
+
+
 # --------------------------------------------------------------- statements
 
 def _counter(s: ir.Counter, rule: ir.Rule) -> list[dict]:
@@ -149,7 +169,7 @@ def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
 RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
-    ir.Signature: _signature, ir.Limit: _limit,
+    ir.Signature: _signature, ir.Limit: _limit, ir.Toggle: _toggle,
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
     ir.Nat: _nat, ir.Verdict: _verdict,
 }
@@ -203,9 +223,39 @@ def _helper_object(table: str, obj: ir.CtHelperObject) -> dict:
                                   "protocol": obj.protocol, "l3proto": obj.l3proto}}}
 
 
+TOGGLE_ON = ["ipv4", "ipv6"]
+
+
+def toggle_element_commands(table: str, name: str, on: bool) -> list[dict]:
+    """Set toggle `name` to `on`: the whole kernel update of `ctkit toggle` (and of apply)."""
+    ident = {"family": FAMILY, "table": table, "name": toggle_set(name)}
+    cmds: list[dict] = [{"flush": {"set": dict(ident)}}]
+    if on:
+        cmds.append({"add": {"element": dict(ident, elem=list(TOGGLE_ON))}})
+    return cmds
+
+
+def _toggle_commands(table: str, toggles: tuple[ir.ToggleObject, ...]) -> list[dict]:
+    if not toggles:
+        return []
+    cmds: list[dict] = []
+    for t in toggles:
+        cmds.append({"add": {"set": {"family": FAMILY, "table": table, "name": toggle_set(t.name), "type": "nf_proto"}}})
+        if t.on:
+            cmds.append({"add": {"element": {"family": FAMILY, "table": table, "name": toggle_set(t.name),
+                                             "elem": list(TOGGLE_ON)}}})
+    cmds.append({"add": {"chain": {"family": FAMILY, "table": table, "name": TOGGLE_CHAIN}}})
+    for t in toggles:
+        cmds.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": TOGGLE_CHAIN,
+                                      "comment": toggle_comment(t.name, t.policy_on),
+                                      "expr": [_toggle_lookup(t.name)]}}})
+    return cmds
+
+
 def table_commands(table: ir.Table) -> list[dict]:
     cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": table.name}}}]
     cmds += [_helper_object(table.name, o) for o in table.objects]
+    cmds += _toggle_commands(table.name, table.toggles)
     cmds += [_chain(table.name, c) for c in table.chains]
     for chain in table.chains:
         for rule in chain.rules:

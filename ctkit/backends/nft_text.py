@@ -130,6 +130,17 @@ def render(document: dict) -> str:
             blocks.append([f"{INDENT}ct helper {h['name']} {{",
                            f"{INDENT * 2}type {_q(h['type'])} protocol {h['protocol']}",
                            f"{INDENT * 2}l3proto {h['l3proto']}", f"{INDENT}}}"])
+    elements: dict[str, list] = {}
+    for c in cmds:
+        if "element" in c:
+            elements.setdefault(c["element"]["name"], []).extend(c["element"]["elem"])
+    for c in cmds:
+        if "set" in c:
+            st = c["set"]
+            lines = [f"{INDENT}set {st['name']} {{", f"{INDENT * 2}type {st['type']}"]
+            if elements.get(st["name"]):
+                lines.append(f"{INDENT * 2}elements = {{ {', '.join(value(e) for e in elements[st['name']])} }}")
+            blocks.append(lines + [f"{INDENT}}}"])
     for c in cmds:
         if "chain" in c:
             ch = c["chain"]

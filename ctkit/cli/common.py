@@ -25,6 +25,13 @@ def err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def print_toggles(states: dict) -> None:
+    """One line per toggle: {name: (on now, the policy file's value or None)}."""
+    for name, (on, policy) in sorted(states.items()):
+        file = "unknown" if policy is None else ("on" if policy else "off")
+        print(f"  toggle {name}: {'on' if on else 'off'} (policy file: {file})")
+
+
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")

@@ -9,9 +9,10 @@ from pathlib import Path
 
 from ctkit import pipeline
 from ctkit.backends import iptables as backend
-from ctkit.cli.common import print_json
+from ctkit.cli.common import print_json, print_toggles
 from ctkit.errors import UsageError
 from ctkit.kernel import iptables as kernel
+from ctkit.compile.toggles import LiveToggle, keep_live
 from ctkit.kernel.settings import apply_settings
 
 FORMATS = ("restore", "json")
@@ -37,7 +38,11 @@ def compile_(compiled: pipeline.Compiled, path: Path, fmt: str, family: str | No
 
 
 def apply(compiled: pipeline.Compiled, netns: str | None, variant: str, dry_run: bool, as_json: bool):
-    ruleset = backend.generate(compiled.plan)
+    plan = compiled.plan
+    if plan.table.toggles:  # keep live toggle states unless the file changed them
+        _v, states = kernel.toggle_states(backend.chain_prefix(plan.table.name), netns, variant)
+        plan = keep_live(plan, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
+    ruleset = backend.generate(plan)
     variant, changes = kernel.apply(ruleset.ipv4, ruleset.ipv6, netns, variant, dry_run=dry_run)
     results = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
     counts = {f: ruleset.document(f).rule_count for f in backend.FAMILIES}
@@ -50,7 +55,14 @@ def apply(compiled: pipeline.Compiled, netns: str | None, variant: str, dry_run:
     verb = "checked (nothing changed)" if dry_run else "applied"
     print(f"{verb}: iptables-{variant} chains {ruleset.prefix}*, {counts['ipv4']} IPv4 and "
           f"{counts['ipv6']} IPv6 rules" + (f" in netns {netns}" if netns else ""))
+    print_toggles({t.name: (t.on, t.policy_on) for t in plan.table.toggles})
     return results
+
+
+def toggle(table: str, name: str, on: bool, netns: str | None, variant: str) -> str:
+    prefix = backend.chain_prefix(table)
+    variant = kernel.set_toggle(prefix, name, on, netns, variant)
+    return f"chains {prefix}TG-{name}-*, iptables-{variant}"
 
 
 def _live_dict(live: kernel.Live) -> dict:
@@ -71,10 +83,12 @@ def _live_dict(live: kernel.Live) -> dict:
 def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
     prefix = backend.chain_prefix(table)
     variant, lives = kernel.show(prefix, netns, variant)
+    _v, toggles = kernel.toggle_states(prefix, netns, variant)
     if as_json:
         print_json({"backend": "iptables", "variant": variant, "prefix": prefix,
                     "present": any(live.document.tables for live in lives),
-                    "families": {live.family: _live_dict(live) for live in lives}})
+                    "families": {live.family: _live_dict(live) for live in lives},
+                    "toggles": {n: {"on": on, "policy": p} for n, (on, p) in toggles.items()}})
         return
     if not any(live.document.tables for live in lives):
         print(f"ctkit owns nothing here: no {prefix}* chains (iptables-{variant})")
@@ -91,6 +105,9 @@ def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
                 for i, spec in enumerate(chain.rules):
                     packets, nbytes = live.counters.get((t.name, chain.name, i), (0, 0))
                     print(f"[{packets}:{nbytes}] -A {chain.name} {spec}")
+    if toggles:
+        print("# toggles")
+        print_toggles(toggles)
 
 
 def remove(table: str, netns: str | None, variant: str) -> None:

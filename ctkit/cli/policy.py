@@ -11,9 +11,10 @@ from ctkit import pipeline
 from ctkit.backends import nft as nft_backend
 from ctkit.backends import nft_text, registry
 from ctkit.cli import iptables_cmd
-from ctkit.cli.common import JsonOption, NetnsOption, err, handle_errors, print_json
+from ctkit.cli.common import JsonOption, NetnsOption, err, handle_errors, print_json, print_toggles
 from ctkit.errors import EXIT_INVALID, PolicyError, UsageError
 from ctkit.kernel import nft as nft_kernel
+from ctkit.compile.toggles import LiveToggle, keep_live
 from ctkit.kernel.settings import apply_settings
 
 PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
@@ -107,7 +108,10 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
             _print_settings(results)
         return
     table = compiled.plan.table.name
-    document = nft_backend.generate(compiled.plan)
+    plan = compiled.plan
+    if plan.table.toggles:  # keep live toggle states unless the file changed them
+        plan = keep_live(plan, _live(nft_kernel.toggle_states(table, netns)))
+    document = nft_backend.generate(plan)
     nft_kernel.apply(table, document, netns, dry_run=dry_run)
     results = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
     rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
@@ -118,7 +122,12 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
     verb = "checked (nothing changed)" if dry_run else "applied"
     print(f"{verb}: table inet {table}, {len(compiled.plan.table.chains)} chains, {rules} rules"
           + (f" in netns {netns}" if netns else ""))
+    print_toggles({t.name: (t.on, t.policy_on) for t in plan.table.toggles})
     _print_settings(results)
+
+
+def _live(states: dict) -> dict:
+    return {name: LiveToggle(name, on, policy) for name, (on, policy) in states.items()}
 
 
 def _print_settings(results) -> None:
@@ -139,13 +148,39 @@ def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: 
         return
     if as_json:
         items = nft_kernel.list_table(table, netns)
-        print_json({"table": f"inet {table}", "present": items is not None, "nftables": items or []})
+        toggles = nft_kernel.toggle_states(table, netns) if items is not None else {}
+        print_json({"table": f"inet {table}", "present": items is not None, "nftables": items or [],
+                    "toggles": {n: {"on": on, "policy": p} for n, (on, p) in toggles.items()}})
         return
     text = nft_kernel.list_table_text(table, netns)
     if text is None:
         print(f"ctkit owns nothing here: no table inet {table}")
         return
     print(text, end="")
+    toggles = nft_kernel.toggle_states(table, netns)
+    if toggles:
+        print("# toggles")
+        print_toggles(toggles)
+
+
+@handle_errors
+def toggle(name: str = typer.Argument(..., help="Toggle name (declared in the policy's toggles)."),
+           state: str = typer.Argument(..., help="on or off."),
+           netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
+           variant: str = VariantOption, as_json: bool = JsonOption) -> None:
+    """Switch a toggle on or off: one small atomic kernel update, no policy reload."""
+    if state not in ("on", "off"):
+        raise UsageError(f"state must be on or off, not {state!r}")
+    on = state == "on"
+    if registry.check(backend) == "iptables":
+        where = iptables_cmd.toggle(table, name, on, netns, variant)
+    else:
+        nft_kernel.set_toggle(table, name, on, netns)
+        where = f"table inet {table}"
+    if as_json:
+        print_json({"toggle": name, "on": on, "where": where, "netns": netns})
+    else:
+        print(f"toggle {name}: {state} ({where}" + (f", netns {netns})" if netns else ")"))
 
 
 @handle_errors
@@ -167,3 +202,4 @@ def register(app: typer.Typer) -> None:
     app.command()(apply)
     app.command()(show)
     app.command()(remove)
+    app.command()(toggle)

@@ -101,7 +101,13 @@ class Limit:
     name: str
 
 
-Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit]
+@dataclass(frozen=True)
+class Toggle:
+    """True while the named toggle is on (see ToggleObject)."""
+    name: str
+
+
+Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit, Toggle]
 
 
 # --------------------------------------------------------------- statements
@@ -193,10 +199,24 @@ class CtHelperObject:
 
 
 @dataclass(frozen=True)
+class ToggleObject:
+    """A runtime switch: its state now (on) and the value the policy file gave it (policy_on).
+
+    Each backend keeps both in the kernel, so `ctkit toggle` flips `on` without the
+    policy, and a later apply can tell whether the file changed the value
+    (ctkit.compile.toggles.keep_live)."""
+    name: str
+    on: bool
+    policy_on: bool
+    origin: str
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     chains: tuple[Chain, ...]
     objects: tuple[CtHelperObject, ...] = ()
+    toggles: tuple[ToggleObject, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,8 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
     out = []
     parts = _family_parts(rule.family, {"saddr": rule.saddr, "daddr": rule.daddr})
     for family, addr_matches in _split_for_limits(parts, rule):
-        matches = _base_matches(family, rule.protocols, bool(addr_matches))
+        matches = [ir.Toggle(rule.when)] if rule.when else []
+        matches += _base_matches(family, rule.protocols, bool(addr_matches))
         matches += addr_matches
         if rule.sport:
             matches.append(ir.Port("sport", rule.sport))
@@ -221,4 +222,5 @@ def lower(policy: model.Policy) -> ir.Plan:
         ir.SysctlSetting(s.key, s.sysctl, s.value, s.pointer,
                          absent_ok=(s.key == "helper_autoassign" and s.value == 0))
         for s in policy.settings)
-    return ir.Plan(ir.Table(policy.table, tuple(chains), objects), settings)
+    toggles = tuple(ir.ToggleObject(t.name, t.value, t.value, t.pointer) for t in policy.toggles)
+    return ir.Plan(ir.Table(policy.table, tuple(chains), objects, toggles), settings)

@@ -32,7 +32,8 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from ctkit.backends.iptables import Chain, Document, Table, TABLE_ORDER, jump_spec
+from ctkit.backends.iptables import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
+                                    toggle_switch_spec)
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix
@@ -319,3 +320,96 @@ def show(prefix: str, netns: str | None = None, variant: str = "auto") -> tuple[
         out.append(Live(family, f"{_TOOL[family]}-{variant}", owned(current, prefix, family),
                         tuple(jumps(current, prefix)), counters))
     return variant, out
+
+
+# ----------------------------------------------------------------- toggles
+# A rule guarded by a toggle lives in chain <prefix>TR-<toggle>-<k>, reached through
+# switch chain <prefix>TG-<toggle>-<k> that holds `-j <TR chain>` while the toggle is
+# on (ctkit/backends/iptables.py). The TR chain's last rule keeps the policy file's
+# value in its comment ("toggle/NAME: policy on|off").
+
+def _toggle_chains(current: dict[str, SavedTable], prefix: str) -> dict[str, list[tuple[str, str]]]:
+    """{toggle: [(iptables table, switch chain)]} from one family's iptables-save."""
+    out: dict[str, list[tuple[str, str]]] = {}
+    head = prefix + "TG-"
+    for name, saved in current.items():
+        for chain in saved.policies:
+            if chain.startswith(head):
+                toggle, _, k = chain[len(head):].rpartition("-")
+                if toggle and k.isdigit():
+                    out.setdefault(toggle, []).append((name, chain))
+    return out
+
+
+def toggle_states(prefix: str, netns: str | None = None, variant: str = "auto"
+                  ) -> tuple[str, dict[str, tuple[bool, bool | None]]]:
+    """(variant, {toggle: (on now, the policy file's value at the last apply)}), both families."""
+    check_prefix(prefix)
+    variant = resolve_variant(variant)
+    out: dict[str, tuple[bool, bool | None]] = {}
+    for family in FAMILIES:
+        current = parse_save(save(family, variant, netns))
+        for toggle, chains in _toggle_chains(current, prefix).items():
+            on = any(r.chain == c for t, c in chains for r in current[t].rules)
+            policy = None
+            marker = f"toggle/{toggle}: policy "
+            for t, c in chains:
+                body = prefix + "TR-" + c[len(prefix + "TG-"):]
+                for r in current[t].rules:
+                    if r.chain == body and marker in r.spec:
+                        policy = r.spec.split(marker, 1)[1].startswith("on")
+            prev_on, prev_policy = out.get(toggle, (False, None))
+            out[toggle] = (prev_on or on, policy if policy is not None else prev_policy)
+    return variant, out
+
+
+#: tables a toggled rule can be in: those of ctkit's filter-priority chains
+_TOGGLE_TABLES = ("mangle", "filter")
+_MAX_TOGGLED_RULES = 10_000  # a bound on the probing loop
+
+
+def _chain_exists(family: str, variant: str, netns: str | None, table: str, chain: str) -> bool:
+    exe = shutil.which(f"{_TOOL[family]}-{variant}")
+    if exe is None:
+        raise KernelError(f"{_TOOL[family]}-{variant} not found: {_INSTALL}")
+    argv = [exe, "-w", "10", "-t", table, "-S", chain]
+    with entered(netns):
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+    return proc.returncode == 0
+
+
+def set_toggle(prefix: str, name: str, on: bool, netns: str | None = None, variant: str = "auto") -> str:
+    """Flip one toggle: refill its switch chains, one iptables-restore --noflush per family.
+
+    Finds the switch chains by name (TG-<name>-0, -1, ... in mangle and filter, one
+    `iptables -S CHAIN` each) instead of reading the whole ruleset with iptables-save,
+    which takes longer than the update itself on a big ruleset.
+    """
+    check_prefix(prefix)
+    variant = resolve_variant(variant)
+    texts = {}
+    for family in FAMILIES:
+        lines: list[str] = []
+        for table in _TOGGLE_TABLES:
+            switches = []
+            for k in range(_MAX_TOGGLED_RULES):
+                switch, body = toggle_chain_names(prefix, name, k)
+                if not _chain_exists(family, variant, netns, table, switch):
+                    break
+                switches.append((switch, body))
+            if not switches:
+                continue
+            lines.append(f"*{table}")
+            for switch, body in switches:
+                lines.append(f":{switch} - [0:0]")  # declared: flushed
+                if on:
+                    lines.append(f"-A {switch} {toggle_switch_spec(name, body)}")
+            lines.append("COMMIT")
+        texts[family] = "\n".join(lines) + "\n" if lines else ""
+    if not any(texts.values()):
+        raise UsageError(f"no toggle {name!r} in chains {prefix}* (apply a policy that declares it and "
+                         "guards a rule with it)")
+    for family, text in texts.items():
+        if text:
+            _restore(family, variant, netns, text, test=False)
+    return variant

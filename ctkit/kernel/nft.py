@@ -14,7 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ctkit.errors import KernelError
+from ctkit.backends.nft import TOGGLE_CHAIN, toggle_element_commands, toggle_set
+from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_table
 
@@ -129,3 +130,48 @@ def delete_table(table: str, netns: str | None = None) -> bool:
             return False
         raise KernelError(f"cannot delete table {FAMILY} {table}: {_clean(error)}")
     return True
+
+
+# ----------------------------------------------------------------- toggles
+# A toggle is a set of nf_proto values in ctkit's table: {ipv4, ipv6} while on, empty
+# while off (ctkit/backends/nft.py); rules it guards look every packet's nfproto up
+# in it. Chain toggle-state holds one rule per toggle whose comment keeps the policy
+# file's value ("toggle/NAME: policy on|off").
+
+def _cmd_json(ctx, command: str) -> list[dict] | None:
+    rc, out, error = ctx.cmd(command)
+    if rc != 0:
+        if "No such file or directory" in error:
+            return None
+        raise KernelError(f"{command}: {_clean(error)}")
+    return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
+
+
+def toggle_states(table: str, netns: str | None = None) -> dict[str, tuple[bool, bool | None]]:
+    """{toggle: (on now, the policy file's value at the last apply)}; empty without toggles."""
+    check_table(table)
+    out: dict[str, tuple[bool, bool | None]] = {}
+    with entered(netns):
+        ctx = _context()
+        items = _cmd_json(ctx, f"list chain {FAMILY} {table} {TOGGLE_CHAIN}")
+        for item in items or []:
+            comment = item.get("rule", {}).get("comment", "")
+            if not comment.startswith("toggle/"):
+                continue
+            name, _, value = comment[len("toggle/"):].partition(": policy ")
+            listed = _cmd_json(ctx, f"list set {FAMILY} {table} {toggle_set(name)}") or []
+            elems = next((i["set"].get("elem", []) for i in listed if "set" in i), [])
+            out[name] = (bool(elems), {"on": True, "off": False}.get(value))
+    return out
+
+
+def set_toggle(table: str, name: str, on: bool, netns: str | None = None) -> None:
+    """Flip one toggle: flush its set (and fill it when on) in one small transaction."""
+    check_table(table)
+    with entered(netns):
+        ctx = _context()
+        rc, _out, error = ctx.json_cmd({"nftables": toggle_element_commands(table, name, on)})
+    if rc != 0:
+        if "No such file or directory" in error:
+            raise UsageError(f"no toggle {name!r} in table {FAMILY} {table} (apply a policy that declares it)")
+        raise KernelError(f"toggle {name}: {_clean(error)}")

@@ -23,7 +23,8 @@ _NOTRACK_FILTERS = {"in": ("input",), "out": ("output",)}
 def lint(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     for check in (_duplicates, _chain_targets, _jump_loops, _unreachable_chains, _rules,
-                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat):
+                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat,
+                  _toggles):
         problems.extend(check(policy))
     return [replace(p, source=policy.source, line=policy.line_of(p.pointer)) for p in problems]
 
@@ -178,7 +179,8 @@ def _port_protocols(pointer: str, protocols: tuple[str, ...], has_ports: bool, k
 def _is_catch_all(rule: Rule) -> bool:
     return (rule.action in ("accept", "drop", "reject") or bool(rule.goto)) and not any((
         rule.protocols, rule.family, rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif,
-        rule.oif, rule.ct_state, rule.length, rule.payload, rule.signature, rule.limit))
+        rule.oif, rule.ct_state, rule.length, rule.payload, rule.signature, rule.limit,
+        rule.when))
 
 
 def _rules(policy: Policy):
@@ -357,3 +359,24 @@ def _nat(policy: Policy):
                 yield _error(p + "/to_addr", f"to_addr is {n.to_addr.family} but family is {family}")
             family = n.to_addr.family
         yield from _family_conflicts(p, family, n.protocols, {"saddr": n.saddr, "daddr": n.daddr})
+
+
+# ----------------------------------------------------------------- toggles
+
+def _toggles(policy: Policy):
+    names = [t.name for t in policy.toggles]
+    used = set()
+    for chain in policy.chains:
+        for rule in chain.rules:
+            if rule.when is None:
+                continue
+            used.add(rule.when)
+            if rule.when not in names:
+                close = difflib.get_close_matches(rule.when, names, n=1)
+                yield _error(rule.pointer + "/when", f"unknown toggle {rule.when!r}",
+                             f"did you mean {close[0]!r}?" if close else
+                             "declare it in toggles, e.g. \"toggles\": {\"" + rule.when + "\": false}")
+    for t in policy.toggles:
+        if t.name not in used:
+            yield _warning(t.pointer, f"toggle {t.name!r} guards no rule", "add \"when\": \"" + t.name
+                           + "\" to the rules it should switch, or remove it")

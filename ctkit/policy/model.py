@@ -165,6 +165,7 @@ class Rule:
     payload: tuple[Payload, ...] = ()
     signature: Signature | None = None
     limit: Limit | None = None
+    when: str | None = None  # a toggle: the rule applies only while it is on
 
     @property
     def target(self) -> str | None:
@@ -203,6 +204,14 @@ class Nat:
 
 
 @dataclass(frozen=True)
+class Toggle:
+    """A runtime switch and the value the policy file gives it."""
+    name: str
+    value: bool
+    pointer: str
+
+
+@dataclass(frozen=True)
 class Chain:
     name: str
     pointer: str
@@ -225,6 +234,7 @@ class Policy:
     helpers: tuple[Helper, ...] = ()
     chains: tuple[Chain, ...] = field(default=())
     nat: tuple[Nat, ...] = ()
+    toggles: tuple[Toggle, ...] = ()
     description: str | None = None
     #: JSON pointer -> line in the source file (for messages only)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -448,7 +458,7 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
                 if log is not None else None,
                 comment=r.get("comment"), length=b.lengths(r.get("length"), p + "/length"),
                 payload=tuple(_payload(x) for x in r.get("payload", ())),
-                signature=_signature(r.get("signature")), limit=_limit(r.get("limit"))))
+                signature=_signature(r.get("signature")), limit=_limit(r.get("limit")), when=r.get("when")))
         chains.append(Chain(name=name, pointer=cp, policy=body.get("policy"),
                             rules=tuple(rules), comment=body.get("comment")))
 
@@ -473,5 +483,7 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
         return None, b.problems
     return Policy(version=doc["version"], table=doc.get("table", "ctkit"), source=source,
                   settings=tuple(settings), notrack=tuple(notrack), helpers=tuple(helpers),
-                  chains=tuple(chains), nat=tuple(nat), description=doc.get("description"),
+                  chains=tuple(chains), nat=tuple(nat),
+                  toggles=tuple(Toggle(k, v, f"/toggles/{k}") for k, v in doc.get("toggles", {}).items()),
+                  description=doc.get("description"),
                   lines=lines if lines is not None else MappingProxyType({})), []
