@@ -325,3 +325,17 @@ def test_unwritable_outputs_are_clean_errors(lab):
     assert r.returncode == 2 and "cannot write" in r.stderr
     r = ctkit("audit", str(DNS), "--netns", ns, "--state", "/nonexistent-dir/state.json")
     assert r.returncode == 2 and "cannot write the state file" in r.stderr
+
+
+@pytest.mark.parametrize("backend", ["nft", "iptables"])
+def test_switched_toggle_is_reported_not_drift(lab, backend):
+    ns = lab.netns("tgl")
+    policy = ROOT / "examples" / "maintenance-toggle.json"
+    args = ("--backend", backend)
+    assert ctkit("apply", str(policy), "--netns", ns, *args).returncode == 0
+    assert audit(policy, ns, *args, "--no-flows")[0] == 0
+    assert ctkit("toggle", "maintenance", "on", "--netns", ns, *args).returncode == 0
+    code, report = audit(policy, ns, *args, "--no-flows")
+    assert code == 0 and report["drift"] == []  # a switched toggle is the policy working as designed
+    (f,) = [f for f in report["findings"] if f["id"] == "toggles.switched"]
+    assert f["evidence"] == {"live": True, "policy": False}

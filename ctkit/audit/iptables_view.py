@@ -54,7 +54,9 @@ def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_id
             texts[key] = (f"jumped to from {chain.builtin} ({n} jump{'s' if n != 1 else ''})"
                           if chain.builtin else f"user chain ({n} jumps from built-in chains)")
             views = []
-            for spec in chain.rules:
+            # a toggle's switch chain holds the toggle's live state (`ctkit toggle`), not policy
+            switch = chain.name.startswith(doc.prefix + "TG-")
+            for spec in () if switch else chain.rules:
                 comment, canon = _split(spec)
                 views.append(RuleView(key, _rule_id(comment, known_ids), canon, spec))  # text: the spec
             rules[key] = views

@@ -164,6 +164,35 @@ def _in_table(item: dict, name: str) -> bool:
     return body.get("family") == "inet" and body.get("table") == name
 
 
+# ------------------------------------------------------------------ toggles
+
+def toggle_findings(compiled: Compiled, netns: str | None, backend: str, variant: str) -> list[Finding]:
+    """Toggles switched away from the policy file's value (by `ctkit toggle`): worth knowing, not drift."""
+    toggles = compiled.plan.table.toggles
+    if not toggles:
+        return []
+    if backend == "iptables":
+        from ctkit.backends.iptables import chain_prefix
+        from ctkit.kernel import iptables as ipt_kernel
+        _, states = ipt_kernel.toggle_states(chain_prefix(compiled.plan.table.name), netns, variant)
+    else:
+        states = nft_kernel.toggle_states(compiled.plan.table.name, netns)
+    out = []
+    for t in toggles:
+        if t.name not in states:
+            continue  # not applied yet: the table drift says so
+        on, _ = states[t.name]
+        if on != t.policy_on:
+            word = {True: "on", False: "off"}
+            out.append(Finding(
+                "toggles.switched", "info", f"toggle/{t.name}",
+                f"toggle {t.name} is {word[on]}; the policy file says {word[t.policy_on]}",
+                f"ctkit toggle {t.name} {word[t.policy_on]} when the switch is no longer needed; "
+                "ctkit apply keeps the live state while the file's value is unchanged",
+                {"live": on, "policy": t.policy_on}))
+    return out
+
+
 # ------------------------------------------------------------------ flows
 
 FLOW_COLUMNS = ("family", "proto", "src", "dst", "sport", "dport", "master_src", "zone", "id")
@@ -293,6 +322,7 @@ def audit(compiled: Compiled, netns: str | None, state: Path | None = None, chec
     findings += health.helpers_everywhere(compiled.policy)
     findings += health.expectations(figures.expectations, figures.expect_max)
     findings += health.untracked_icmp(compiled.policy)
+    findings += toggle_findings(compiled, netns, backend, variant)
     if (check_flows or flush_denied) and figures.count:
         denied = denied_flows(compiled, netns)
         flushed = None
