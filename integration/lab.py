@@ -119,17 +119,7 @@ def tcp_listen(ns: str, addr: str, port: int) -> socket.socket:
 
 def tcp_connect(ns: str, addr: str, port: int, timeout: float = 1.0, src: str | None = None) -> bool:
     """True when the three-way handshake completes (a listener exists or the kernel answers)."""
-    s = sock(ns, _family(addr), socket.SOCK_STREAM)
-    s.settimeout(timeout)
-    try:
-        if src:
-            s.bind((src, 0))
-        s.connect((addr, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
+    return tcp_probe(ns, addr, port, timeout=timeout, src=src) == "open"
 
 
 def udp_server(ns: str, addr: str, port: int) -> socket.socket:
