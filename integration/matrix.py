@@ -188,4 +188,13 @@ CASES: tuple[Case, ...] = (
         P("tcp", "policy", "doc4", 8080, **DROPPED),
         P("icmp", "policy", "v6", result="reply"),
     )),
+    Case("dns-short-timeouts.json", "server", (
+        P("udp", "policy", "doc4", 53, "tracked, with the short timeout policy", result="reply", tracked=True),
+        P("udp", "policy", "v6", 53, result="reply", tracked=True),
+        P("tcp", "policy", "doc4", 53, **OPEN_TRACKED),
+        P("tcp", "policy", "lan4", 22, **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 22, **DROPPED),
+        P("udp", "policy", "doc4", 5353, result="none", tracked=False),
+        P("icmp", "policy", "v6", result="reply", tracked=True),
+    )),
 )

@@ -28,6 +28,11 @@ How IR nodes become iptables (RENDERERS, one function per node type):
     Nat                -j SNAT --to-source A[-B][:P[-Q]] | DNAT --to-destination ... | MASQUERADE
                        [--to-ports P[-Q]] | REDIRECT [--to-ports P[-Q]] (nat table; IPv6 addresses in [])
     SetCtHelper        -j CT --helper KERNEL_NAME (raw table only; the template is set before conntrack)
+    SetCtTimeout       -j CT --timeout <table>-<name>-4|6 (raw; the kernel stage creates the object over
+                       nfnetlink_cttimeout: Document.timeouts)
+    SetCtZone          -j CT --zone|--zone-orig|--zone-reply N (raw)
+    SetCtMark          -j CONNMARK --set-xmark V/0xffffffff, a rule of its own before the verdict
+    SetCtLabel         -m connlabel --label N --set, a rule of its own before the verdict
     Verdict            -j ACCEPT|DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
 
 Base chains. nft runs a base chain's policy when the chain ends, when it
@@ -46,6 +51,8 @@ the kernel holds can be compared with what ctkit generated, line by line.
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
@@ -112,11 +119,20 @@ class Table:
 
 
 @dataclass(frozen=True)
+class TimeoutObject:
+    """A conntrack timeout policy the kernel stage creates over nfnetlink_cttimeout."""
+    name: str  # as -j CT --timeout names it
+    protocol: str  # tcp | udp
+    policy: tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True)
 class Document:
     """What ctkit owns in one family (iptables or ip6tables)."""
     family: str
     prefix: str
     tables: tuple[Table, ...]
+    timeouts: tuple[TimeoutObject, ...] = ()
 
     @property
     def rule_count(self) -> int:
@@ -355,6 +371,42 @@ def _nat(s: ir.Nat, ctx: _Ctx) -> list[str]:
     return [f"-j {target} {option} {addr}" + (f":{ports}" if ports else "")]
 
 
+def timeout_name(kernel_name: str, family: str) -> str:
+    """The name of a cttimeout object: one per layer-3 protocol, in a namespace-wide space.
+
+    Four characters: iptables-save (1.8.9 on Linux 6.18, both variants) prints only the
+    first four characters of `-j CT --timeout NAME`, so a longer name would never read
+    back as written. "k" and three characters of a hash of <table>-<name>-<family>;
+    the kernel stage deletes only names that ctkit's own chains used.
+    """
+    digest = hashlib.sha1(f"{kernel_name}-{family}".encode()).digest()
+    return "k" + base64.b32encode(digest).decode()[:3].lower()
+
+
+def _set_timeout(s: ir.SetCtTimeout, ctx: _Ctx) -> list[str]:
+    _need_raw(ctx, "ct timeout")
+    obj = ctx.helpers.get(s.object_name)
+    if not isinstance(obj, ir.CtTimeoutObject):
+        raise _fail(ctx, "ct timeout", f"no timeout object named {s.object_name!r}")
+    if obj.protocol != _proto_of(ctx):
+        raise _fail(ctx, "ct timeout", f"timeout {obj.name} needs -p {obj.protocol} in the same rule")
+    return [f"-j CT --timeout {timeout_name(obj.kernel_name, ctx.family)}"]
+
+
+def _set_zone(s: ir.SetCtZone, ctx: _Ctx) -> list[str]:
+    _need_raw(ctx, "ct zone")
+    option = {"both": "--zone", "original": "--zone-orig", "reply": "--zone-reply"}[s.direction]
+    return [f"-j CT {option} {s.zone}"]
+
+
+def _set_mark(s: ir.SetCtMark, ctx: _Ctx) -> list[str]:
+    return [f"-j CONNMARK --set-xmark {hex(s.value)}/0xffffffff"]
+
+
+def _set_label(s: ir.SetCtLabel, ctx: _Ctx) -> list[str]:
+    return [f'-m connlabel --label "{s.bit}" --set']  # a match that sets the bit: a rule of its own
+
+
 def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
     policy = (ctx.chain.policy or "accept") if ctx.is_base else None
     if s.kind in ("jump", "goto"):
@@ -387,6 +439,7 @@ MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
 }
 STATEMENT_RENDERERS: dict[type, Callable[[Any, _Ctx], list[str]]] = {
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
+    ir.SetCtTimeout: _set_timeout, ir.SetCtZone: _set_zone, ir.SetCtMark: _set_mark, ir.SetCtLabel: _set_label,
     ir.Nat: _nat, ir.Verdict: _verdict,
 }
 
@@ -533,7 +586,8 @@ def _placement(chain: ir.Chain) -> tuple[str, str]:
     """(iptables table, built-in chain) for an IR base chain."""
     hook = chain.hook
     assert hook is not None
-    sets_template = any(isinstance(s, (ir.Notrack, ir.SetCtHelper)) for r in chain.rules for s in r.statements)
+    sets_template = any(isinstance(s, (ir.Notrack, ir.SetCtHelper, ir.SetCtTimeout, ir.SetCtZone))
+                        for r in chain.rules for s in r.statements)
     builtin = hook.hook.upper()
     if hook.type == "nat":
         table = "nat"
@@ -634,7 +688,13 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
     for tbl, chains in toggles.chains.items():
         by_table.setdefault(tbl, []).extend(chains)
     tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)
-    return Document(family, prefix, tables)
+    l3 = {"ipv4": ("inet", "ip"), "ipv6": ("inet", "ip6")}[family]
+    timeouts = tuple(TimeoutObject(timeout_name(o.kernel_name, family), o.protocol, o.policy)
+                     for o in table.objects if isinstance(o, ir.CtTimeoutObject) and o.l3proto in l3)
+    if len({t.name for t in timeouts}) != len(timeouts):
+        raise CompileError(BACKEND, "ct timeout", "/timeouts", "two timeout names hash to the same 4-character "
+                                                             "kernel name: rename one")
+    return Document(family, prefix, tables, timeouts)
 
 
 def generate(plan: ir.Plan) -> Ruleset:

@@ -146,6 +146,29 @@ def _set_helper(s: ir.SetCtHelper, rule: ir.Rule) -> list[dict]:
     return [{"ct helper": s.object_name}]
 
 
+def _set_timeout(s: ir.SetCtTimeout, rule: ir.Rule) -> list[dict]:
+    return [{"ct timeout": s.object_name}]
+
+
+def _ct_set(key: str, value: int, direction: str | None = None) -> dict:
+    ct: dict[str, Any] = {"key": key}
+    if direction:
+        ct["dir"] = direction
+    return {"mangle": {"key": {"ct": ct}, "value": value}}
+
+
+def _set_zone(s: ir.SetCtZone, rule: ir.Rule) -> list[dict]:
+    return [_ct_set("zone", s.zone, None if s.direction == "both" else s.direction)]
+
+
+def _set_mark(s: ir.SetCtMark, rule: ir.Rule) -> list[dict]:
+    return [_ct_set("mark", s.value)]
+
+
+def _set_label(s: ir.SetCtLabel, rule: ir.Rule) -> list[dict]:
+    return [_ct_set("label", s.bit)]
+
+
 def _nat(s: ir.Nat, rule: ir.Rule) -> list[dict]:
     body: dict[str, Any] = {}
     if s.family is not None:
@@ -171,6 +194,7 @@ RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
     ir.Signature: _signature, ir.Limit: _limit, ir.Toggle: _toggle,
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
+    ir.SetCtTimeout: _set_timeout, ir.SetCtZone: _set_zone, ir.SetCtMark: _set_mark, ir.SetCtLabel: _set_label,
     ir.Nat: _nat, ir.Verdict: _verdict,
 }
 
@@ -218,7 +242,10 @@ def _chain(table: str, chain: ir.Chain) -> dict:
     return {"add": {"chain": body}}
 
 
-def _helper_object(table: str, obj: ir.CtHelperObject) -> dict:
+def _helper_object(table: str, obj) -> dict:
+    if isinstance(obj, ir.CtTimeoutObject):
+        return {"add": {"ct timeout": {"family": FAMILY, "table": table, "name": obj.name, "protocol": obj.protocol,
+                                       "l3proto": obj.l3proto, "policy": dict(obj.policy)}}}
     return {"add": {"ct helper": {"family": FAMILY, "table": table, "name": obj.name, "type": obj.helper,
                                   "protocol": obj.protocol, "l3proto": obj.l3proto}}}
 

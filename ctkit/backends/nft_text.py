@@ -90,6 +90,12 @@ def expr(e: dict) -> str:
         return " ".join(parts)
     if key == "limit":
         return _limit(body)
+    if key == "ct timeout":
+        return f"ct timeout set {_q(body)}"
+    if key == "mangle" and "ct" in body["key"]:
+        ct = body["key"]["ct"]
+        where = f"ct {ct['dir']} " if "dir" in ct else "ct "
+        return f"{where}{ct['key']} set {hex(body['value']) if ct['key'] == 'mark' else body['value']}"
     if key == "meter":
         return (f"meter {body['name']} size {body['size']} {{ {left(body['key'])} "
                 f"{_limit(body['stmt']['limit'])} }}")
@@ -124,6 +130,13 @@ def render(document: dict) -> str:
            f"add table {family} {name}", f"delete table {family} {name}", "",
            f"table {family} {name} {{"]
     blocks: list[list[str]] = []
+    for c in cmds:
+        if "ct timeout" in c:
+            t = c["ct timeout"]
+            policy = ", ".join(f"{k} : {v}" for k, v in t["policy"].items())
+            blocks.append([f"{INDENT}ct timeout {t['name']} {{", f"{INDENT * 2}protocol {t['protocol']}",
+                           f"{INDENT * 2}l3proto {t['l3proto']}", f"{INDENT * 2}policy = {{ {policy} }}",
+                           f"{INDENT}}}"])
     for c in cmds:
         if "ct helper" in c:
             h = c["ct helper"]

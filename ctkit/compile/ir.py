@@ -135,6 +135,31 @@ class SetCtHelper:
 
 
 @dataclass(frozen=True)
+class SetCtTimeout:
+    """Attach the named timeout policy (CtTimeoutObject) to the new flow (before conntrack)."""
+    object_name: str
+
+
+@dataclass(frozen=True)
+class SetCtZone:
+    """Track the new flow in this zone (before conntrack); direction: both | original | reply."""
+    zone: int
+    direction: str = "both"
+
+
+@dataclass(frozen=True)
+class SetCtMark:
+    """Set the flow's conntrack mark (the packet still goes on to the verdict)."""
+    value: int
+
+
+@dataclass(frozen=True)
+class SetCtLabel:
+    """Set one conntrack label bit on the flow."""
+    bit: int
+
+
+@dataclass(frozen=True)
 class Nat:
     """Translate the flow (first packet only; the rest follow its conntrack entry). Terminal.
 
@@ -155,7 +180,7 @@ class Verdict:
     reject_with: str | None = None  # port-unreachable ... tcp-reset
 
 
-Statement = Union[Counter, Log, Notrack, SetCtHelper, Nat, Verdict]
+Statement = Union[Counter, Log, Notrack, SetCtHelper, SetCtTimeout, SetCtZone, SetCtMark, SetCtLabel, Nat, Verdict]
 
 
 # ---------------------------------------------------------------- structure
@@ -199,6 +224,18 @@ class CtHelperObject:
 
 
 @dataclass(frozen=True)
+class CtTimeoutObject:
+    """A conntrack timeout policy. kernel_name: its name where names are per namespace
+    (nfnetlink_cttimeout, used by iptables), unique to ctkit's table."""
+    name: str
+    protocol: str  # tcp | udp
+    l3proto: str  # inet | ip | ip6
+    policy: tuple[tuple[str, int], ...]  # (state, seconds)
+    kernel_name: str
+    origin: str
+
+
+@dataclass(frozen=True)
 class ToggleObject:
     """A runtime switch: its state now (on) and the value the policy file gave it (policy_on).
 
@@ -215,7 +252,7 @@ class ToggleObject:
 class Table:
     name: str
     chains: tuple[Chain, ...]
-    objects: tuple[CtHelperObject, ...] = ()
+    objects: tuple[Union[CtHelperObject, CtTimeoutObject], ...] = ()
     toggles: tuple[ToggleObject, ...] = ()
 
 

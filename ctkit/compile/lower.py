@@ -8,6 +8,12 @@ from ctkit.compile import ir
 from ctkit.policy import model
 
 NOTRACK_CHAINS = {"in": ("notrack-pre", "prerouting"), "out": ("notrack-out", "output")}
+ZONE_CHAINS = {"in": ("zone-pre", "prerouting"), "out": ("zone-out", "output")}
+#: after raw (notrack), before conntrack (-200): a zone must be known before the lookup
+PRIORITY_ZONE = -250
+#: nft attaches a timeout policy to a new flow after conntrack made it, before it is confirmed
+#: (nft_ct_timeout_obj_eval skips templates); iptables sets it on the raw-table template instead
+TIMEOUT_CHAINS = {"in": ("timeout-pre", "prerouting"), "out": ("timeout-out", "output")}
 HELPER_CHAINS = {"in": ("helper-pre", "prerouting"), "out": ("helper-out", "output")}
 #: nat type -> (IR chain, hook, priority): destination NAT before routing, source NAT after
 NAT_CHAINS = {"dnat": ("nat-pre", "prerouting", ir.PRIORITY_DSTNAT),
@@ -91,6 +97,10 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
         statements.append(ir.Counter())
     if rule.log is not None and rule.log.limit is None:
         statements.append(ir.Log(rule.log.prefix, rule.log.level))
+    if rule.ct_mark_set is not None:
+        statements.append(ir.SetCtMark(rule.ct_mark_set))
+    if rule.ct_label_set is not None:
+        statements.append(ir.SetCtLabel(rule.ct_label_set))
     if rule.jump:
         statements.append(ir.Verdict("jump", target=rule.jump))
     elif rule.goto:
@@ -166,6 +176,37 @@ def helper_object(entry: model.Helper) -> ir.CtHelperObject:
     return ir.CtHelperObject(entry.name, entry.kernel_name, entry.protocol, l3, entry.pointer)
 
 
+def lower_timeout(entry: model.Timeout) -> list[ir.Rule]:
+    statements = (ir.Counter(), ir.SetCtTimeout(entry.name))
+    out = []
+    for family, addr_matches in _family_parts(entry.family, {"saddr": entry.saddr, "daddr": entry.daddr}):
+        matches = _base_matches(family, (entry.protocol,), bool(addr_matches)) + list(addr_matches)
+        if entry.ports:
+            matches.append(ir.Port("dport", entry.ports))
+        out.append(ir.Rule(f"timeout/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
+    return out
+
+
+def timeout_object(entry: model.Timeout, table: str) -> ir.CtTimeoutObject:
+    l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(entry.family or "", "inet")
+    return ir.CtTimeoutObject(entry.name, entry.protocol, l3, entry.policy, f"{table}-{entry.name}", entry.pointer)
+
+
+def lower_zone(entry: model.Zone, direction: str) -> list[ir.Rule]:
+    statements = (ir.Counter(), ir.SetCtZone(entry.zone, entry.zone_direction))
+    out = []
+    for family, addr_matches in _family_parts(entry.family, {"saddr": entry.saddr, "daddr": entry.daddr}):
+        matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
+        if entry.ports:
+            matches.append(ir.Port("dport", entry.ports))
+        if direction == "in" and entry.iif:
+            matches.append(ir.Iface("in", entry.iif))
+        if direction == "out" and entry.oif:
+            matches.append(ir.Iface("out", entry.oif))
+        out.append(ir.Rule(f"zone/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
+    return out
+
+
 def lower_nat(entry: model.Nat) -> list[ir.Rule]:
     """A nat rule: the matches, then the translation (which ends the nat chain for the packet)."""
     to = entry.to_addr
@@ -200,6 +241,14 @@ def lower(policy: model.Policy) -> ir.Plan:
                  for r in lower_notrack(n, direction)]
         if rules:
             chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, ir.PRIORITY_RAW), "accept"))
+    for direction, (name, hook) in ZONE_CHAINS.items():
+        rules = [r for z in policy.zones if direction in _directions(z.direction) for r in lower_zone(z, direction)]
+        if rules:
+            chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, PRIORITY_ZONE), "accept"))
+    for direction, (name, hook) in TIMEOUT_CHAINS.items():
+        rules = [r for t in policy.timeouts if direction in _directions(t.direction) for r in lower_timeout(t)]
+        if rules:
+            chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, ir.PRIORITY_FILTER), "accept"))
     for direction, (name, hook) in HELPER_CHAINS.items():
         rules = [r for h in policy.helpers if direction in _directions(h.direction) for r in lower_helper(h)]
         if rules:
@@ -218,6 +267,7 @@ def lower(policy: model.Policy) -> ir.Plan:
         chains.append(ir.Chain(chain.name, rules, hook, (chain.policy or "accept") if hook else None,
                                chain.pointer))
     objects = tuple(helper_object(h) for h in policy.helpers)
+    objects += tuple(timeout_object(t, policy.table) for t in policy.timeouts)
     settings = tuple(
         ir.SysctlSetting(s.key, s.sysctl, s.value, s.pointer,
                          absent_ok=(s.key == "helper_autoassign" and s.value == 0))

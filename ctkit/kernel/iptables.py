@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from ctkit.backends.iptables import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
                                     toggle_switch_spec)
 from ctkit.errors import KernelError, UsageError
+from ctkit.kernel import cttimeout
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix
 
@@ -285,14 +286,43 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
     """Make ctkit's chains in both families what the documents say. Returns (variant, changes)."""
     check_prefix(v4.prefix)
     variant = resolve_variant(variant)
-    return variant, _reconcile({"ipv4": v4, "ipv6": v6}, v4.prefix, variant, netns, dry_run)
+    used = set() if dry_run else _timeouts_used(prefix=v4.prefix, variant=variant, netns=netns)
+    if not dry_run:  # CT --timeout rules name objects that must exist first
+        for doc in (v4, v6):
+            for t in doc.timeouts:
+                cttimeout.put(t.name, doc.family, t.protocol, t.policy, netns)
+    changes = _reconcile({"ipv4": v4, "ipv6": v6}, v4.prefix, variant, netns, dry_run)
+    if not dry_run:
+        _drop_timeouts(used - {t.name for doc in (v4, v6) for t in doc.timeouts}, netns)
+    return variant, changes
+
+
+def _timeouts_used(prefix: str, variant: str, netns: str | None) -> set[str]:
+    """cttimeout objects that ctkit's chains name now (ctkit owns exactly those)."""
+    out = set()
+    for family in FAMILIES:
+        for saved in parse_save(save(family, variant, netns)).values():
+            for r in saved.rules:
+                if r.chain.startswith(prefix) and " --timeout " in r.spec:
+                    out.add(r.spec.split(" --timeout ", 1)[1].split()[0])
+    return out
+
+
+def _drop_timeouts(names: set[str], netns: str | None) -> None:
+    """Delete cttimeout objects ctkit's chains no longer use; one a live flow still uses
+    stays until that flow ends (the kernel refuses, nothing breaks)."""
+    for name in sorted(names):
+        cttimeout.delete(name, netns)
 
 
 def remove(prefix: str, netns: str | None = None, variant: str = "auto") -> tuple[str, list[Change]]:
     check_prefix(prefix)
     """Delete every chain with ctkit's prefix and every jump to one, in both families."""
     variant = resolve_variant(variant)
-    return variant, _reconcile({"ipv4": None, "ipv6": None}, prefix, variant, netns, dry_run=False)
+    used = _timeouts_used(prefix, variant, netns)
+    changes = _reconcile({"ipv4": None, "ipv6": None}, prefix, variant, netns, dry_run=False)
+    _drop_timeouts(used, netns)
+    return variant, changes
 
 
 @dataclass(frozen=True)

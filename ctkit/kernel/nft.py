@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ctkit.backends import nft_text
 from ctkit.backends.nft import TOGGLE_CHAIN, toggle_element_commands, toggle_set
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
@@ -81,7 +82,20 @@ def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = 
     with entered(netns):
         ctx = _context()
         _set_dry_run(ctx, dry_run)
-        _run_json(ctx, batch, "dry run" if dry_run else "apply")
+        if any("ct timeout" in c.get("add", {}) for c in batch["nftables"]):
+            # libnftables 1.0.6 reads a ct timeout's "policy" from JSON inverted and drops it
+            # (json_parse_ct_timeout_policy); the same batch in nft syntax keeps it. The text
+            # starts with the same add/delete prelude: still one transaction.
+            _run_text(ctx, nft_text.render(document), "dry run" if dry_run else "apply")
+        else:
+            _run_json(ctx, batch, "dry run" if dry_run else "apply")
+
+
+def _run_text(ctx, text: str, what: str) -> None:
+    ctx.set_json_output(False)
+    rc, _out, error = ctx.cmd(text)
+    if rc != 0:
+        raise KernelError(f"{what} refused by the kernel: {_clean(error)}")
 
 
 def _list_table(table: str, netns: str | None, as_json: bool) -> str | None:

@@ -24,7 +24,7 @@ def lint(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     for check in (_duplicates, _chain_targets, _jump_loops, _unreachable_chains, _rules,
                   _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat,
-                  _toggles):
+                  _toggles, _ct_templates):
         problems.extend(check(policy))
     return [replace(p, source=policy.source, line=policy.line_of(p.pointer)) for p in problems]
 
@@ -44,7 +44,8 @@ def _warning(pointer: str, message: str, hint: str | None = None) -> Problem:
 # ------------------------------------------------------------------ structure
 
 def _duplicates(policy: Policy):
-    for kind, items, ptr in (("notrack", policy.notrack, "/name"), ("helper", policy.helpers, "/name")):
+    for kind, items, ptr in (("notrack", policy.notrack, "/name"), ("helper", policy.helpers, "/name"),
+                             ("timeout", policy.timeouts, "/name"), ("zone", policy.zones, "/name")):
         counts = Counter(i.name for i in items)
         for item in items:
             if counts[item.name] > 1:
@@ -380,3 +381,46 @@ def _toggles(policy: Policy):
         if t.name not in used:
             yield _warning(t.pointer, f"toggle {t.name!r} guards no rule", "add \"when\": \"" + t.name
                            + "\" to the rules it should switch, or remove it")
+
+
+# ----------------------------------------------------- conntrack templates
+
+def _dirs(direction: str) -> set[str]:
+    return {"in", "out"} if direction == "both" else {direction}
+
+
+def _template_entries(policy: Policy):
+    """(kind, entry, protocols, ports, directions) of everything that sets a conntrack template."""
+    for t in policy.timeouts:
+        yield "timeout", t, (t.protocol,), t.ports, _dirs(t.direction)
+    for z in policy.zones:
+        yield "zone", z, z.protocols, z.ports, _dirs(z.direction)
+    for h in policy.helpers:
+        yield "helper", h, (h.protocol,), h.ports, _dirs(h.direction)
+
+
+def _ct_templates(policy: Policy):
+    for z in policy.zones:
+        p = z.pointer
+        yield from _port_protocols(p, z.protocols, bool(z.ports), "ports")
+        yield from _family_conflicts(p, z.family, z.protocols, {"saddr": z.saddr, "daddr": z.daddr})
+        if z.iif and z.direction == "out":
+            yield _error(p + "/iif", "iif never matches packets this host sends (direction out)")
+        if z.oif and z.direction == "in":
+            yield _error(p + "/oif", "oif never matches arriving packets (direction in)")
+    for t in policy.timeouts:
+        yield from _family_conflicts(t.pointer, t.family, (t.protocol,), {"saddr": t.saddr, "daddr": t.daddr})
+    entries = list(_template_entries(policy))
+    for i, (kind_a, a, protos_a, ports_a, dirs_a) in enumerate(entries):
+        for kind_b, b, protos_b, ports_b, dirs_b in entries[i + 1:]:
+            if kind_a == kind_b == "helper" or not dirs_a & dirs_b:
+                continue
+            if protos_a and protos_b and not set(protos_a) & set(protos_b):
+                continue
+            if not (_ranges_overlap(ports_a, ports_b) and _nets_overlap(a.saddr, b.saddr)
+                    and _nets_overlap(a.daddr, b.daddr)):
+                continue
+            yield _error(b.pointer, f"{kind_b} {b.name!r} may match the same flows as {kind_a} {a.name!r}",
+                         "a flow gets one conntrack template (iptables: the first CT target; nft: the first "
+                         "ct zone/timeout set before conntrack), so one of them would not apply: make their "
+                         "ports or addresses disjoint")

@@ -166,6 +166,8 @@ class Rule:
     signature: Signature | None = None
     limit: Limit | None = None
     when: str | None = None  # a toggle: the rule applies only while it is on
+    ct_mark_set: int | None = None
+    ct_label_set: int | None = None
 
     @property
     def target(self) -> str | None:
@@ -203,6 +205,47 @@ class Nat:
     comment: str | None = None
 
 
+#: timeout policy states per protocol (nft ct timeout / nfnetlink_cttimeout attribute order)
+TIMEOUT_STATES: dict[str, tuple[str, ...]] = {
+    "tcp": ("syn_sent", "syn_recv", "established", "fin_wait", "close_wait", "last_ack", "time_wait",
+            "close", "syn_sent2", "retrans", "unack"),
+    "udp": ("unreplied", "replied"),
+}
+
+
+@dataclass(frozen=True)
+class Timeout:
+    """A conntrack timeout policy and the flows it is attached to."""
+    name: str
+    pointer: str
+    protocol: str
+    policy: tuple[tuple[str, int], ...]  # (state, seconds) in TIMEOUT_STATES order
+    ports: tuple[PortRange, ...] = ()
+    saddr: tuple[Network, ...] = ()
+    daddr: tuple[Network, ...] = ()
+    direction: str = "in"
+    family: str | None = None
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Zone:
+    """A conntrack zone for the flows that match."""
+    name: str
+    pointer: str
+    zone: int
+    zone_direction: str = "both"
+    protocols: tuple[str, ...] = ()
+    ports: tuple[PortRange, ...] = ()
+    saddr: tuple[Network, ...] = ()
+    daddr: tuple[Network, ...] = ()
+    iif: str | None = None
+    oif: str | None = None
+    direction: str = "in"
+    family: str | None = None
+    comment: str | None = None
+
+
 @dataclass(frozen=True)
 class Toggle:
     """A runtime switch and the value the policy file gives it."""
@@ -235,6 +278,8 @@ class Policy:
     chains: tuple[Chain, ...] = field(default=())
     nat: tuple[Nat, ...] = ()
     toggles: tuple[Toggle, ...] = ()
+    timeouts: tuple[Timeout, ...] = ()
+    zones: tuple[Zone, ...] = ()
     description: str | None = None
     #: JSON pointer -> line in the source file (for messages only)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -458,7 +503,8 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
                 if log is not None else None,
                 comment=r.get("comment"), length=b.lengths(r.get("length"), p + "/length"),
                 payload=tuple(_payload(x) for x in r.get("payload", ())),
-                signature=_signature(r.get("signature")), limit=_limit(r.get("limit")), when=r.get("when")))
+                signature=_signature(r.get("signature")), limit=_limit(r.get("limit")), when=r.get("when"),
+                ct_mark_set=r.get("ct_mark_set"), ct_label_set=r.get("ct_label_set")))
         chains.append(Chain(name=name, pointer=cp, policy=body.get("policy"),
                             rules=tuple(rules), comment=body.get("comment")))
 
@@ -479,11 +525,35 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
             to_port=to_port[0] if to_port else None,
             counter=r.get("counter", True), comment=r.get("comment")))
 
+    timeouts = []
+    for i, t in enumerate(doc.get("timeouts", [])):
+        p = f"/timeouts/{i}"
+        states = TIMEOUT_STATES[t["protocol"]]
+        for key in t["policy"]:
+            if key not in states:
+                b.problem(f"{p}/policy/{key}", f"{key!r} is not a {t['protocol']} state", "valid: " + ", ".join(states))
+        timeouts.append(Timeout(
+            name=t["name"], pointer=p, protocol=t["protocol"],
+            policy=tuple((k, int(t["policy"][k])) for k in states if k in t["policy"]),
+            ports=b.ports(t.get("ports"), p + "/ports"), saddr=b.networks(t.get("saddr"), p + "/saddr"),
+            daddr=b.networks(t.get("daddr"), p + "/daddr"), direction=t.get("direction", "in"),
+            family=t.get("family"), comment=t.get("comment")))
+    zones = []
+    for i, z in enumerate(doc.get("zones", [])):
+        p = f"/zones/{i}"
+        zones.append(Zone(
+            name=z["name"], pointer=p, zone=z["zone"], zone_direction=z.get("zone_direction", "both"),
+            protocols=_protocols(z), ports=b.ports(z.get("ports"), p + "/ports"),
+            saddr=b.networks(z.get("saddr"), p + "/saddr"), daddr=b.networks(z.get("daddr"), p + "/daddr"),
+            iif=z.get("iif"), oif=z.get("oif"), direction=z.get("direction", "in"), family=z.get("family"),
+            comment=z.get("comment")))
+
     if b.problems:
         return None, b.problems
     return Policy(version=doc["version"], table=doc.get("table", "ctkit"), source=source,
                   settings=tuple(settings), notrack=tuple(notrack), helpers=tuple(helpers),
                   chains=tuple(chains), nat=tuple(nat),
                   toggles=tuple(Toggle(k, v, f"/toggles/{k}") for k, v in doc.get("toggles", {}).items()),
+                  timeouts=tuple(timeouts), zones=tuple(zones),
                   description=doc.get("description"),
                   lines=lines if lines is not None else MappingProxyType({})), []
