@@ -49,33 +49,48 @@ def monitor_events(ns: str, action, timeout: float = 20.0) -> list[str]:
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line.rstrip("\n")) for line in monitor.stdout], daemon=True).start()
 
-    def until(marker: str) -> list[str]:
-        seen, deadline = [], time.monotonic() + timeout
+    def wait_for(marker: str, deadline: float) -> list[str] | None:
+        seen = []
         while time.monotonic() < deadline:
-            run(ns, "nft", "add", "table", "inet", marker)  # repeated until the monitor shows it
             try:
-                while True:
-                    line = lines.get(timeout=0.2)
-                    if marker in line:
-                        return seen
-                    seen.append(line)
+                line = lines.get(timeout=0.2)
             except queue.Empty:
                 continue
-        raise AssertionError(f"nft monitor never showed {marker}: {seen}")
+            if marker in line:
+                return seen
+            seen.append(line)
+        return None
 
+    def drain_quiet(quiet: float = 0.5) -> None:
+        while True:
+            try:
+                lines.get(timeout=quiet)
+            except queue.Empty:
+                return
+
+    markers = []
     try:
-        until("ctkit_mark_start")
-        lines_before = lines.qsize()  # noqa: F841 - everything queued so far belongs to the start marker
-        while not lines.empty():
-            lines.get_nowait()
+        deadline = time.monotonic() + timeout
+        while True:  # the monitor subscribes asynchronously: retry with a fresh marker until one shows
+            markers.append(f"ctkit_mark_{len(markers)}")
+            run(ns, "nft", "add", "table", "inet", markers[-1])
+            if wait_for(markers[-1], min(deadline, time.monotonic() + 1)) is not None:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError("nft monitor never started")
+        drain_quiet()  # the marker's own generation line, and any late duplicates
         action()
-        events = until("ctkit_mark_end")
+        markers.append("ctkit_mark_end")
+        run(ns, "nft", "add", "table", "inet", markers[-1])
+        events = wait_for(markers[-1], time.monotonic() + timeout)
+        if events is None:
+            raise AssertionError("nft monitor missed the end marker")
     finally:
         monitor.terminate()
         monitor.wait(10)
-        for marker in ("ctkit_mark_start", "ctkit_mark_end"):
+        for marker in markers:
             run(ns, "nft", "delete", "table", "inet", marker, check=False)
-    return [e for e in events if "ctkit_mark_start" not in e]
+    return events
 
 
 def add_foreign_table(ns: str) -> str:
