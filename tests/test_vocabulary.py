@@ -410,3 +410,68 @@ def test_zone_mark_and_label_in_both_backends():
         '-t filter -A CTKIT-INPUT -m comment --comment r -j CONNMARK --set-xmark 0x53/0xffffffff',
         '-t filter -A CTKIT-INPUT -m comment --comment r -m connlabel --label "3" --set',
         '-t filter -A CTKIT-INPUT -m comment --comment r -j ACCEPT']
+
+
+# ---------------------------------------------------------- queue and mangle
+
+def test_queue_and_mangle_valid():
+    assert problems(chains={"input": {"rules": [
+        {"protocol": "udp", "action": "queue", "queue": {"num": 3}},
+        {"protocol": "udp", "action": "queue", "queue": {"num": "3-5", "bypass": True, "fanout": True}},
+        {"mark_set": 1, "connmark": "save"}]},
+        "forward": {"rules": [{"protocol": "tcp", "mss": "pmtu"}, {"protocol": "tcp", "mss": 1200}]},
+        "prerouting": {"rules": [{"dscp": "af41"}, {"dscp": 0}]}}) == []
+
+
+MANGLE_INVALID = [
+    ({"action": "queue"}, "/chains/input/rules/0/queue", "action queue needs queue"),
+    ({"queue": {"num": 1}}, "/chains/input/rules/0/queue", "queue needs action queue"),
+    ({"action": "queue", "queue": {"num": "5-3"}}, "/chains/input/rules/0/queue/num", "not a range"),
+    ({"action": "queue", "queue": {"num": 70000}}, "/chains/input/rules/0/queue/num", "maximum"),
+    ({"action": "queue", "queue": {"num": 1, "fanout": True}}, "/chains/input/rules/0/queue/fanout", "needs a range"),
+    ({"mss": 1200}, "/chains/input/rules/0/mss", "needs protocol tcp"),
+    ({"protocol": "tcp", "mss": 100}, "/chains/input/rules/0/mss", "not allowed"),
+    ({"protocol": "tcp", "mss": "pmtu"}, "/chains/input/rules/0/mss", "path MTU needs a route"),
+    ({"dscp": 64}, "/chains/input/rules/0/dscp", "maximum of 63"),
+    ({"dscp": "gold"}, "/chains/input/rules/0/dscp", "'gold' is not allowed"),
+    ({"connmark": "copy"}, "/chains/input/rules/0/connmark", "'copy' is not allowed"),
+]
+
+
+@pytest.mark.parametrize("rule,pointer,words", MANGLE_INVALID, ids=[c[2] for c in MANGLE_INVALID])
+def test_mangle_invalid(rule, pointer, words):
+    ok, found = has(problems(**rule_doc(**rule)), pointer, words)
+    assert ok, found
+
+
+def test_queue_in_both_backends():
+    doc = rule_doc(protocol="udp", dport=6000, action="queue", queue={"num": "3-5", "bypass": True})
+    assert nft_rules("input", **doc) == ['udp dport 6000 counter queue flags bypass to 3-5 comment "r"']
+    assert ipt_rules("ipv4", **doc) == [
+        '-t filter -A CTKIT-INPUT -p udp -m udp --dport 6000 -m comment --comment r '
+        '-j NFQUEUE --queue-balance 3:5 --queue-bypass']
+
+
+def test_mss_dscp_mark_in_both_backends():
+    doc = {"chains": {"forward": {"rules": [{"name": "m", "protocol": "tcp", "dport": 80, "mss": "pmtu"}]},
+                      "prerouting": {"rules": [{"name": "d", "dscp": "ef", "mark_set": 16, "connmark": "save"}]}}}
+    assert nft_rules("forward", **doc) == [
+        'tcp dport 80 tcp flags & (syn | rst) == syn counter tcp option maxseg size set rt mtu comment "m"']
+    assert nft_rules("prerouting", **doc) == [
+        'meta nfproto ipv4 counter meta mark set 0x10 ct mark set meta mark ip dscp set ef comment "d"',
+        'meta nfproto ipv6 counter meta mark set 0x10 ct mark set meta mark ip6 dscp set ef comment "d"']
+    assert ipt_rules("ipv6", **doc) == [
+        '-t mangle -A CTKIT-PREROUTING -m comment --comment d -j MARK --set-xmark 0x10/0xffffffff',
+        '-t mangle -A CTKIT-PREROUTING -m comment --comment d -j CONNMARK --save-mark --nfmask 0xffffffff '
+        '--ctmask 0xffffffff',
+        '-t mangle -A CTKIT-PREROUTING -m comment --comment d -j DSCP --set-dscp 0x2e',
+        '-t filter -A CTKIT-FORWARD -p tcp -m tcp --dport 80 --tcp-flags SYN,RST SYN -m comment --comment m '
+        '-j TCPMSS --clamp-mss-to-pmtu']
+
+
+def test_dscp_outside_mangle_is_a_named_iptables_error():
+    doc = rule_doc(dscp=46)
+    assert nft_rules("input", **doc)
+    with pytest.raises(CompileError) as info:
+        iptables.generate(lower(policy(**doc)))
+    assert (info.value.backend, info.value.construct) == ("iptables", "dscp") and "mangle" in str(info.value)

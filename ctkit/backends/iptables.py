@@ -33,6 +33,11 @@ How IR nodes become iptables (RENDERERS, one function per node type):
     SetCtZone          -j CT --zone|--zone-orig|--zone-reply N (raw)
     SetCtMark          -j CONNMARK --set-xmark V/0xffffffff, a rule of its own before the verdict
     SetCtLabel         -m connlabel --label N --set, a rule of its own before the verdict
+    TcpSyn             --tcp-flags SYN,RST SYN (joined to -m tcp --dport when present)
+    ClampMss           -j TCPMSS --set-mss N | --clamp-mss-to-pmtu, a rule of its own
+    SetDscp            -j DSCP --set-dscp 0xNN (mangle table only), SetMark -j MARK --set-xmark V/0xffffffff,
+    Connmark           -j CONNMARK --save-mark|--restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
+    Queue              -j NFQUEUE --queue-num N | --queue-balance LO:HI [--queue-bypass] [--queue-cpu-fanout]
     Verdict            -j ACCEPT|DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
 
 Base chains. nft runs a base chain's policy when the chain ends, when it
@@ -371,6 +376,40 @@ def _nat(s: ir.Nat, ctx: _Ctx) -> list[str]:
     return [f"-j {target} {option} {addr}" + (f":{ports}" if ports else "")]
 
 
+def _tcp_syn(m: ir.TcpSyn, ctx: _Ctx) -> list[Part]:
+    # joins the rule's `-m tcp --dport N` when there is one, as iptables-save prints it
+    joined = any(isinstance(x, ir.Port) and x.field != "any" and len(x.ranges) == 1 for x in ctx.rule.matches)
+    return [(_SLOT_MATCH, ("" if joined else "-m tcp ") + "--tcp-flags SYN,RST SYN")]
+
+
+def _clamp_mss(s: ir.ClampMss, ctx: _Ctx) -> list[str]:
+    return ["-j TCPMSS " + ("--clamp-mss-to-pmtu" if s.size is None else f"--set-mss {s.size}")]
+
+
+def _set_dscp(s: ir.SetDscp, ctx: _Ctx) -> list[str]:
+    if ctx.table != "mangle":
+        raise _fail(ctx, "dscp", f"the DSCP target works only in the mangle table, and this chain is in "
+                                 f"{ctx.table}: set dscp in chain prerouting or postrouting")
+    return [f"-j DSCP --set-dscp {hex(s.value)}"]
+
+
+def _set_mark(s: ir.SetMark, ctx: _Ctx) -> list[str]:
+    return [f"-j MARK --set-xmark {hex(s.value)}/0xffffffff"]
+
+
+def _connmark(s: ir.Connmark, ctx: _Ctx) -> list[str]:
+    return [f"-j CONNMARK --{s.op}-mark --nfmask 0xffffffff --ctmask 0xffffffff"]
+
+
+def _queue(s: ir.Queue, ctx: _Ctx) -> list[str]:
+    text = f"-j NFQUEUE --queue-num {s.lo}" if s.lo == s.hi else f"-j NFQUEUE --queue-balance {s.lo}:{s.hi}"
+    if s.bypass:
+        text += " --queue-bypass"
+    if s.fanout:
+        text += " --queue-cpu-fanout"
+    return [text]
+
+
 def timeout_name(kernel_name: str, family: str) -> str:
     """The name of a cttimeout object: one per layer-3 protocol, in a namespace-wide space.
 
@@ -399,7 +438,7 @@ def _set_zone(s: ir.SetCtZone, ctx: _Ctx) -> list[str]:
     return [f"-j CT {option} {s.zone}"]
 
 
-def _set_mark(s: ir.SetCtMark, ctx: _Ctx) -> list[str]:
+def _set_ct_mark(s: ir.SetCtMark, ctx: _Ctx) -> list[str]:
     return [f"-j CONNMARK --set-xmark {hex(s.value)}/0xffffffff"]
 
 
@@ -435,12 +474,13 @@ def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
 MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
-    ir.Signature: _signature, ir.Limit: _limit,
+    ir.Signature: _signature, ir.Limit: _limit, ir.TcpSyn: _tcp_syn,
 }
 STATEMENT_RENDERERS: dict[type, Callable[[Any, _Ctx], list[str]]] = {
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
-    ir.SetCtTimeout: _set_timeout, ir.SetCtZone: _set_zone, ir.SetCtMark: _set_mark, ir.SetCtLabel: _set_label,
-    ir.Nat: _nat, ir.Verdict: _verdict,
+    ir.SetCtTimeout: _set_timeout, ir.SetCtZone: _set_zone, ir.SetCtMark: _set_ct_mark, ir.SetCtLabel: _set_label,
+    ir.ClampMss: _clamp_mss, ir.SetDscp: _set_dscp, ir.SetMark: _set_mark, ir.Connmark: _connmark,
+    ir.Queue: _queue, ir.Nat: _nat, ir.Verdict: _verdict,
 }
 
 

@@ -52,6 +52,8 @@ def _l4proto(m: ir.L4Proto, rule: ir.Rule) -> list[dict]:
     # a single protocol with ports is written `tcp dport ...`: the port match implies it
     if len(m.protocols) == 1 and any(isinstance(x, ir.Port) for x in rule.matches):
         return []
+    if m.protocols == ("tcp",) and any(isinstance(x, ir.TcpSyn) for x in rule.matches):
+        return []  # `tcp flags` implies it
     return [_eq({"meta": {"key": "l4proto"}}, _set_or_one(list(m.protocols)))]
 
 
@@ -169,6 +171,45 @@ def _set_label(s: ir.SetCtLabel, rule: ir.Rule) -> list[dict]:
     return [_ct_set("label", s.bit)]
 
 
+def _tcp_syn(m: ir.TcpSyn, rule: ir.Rule) -> list[dict]:
+    flags = {"&": [{"payload": {"protocol": "tcp", "field": "flags"}}, ["syn", "rst"]]}
+    return [_eq(flags, "syn")]
+
+
+def _clamp_mss(s: ir.ClampMss, rule: ir.Rule) -> list[dict]:
+    # the kernel never raises an MSS through this statement (nft_exthdr_tcp_set_eval), like TCPMSS
+    value: Any = {"rt": {"key": "mtu"}} if s.size is None else s.size
+    return [{"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": value}}]
+
+
+#: the DSCP values nft names (and lists by name): written the same way so the listing compares equal
+_DSCP_NAMES = {**{8 * i: f"cs{i}" for i in range(8)},
+               **{8 * c + 2 * d: f"af{c}{d}" for c in range(1, 5) for d in range(1, 4)}, 46: "ef"}
+
+
+def _set_dscp(s: ir.SetDscp, rule: ir.Rule) -> list[dict]:
+    value = _DSCP_NAMES.get(s.value, s.value)
+    return [{"mangle": {"key": {"payload": {"protocol": _ADDR_PROTO[s.family], "field": "dscp"}}, "value": value}}]
+
+
+def _set_meta_mark(s: ir.SetMark, rule: ir.Rule) -> list[dict]:
+    return [{"mangle": {"key": {"meta": {"key": "mark"}}, "value": s.value}}]
+
+
+def _connmark(s: ir.Connmark, rule: ir.Rule) -> list[dict]:
+    ct, meta = {"ct": {"key": "mark"}}, {"meta": {"key": "mark"}}
+    key, value = (ct, meta) if s.op == "save" else (meta, ct)
+    return [{"mangle": {"key": key, "value": value}}]
+
+
+def _queue(s: ir.Queue, rule: ir.Rule) -> list[dict]:
+    body: dict[str, Any] = {"num": s.lo if s.lo == s.hi else {"range": [s.lo, s.hi]}}
+    flags = [f for f, on in (("bypass", s.bypass), ("fanout", s.fanout)) if on]
+    if flags:
+        body["flags"] = flags
+    return [{"queue": body}]
+
+
 def _nat(s: ir.Nat, rule: ir.Rule) -> list[dict]:
     body: dict[str, Any] = {}
     if s.family is not None:
@@ -192,7 +233,8 @@ def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
 RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
-    ir.Signature: _signature, ir.Limit: _limit, ir.Toggle: _toggle,
+    ir.Signature: _signature, ir.Limit: _limit, ir.Toggle: _toggle, ir.TcpSyn: _tcp_syn,
+    ir.ClampMss: _clamp_mss, ir.SetDscp: _set_dscp, ir.SetMark: _set_meta_mark, ir.Connmark: _connmark, ir.Queue: _queue,
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
     ir.SetCtTimeout: _set_timeout, ir.SetCtZone: _set_zone, ir.SetCtMark: _set_mark, ir.SetCtLabel: _set_label,
     ir.Nat: _nat, ir.Verdict: _verdict,

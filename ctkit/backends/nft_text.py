@@ -50,6 +50,8 @@ def left(v: dict) -> str:
         return f"{v['payload']['protocol']} {v['payload']['field']}"
     if "&" in v:
         inner, mask = v["&"]
+        if isinstance(mask, list):  # flags: tcp flags & (syn | rst) == syn
+            return f"{left(inner)} & ({' | '.join(mask)}) =="
         return f"{left(inner)} & {hex(mask)} =="
     if "ct" in v:
         return f"ct {v['ct']['key']}"
@@ -92,6 +94,21 @@ def expr(e: dict) -> str:
         return _limit(body)
     if key == "ct timeout":
         return f"ct timeout set {_q(body)}"
+    if key == "queue":
+        text = "queue"
+        if body.get("flags"):
+            text += " flags " + ",".join(body["flags"])
+        return text + " to " + value(body["num"])
+    if key == "mangle" and "tcp option" in body["key"]:
+        v = body["value"]
+        return "tcp option maxseg size set " + ("rt mtu" if isinstance(v, dict) else str(v))
+    if key == "mangle" and "payload" in body["key"]:
+        return f"{left(body['key'])} set {body['value']}"
+    if key == "mangle" and "meta" in body["key"]:
+        v = body["value"]
+        return "meta mark set " + ("ct mark" if isinstance(v, dict) else hex(v))
+    if key == "mangle" and "ct" in body["key"] and isinstance(body["value"], dict):
+        return "ct mark set meta mark"
     if key == "mangle" and "ct" in body["key"]:
         ct = body["key"]["ct"]
         where = f"ct {ct['dir']} " if "dir" in ct else "ct "

@@ -102,12 +102,17 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class TcpSyn:
+    """A TCP segment with SYN set and RST clear (the two segments of a handshake that carry MSS)."""
+
+
+@dataclass(frozen=True)
 class Toggle:
     """True while the named toggle is on (see ToggleObject)."""
     name: str
 
 
-Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit, Toggle]
+Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit, TcpSyn, Toggle]
 
 
 # --------------------------------------------------------------- statements
@@ -160,6 +165,40 @@ class SetCtLabel:
 
 
 @dataclass(frozen=True)
+class ClampMss:
+    """Lower (never raise) the TCP MSS option to size, or to the route's MTU less headers (size None)."""
+    size: int | None
+
+
+@dataclass(frozen=True)
+class SetDscp:
+    value: int  # 0-63
+    family: str  # ipv4 | ipv6: the header it is written into
+
+
+@dataclass(frozen=True)
+class SetMark:
+    """Set the packet mark."""
+    value: int
+
+
+@dataclass(frozen=True)
+class Connmark:
+    """save: packet mark -> conntrack mark; restore: conntrack mark -> packet mark."""
+    op: str
+
+
+@dataclass(frozen=True)
+class Queue:
+    """Verdict: hand the packet to NFQUEUE queue lo (or balance over lo..hi). bypass: accept it
+    when nobody listens (else it is dropped); fanout: choose by CPU instead of flow hash."""
+    lo: int
+    hi: int
+    bypass: bool = False
+    fanout: bool = False
+
+
+@dataclass(frozen=True)
 class Nat:
     """Translate the flow (first packet only; the rest follow its conntrack entry). Terminal.
 
@@ -180,7 +219,8 @@ class Verdict:
     reject_with: str | None = None  # port-unreachable ... tcp-reset
 
 
-Statement = Union[Counter, Log, Notrack, SetCtHelper, SetCtTimeout, SetCtZone, SetCtMark, SetCtLabel, Nat, Verdict]
+Statement = Union[Counter, Log, Notrack, SetCtHelper, SetCtTimeout, SetCtZone, SetCtMark, SetCtLabel, ClampMss,
+                  SetDscp, SetMark, Connmark, Queue, Nat, Verdict]
 
 
 # ---------------------------------------------------------------- structure

@@ -73,7 +73,7 @@ def _payload(p: model.Payload) -> ir.Payload:
 def _split_for_limits(parts, rule: model.Rule):
     """A limit's bucket is per address family (iptables and ip6tables cannot share one, and
     per-address buckets are keyed by one family's addresses): a rule for both families splits."""
-    if not _has_limit(rule):
+    if not _has_limit(rule) and rule.dscp is None:  # DSCP lives in the IPv4 or the IPv6 header
         return parts
     out = []
     for family, addr_matches in parts:
@@ -101,10 +101,19 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
         statements.append(ir.SetCtMark(rule.ct_mark_set))
     if rule.ct_label_set is not None:
         statements.append(ir.SetCtLabel(rule.ct_label_set))
+    if rule.mark_set is not None:
+        statements.append(ir.SetMark(rule.mark_set))
+    if rule.connmark is not None:
+        statements.append(ir.Connmark(rule.connmark))
+    if rule.mss is not None:
+        statements.append(ir.ClampMss(rule.mss or None))
     if rule.jump:
         statements.append(ir.Verdict("jump", target=rule.jump))
     elif rule.goto:
         statements.append(ir.Verdict("goto", target=rule.goto))
+    elif rule.action == "queue" and rule.queue is not None:
+        q = rule.queue
+        statements.append(ir.Queue(q.lo, q.hi, q.bypass, q.fanout))
     elif rule.action:
         statements.append(ir.Verdict(rule.action, reject_with=rule.reject_with))
     out = []
@@ -135,7 +144,13 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
                                (ir.Log(rule.log.prefix, rule.log.level),), rule.comment))
         if rule.limit is not None:
             matches.append(_limit(rule.limit, family, limit_name))
-        out.append(ir.Rule(rule.id, rule.pointer, tuple(matches), tuple(statements), rule.comment))
+        if rule.mss is not None:
+            matches.append(ir.TcpSyn())
+        stmts = list(statements)
+        if rule.dscp is not None:
+            stmts.insert(len(stmts) - (1 if stmts and isinstance(stmts[-1], (ir.Verdict, ir.Queue)) else 0),
+                         ir.SetDscp(rule.dscp, family))
+        out.append(ir.Rule(rule.id, rule.pointer, tuple(matches), tuple(stmts), rule.comment))
     return out
 
 

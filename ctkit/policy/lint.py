@@ -204,12 +204,27 @@ def _rules(policy: Policy):
                 yield _error(p + "/reject_with", "tcp-reset needs protocol tcp",
                              "add \"protocol\": \"tcp\", or use an ICMP type such as port-unreachable")
             yield from _payload_checks(p, rule)
+            yield from _mangle_checks(p, rule, chain)
             if rule.iif and chain.name == "output":
                 yield _error(p + "/iif", "iif never matches in chain output",
                              "packets this host sends have no input interface; use oif")
             if rule.oif and chain.name in ("input", "prerouting"):
                 yield _error(p + "/oif", f"oif never matches in chain {chain.name}",
                              "the output interface is not known yet; use iif")
+
+
+def _mangle_checks(p: str, rule: Rule, chain: Chain):
+    if rule.action == "queue" and rule.queue is None:
+        yield _error(p + "/queue", "action queue needs queue", "e.g. \"queue\": {\"num\": 0, \"bypass\": true}")
+    if rule.queue is not None and rule.action != "queue":
+        yield _error(p + "/queue", "queue needs action queue")
+    if rule.queue is not None and rule.queue.fanout and rule.queue.lo == rule.queue.hi:
+        yield _error(p + "/queue/fanout", "fanout needs a range of queues")
+    if rule.mss is not None and rule.protocols != ("tcp",):
+        yield _error(p + "/mss", "mss needs protocol tcp", "add \"protocol\": \"tcp\"")
+    if rule.mss == 0 and chain.name in ("input", "prerouting"):
+        yield _error(p + "/mss", f"clamping to the path MTU needs a route, which chain {chain.name} has not "
+                     "looked up yet", "use chain forward, output or postrouting")
 
 
 def _payload_checks(p: str, rule: Rule):

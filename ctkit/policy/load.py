@@ -20,11 +20,11 @@ import yaml
 
 from ctkit.errors import PolicyError, Problem
 from ctkit.policy.model import (Policy, build_policy, check_length_range, check_nat_address, check_network,
-                                check_port_range)
+                                check_port_range, check_queue_range)
 
 #: value checks the schema names with "format"; each returns None or (message, hint)
 FORMATS = {"ip-network": check_network, "port-range": check_port_range, "nat-address": check_nat_address,
-           "length-range": check_length_range}
+           "length-range": check_length_range, "queue-range": check_queue_range}
 
 
 def pointer_of(path) -> str:

@@ -78,6 +78,18 @@ class Log:
 
 
 @dataclass(frozen=True)
+class Queue:
+    lo: int
+    hi: int
+    bypass: bool = False
+    fanout: bool = False
+
+
+DSCP_CLASSES = {**{f"cs{i}": 8 * i for i in range(8)},
+                **{f"af{c}{d}": 8 * c + 2 * d for c in range(1, 5) for d in range(1, 4)}, "ef": 46}
+
+
+@dataclass(frozen=True)
 class Payload:
     """(bytes at base+offset, len(value) of them) & mask == value."""
     base: str  # nh | th
@@ -168,6 +180,11 @@ class Rule:
     when: str | None = None  # a toggle: the rule applies only while it is on
     ct_mark_set: int | None = None
     ct_label_set: int | None = None
+    queue: Queue | None = None
+    mss: int | None = None  # 0: clamp to the path MTU
+    dscp: int | None = None
+    mark_set: int | None = None
+    connmark: str | None = None  # save | restore
 
     @property
     def target(self) -> str | None:
@@ -337,6 +354,34 @@ def check_length_range(text: str) -> tuple[str, str] | None:
     return None
 
 
+def check_queue_range(text: str) -> tuple[str, str] | None:
+    lo_s, _, hi_s = str(text).partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s or lo_s)
+    except ValueError:
+        return f"{text!r} is not a queue range", 'e.g. "0-3"'
+    if hi > 65535:
+        return f"queue {text!r} is out of range", "queues are 0-65535"
+    if lo >= hi:
+        return f"queue range {text!r} is not a range", "give lo-hi with lo < hi, or a single number"
+    return None
+
+
+def _queue(value: dict | None, b, pointer: str):
+    if value is None:
+        return None
+    num = value["num"]
+    if isinstance(num, str):
+        bad = check_queue_range(num)
+        if bad:
+            b.problem(pointer + "/num", *bad)
+            return None
+        lo, hi = (int(x) for x in num.split("-"))
+    else:
+        lo = hi = num
+    return Queue(lo, hi, value.get("bypass", False), value.get("fanout", False))
+
+
 def check_nat_address(text: str) -> tuple[str, str] | None:
     """None if text is an address or an inclusive range "first-last" of one family."""
     parts = text.split("-")
@@ -504,7 +549,11 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
                 comment=r.get("comment"), length=b.lengths(r.get("length"), p + "/length"),
                 payload=tuple(_payload(x) for x in r.get("payload", ())),
                 signature=_signature(r.get("signature")), limit=_limit(r.get("limit")), when=r.get("when"),
-                ct_mark_set=r.get("ct_mark_set"), ct_label_set=r.get("ct_label_set")))
+                ct_mark_set=r.get("ct_mark_set"), ct_label_set=r.get("ct_label_set"),
+                queue=_queue(r.get("queue"), b, p + "/queue"),
+                mss=(0 if r["mss"] == "pmtu" else r["mss"]) if "mss" in r else None,
+                dscp=DSCP_CLASSES.get(r["dscp"], r["dscp"]) if "dscp" in r else None,
+                mark_set=r.get("mark_set"), connmark=r.get("connmark")))
         chains.append(Chain(name=name, pointer=cp, policy=body.get("policy"),
                             rules=tuple(rules), comment=body.get("comment")))
 
