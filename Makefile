@@ -1,7 +1,7 @@
 # ctkit: `make demo` and `make test` install everything a fresh Debian machine lacks.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := nftables libnftables1 iptables conntrack iproute2 python3-venv
+APT_PACKAGES := nftables libnftables1 iptables ipset conntrack iproute2 python3-venv
 
 .PHONY: deps install demo test test-fast clean
 

@@ -197,4 +197,13 @@ CASES: tuple[Case, ...] = (
         P("udp", "policy", "doc4", 5353, result="none", tracked=False),
         P("icmp", "policy", "v6", result="reply", tracked=True),
     )),
+    Case("blocklist-set.json", "server", (
+        P("tcp", "policy", "doc4", 80, "web port from the set", **OPEN_TRACKED),
+        P("tcp", "policy", "v6", 443, **OPEN_TRACKED),
+        P("tcp", "policy", "lan4", 22, "dispatched by the verdict map to chain ssh", **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 22, "chain ssh accepts only 10.0.0.0/8", **DROPPED),
+        P("tcp", "policy", "lan4", 2222, "the map's second key", **OPEN_TRACKED),
+        P("tcp", "policy", "doc4", 8080, **DROPPED),
+        P("icmp", "policy", "doc4", result="reply", tracked=True),
+    )),
 )

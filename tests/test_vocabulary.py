@@ -475,3 +475,99 @@ def test_dscp_outside_mangle_is_a_named_iptables_error():
     with pytest.raises(CompileError) as info:
         iptables.generate(lower(policy(**doc)))
     assert (info.value.backend, info.value.construct) == ("iptables", "dscp") and "mangle" in str(info.value)
+
+
+# --------------------------------------------------------- named sets and maps
+
+SETS = {"bl": {"type": "ipv4_addr", "interval": True, "timeout": 60,
+               "elements": ["10.0.0.0/8", {"value": "192.0.2.1", "timeout": 5}, "198.51.100.1-198.51.100.9"]},
+        "ports": {"type": "inet_service", "elements": [80, 443]},
+        "svc": {"type": ["ipv4_addr", "inet_service"], "elements": [["192.0.2.10", 80]]}}
+
+
+def test_sets_valid():
+    assert problems(sets=SETS, chains={"input": {"rules": [
+        {"saddr": "@bl", "action": "drop"}, {"protocol": "tcp", "dport": "@ports", "action": "accept"},
+        {"protocol": "tcp", "match_set": {"name": "svc", "keys": ["daddr", "dport"]}, "action": "accept"},
+        {"vmap": {"key": "iif", "map": {"eth0": "jump lan", "eth1": "drop"}}}]}, "lan": {"rules": []}}) == []
+
+
+SET_INVALID = [
+    ({"sets": {"Bad": {"type": "ipv4_addr"}}}, "/sets/Bad", "not allowed"),
+    ({"sets": {"s": {"type": "mac_addr"}}}, "/sets/s/type", "'mac_addr' is not allowed"),
+    ({"sets": {"s": {"type": "ipv4_addr", "elements": ["10.0.0.0/8"]}}}, "/sets/s/elements/0", "no interval flag"),
+    ({"sets": {"s": {"type": "ipv4_addr", "elements": ["2001:db8::1"]}}}, "/sets/s/elements/0", "not of type ipv4_addr"),
+    ({"sets": {"s": {"type": "inet_service", "elements": ["1-9"]}}}, "/sets/s/elements/0", "no interval flag"),
+    ({"sets": {"s": {"type": "ipv4_addr", "elements": [{"value": "10.0.0.1", "timeout": 5}]}}},
+     "/sets/s/elements/0/timeout", "needs the set's timeout"),
+    ({"sets": {"s": {"type": ["ipv4_addr", "inet_service"], "elements": ["10.0.0.1"]}}}, "/sets/s/elements/0",
+     "2 part(s), this member 1"),
+    ({"sets": {"s": {"type": ["ipv4_addr", "ipv6_addr"]}}}, "/sets/s/type", "IPv4 and IPv6"),
+    ({"chains": {"input": {"rules": [{"saddr": "@nope", "action": "drop"}]}}}, "/chains/input/rules/0/saddr",
+     "unknown set 'nope'"),
+    ({"sets": {"p": {"type": "inet_service"}}, "chains": {"input": {"rules": [{"saddr": "@p"}]}}},
+     "/chains/input/rules/0/saddr", "cannot be looked up"),
+    ({"sets": {"p": {"type": "inet_service"}}, "chains": {"input": {"rules": [{"dport": "@p"}]}}},
+     "/chains/input/rules/0/dport", "needs a protocol"),
+    ({"sets": {"a": {"type": "ipv6_addr"}}, "chains": {"input": {"rules": [{"saddr": "@a", "family": "ipv4"}]}}},
+     "/chains/input/rules/0/saddr", "holds ipv6 addresses"),
+    ({"chains": {"input": {"rules": [{"vmap": {"key": "iif", "map": {"eth0": "jump nowhere"}}}]}}},
+     "/chains/input/rules/0/vmap/map/eth0", "no user-defined chain"),
+    ({"chains": {"input": {"rules": [{"vmap": {"key": "iif", "map": {"eth0": "reject"}}}]}}},
+     "/chains/input/rules/0/vmap/map/eth0", "expected form"),
+    ({"chains": {"input": {"rules": [{"action": "drop", "vmap": {"key": "iif", "map": {"eth0": "accept"}}}]}}},
+     "/chains/input/rules/0/vmap", "excludes action"),
+    ({"chains": {"input": {"rules": [{"protocol": "tcp", "vmap": {"key": "dport", "map": {"ssh": "accept"}}}]}}},
+     "/chains/input/rules/0/vmap/map/ssh", "is not a port"),
+]
+
+
+@pytest.mark.parametrize("doc,pointer,words", SET_INVALID, ids=[c[2] for c in SET_INVALID])
+def test_sets_invalid(doc, pointer, words):
+    ok, found = has(problems(**doc), pointer, words)
+    assert ok, found
+
+
+def test_sets_in_nft():
+    doc = {"sets": SETS, "chains": {"input": {"rules": [
+        {"name": "a", "saddr": "@bl", "action": "drop"},
+        {"name": "b", "protocol": "tcp", "match_set": {"name": "svc", "keys": ["daddr", "dport"]}, "action": "accept"},
+        {"name": "c", "protocol": "tcp", "vmap": {"key": "dport", "map": {"22": "jump lan", "23": "drop"}}}]},
+        "lan": {"rules": []}}}
+    document = nft.generate(lower(policy(**doc)))
+    cmds = [c["add"] for c in document["nftables"] if "add" in c]
+    assert {"family": "inet", "table": "ctkit", "name": "bl", "type": "ipv4_addr", "flags": ["interval", "timeout"],
+            "timeout": 60} in [c.get("set") for c in cmds]
+    elems = {c["element"]["name"]: c["element"]["elem"] for c in cmds if "element" in c}
+    assert elems["bl"] == [{"prefix": {"addr": "10.0.0.0", "len": 8}}, {"elem": {"val": "192.0.2.1", "timeout": 5}},
+                           {"range": ["198.51.100.1", "198.51.100.9"]}]
+    assert elems["svc"] == [{"concat": ["192.0.2.10", 80]}]
+    assert nft_rules("input", **doc) == [
+        'ip saddr @bl counter drop comment "a"',
+        'ip daddr . tcp dport @svc counter accept comment "b"',
+        'meta l4proto tcp counter tcp dport vmap { 22 : jump lan, 23 : drop } comment "c"']
+
+
+def test_sets_in_iptables():
+    doc = {"sets": SETS, "chains": {"input": {"rules": [
+        {"name": "a", "saddr": "@bl", "action": "drop"}, {"name": "b", "protocol": "udp", "sport": "@ports"},
+        {"name": "c", "vmap": {"key": "iif", "map": {"eth0": "accept", "eth1": "drop"}}}]}}}
+    assert ipt_rules("ipv4", **doc) == [
+        '-t filter -A CTKIT-INPUT -m set --match-set ctkit-bl src -m comment --comment a -j DROP',
+        '-t filter -A CTKIT-INPUT -p udp -m set --match-set ctkit-ports src -m comment --comment b',
+        '-t filter -A CTKIT-INPUT -i eth0 -m comment --comment c -j ACCEPT',
+        '-t filter -A CTKIT-INPUT -i eth1 -m comment --comment c -j DROP']
+    rs = iptables.generate(lower(policy(**doc)))
+    sets4 = {s.name: s for s in rs.ipv4.ipsets}
+    assert sets4["ctkit-bl"] == iptables.IpSet("ctkit-bl", "hash:net", "ipv4", 60, (
+        ("10.0.0.0/8", None), ("192.0.2.1", 5), ("198.51.100.1-198.51.100.9", None)))
+    assert sets4["ctkit-ports"].kind == "bitmap:port"
+    assert "ctkit-bl" not in {s.name for s in rs.ipv6.ipsets}  # an IPv4 set lives in the IPv4 document
+
+
+def test_concatenated_set_is_a_named_iptables_error():
+    doc = {"sets": SETS, "chains": {"input": {"rules": [
+        {"protocol": "tcp", "match_set": {"name": "svc", "keys": ["daddr", "dport"]}, "action": "accept"}]}}}
+    with pytest.raises(CompileError) as info:
+        iptables.generate(lower(policy(**doc)))
+    assert (info.value.backend, info.value.construct) == ("iptables", "set concatenation")

@@ -37,6 +37,9 @@ How IR nodes become iptables (RENDERERS, one function per node type):
     ClampMss           -j TCPMSS --set-mss N | --clamp-mss-to-pmtu, a rule of its own
     SetDscp            -j DSCP --set-dscp 0xNN (mangle table only), SetMark -j MARK --set-xmark V/0xffffffff,
     Connmark           -j CONNMARK --save-mark|--restore-mark --nfmask 0xffffffff --ctmask 0xffffffff
+    SetLookup          -m set --match-set <table>-<name> src|dst (the kernel stage creates the ipset:
+                       hash:ip, hash:net with interval, bitmap:port); concatenations: a named error
+    VerdictMap         one rule per entry: -i/-o NAME or -m tcp --dport N, then the entry's verdict
     Queue              -j NFQUEUE --queue-num N | --queue-balance LO:HI [--queue-bypass] [--queue-cpu-fanout]
     Verdict            -j ACCEPT|DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
 
@@ -65,6 +68,7 @@ from typing import Any, Callable
 
 from ctkit.compile import ir
 from ctkit.errors import CompileError
+from ctkit.values import PortRange
 
 BACKEND = "iptables"
 FAMILIES = ("ipv4", "ipv6")
@@ -132,12 +136,23 @@ class TimeoutObject:
 
 
 @dataclass(frozen=True)
+class IpSet:
+    """An ipset the kernel stage creates (ctkit/kernel/ipset.py): kind hash:ip | hash:net | bitmap:port."""
+    name: str
+    kind: str
+    family: str | None  # ipv4 | ipv6; None for bitmap:port
+    timeout: int | None
+    elements: tuple  # ((ipset member text, timeout or None), ...)
+
+
+@dataclass(frozen=True)
 class Document:
     """What ctkit owns in one family (iptables or ip6tables)."""
     family: str
     prefix: str
     tables: tuple[Table, ...]
     timeouts: tuple[TimeoutObject, ...] = ()
+    ipsets: tuple[IpSet, ...] = ()
 
     @property
     def rule_count(self) -> int:
@@ -376,6 +391,61 @@ def _nat(s: ir.Nat, ctx: _Ctx) -> list[str]:
     return [f"-j {target} {option} {addr}" + (f":{ports}" if ports else "")]
 
 
+MAX_IPSET_NAME = 31  # IPSET_MAXNAMELEN with the terminating NUL
+
+
+def ipset_name(prefix: str, name: str) -> str:
+    """The ipset behind policy set `name`: <table>-<name> (ctkit-blocklist)."""
+    return prefix.lower() + name
+
+
+def _set_lookup(m: ir.SetLookup, ctx: _Ctx) -> list[Part]:
+    if len(m.fields) > 1:
+        raise _fail(ctx, "set concatenation", f"set {m.name!r} has members of several parts; ipset's hash:ip,port "
+                                              "stores a protocol in every member where nft's inet_service has "
+                                              "none, so it cannot hold them: use the nft backend, or one set "
+                                              "per field")
+    prefix = next(iter(ctx.names.values()), "CTKIT-").split("-", 1)[0] + "-"
+    name = ipset_name(prefix, m.name)
+    if len(name) > MAX_IPSET_NAME:
+        raise _fail(ctx, "set", f"ipset name {name!r} is longer than {MAX_IPSET_NAME} characters")
+    direction = "src" if m.fields[0] in ("saddr", "sport") else "dst"
+    return [(_SLOT_MATCH, f"-m set --match-set {name} {direction}")]
+
+
+def ipsets(table: ir.Table, family: str) -> tuple[IpSet, ...]:
+    """The ipsets one family's rules can use: its address sets and every port set."""
+    out = []
+    prefix = chain_prefix(table.name)
+    for s in table.sets:
+        if len(s.types) != 1:
+            continue  # concatenations: a named error where a rule uses one (_set_lookup)
+        kind = s.types[0]
+        if kind == "inet_service":
+            out.append(IpSet(ipset_name(prefix, s.name), "bitmap:port", None, s.timeout,
+                             tuple((parts[0], t) for parts, t in s.members)))
+        elif (kind == "ipv4_addr") == (family == "ipv4"):
+            out.append(IpSet(ipset_name(prefix, s.name), "hash:net" if s.interval else "hash:ip", family,
+                             s.timeout, tuple((parts[0], t) for parts, t in s.members)))
+    return tuple(out)
+
+
+def _unmap(rule: ir.Rule) -> list[ir.Rule]:
+    """A verdict map becomes one rule per entry (the keys are distinct, so at most one matches)."""
+    vmap = next((s for s in rule.statements if isinstance(s, ir.VerdictMap)), None)
+    if vmap is None:
+        return [rule]
+    rest = tuple(s for s in rule.statements if s is not vmap)
+    out = []
+    for value, verdict in vmap.entries:
+        if vmap.key in ("iif", "oif"):
+            key: ir.Match = ir.Iface("in" if vmap.key == "iif" else "out", value)
+        else:
+            key = ir.Port(vmap.key, (PortRange(int(value), int(value)),))
+        out.append(ir.Rule(rule.id, rule.origin, rule.matches + (key,), rest + (verdict,), rule.comment))
+    return out
+
+
 def _tcp_syn(m: ir.TcpSyn, ctx: _Ctx) -> list[Part]:
     # joins the rule's `-m tcp --dport N` when there is one, as iptables-save prints it
     joined = any(isinstance(x, ir.Port) and x.field != "any" and len(x.ranges) == 1 for x in ctx.rule.matches)
@@ -474,7 +544,7 @@ def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
 MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
-    ir.Signature: _signature, ir.Limit: _limit, ir.TcpSyn: _tcp_syn,
+    ir.Signature: _signature, ir.Limit: _limit, ir.TcpSyn: _tcp_syn, ir.SetLookup: _set_lookup,
 }
 STATEMENT_RENDERERS: dict[type, Callable[[Any, _Ctx], list[str]]] = {
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
@@ -612,9 +682,10 @@ def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers:
         if toggle is not None and toggles is not None:
             out.append(_toggled_rule(seen, toggle, family, table, chain, names, helpers, toggles))
             continue
-        concretes = _expand(seen)
-        for concrete in concretes:
-            out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, helpers, len(concretes)))
+        for unmapped in _unmap(seen):
+            concretes = _expand(unmapped)
+            for concrete in concretes:
+                out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, helpers, len(concretes)))
     if chain.hook is not None and chain.policy == "drop":
         out.append("-m comment --comment " + quote(f"{chain.name}: policy drop") + " -j DROP")
     return out
@@ -652,9 +723,11 @@ def _reachable(start: str, chains: dict[str, ir.Chain]) -> set[str]:
         name = todo.pop()
         for rule in chains[name].rules:
             for s in rule.statements:
-                if isinstance(s, ir.Verdict) and s.target and s.target not in seen and s.target in chains:
-                    seen.add(s.target)
-                    todo.append(s.target)
+                verdicts = [v for _k, v in s.entries] if isinstance(s, ir.VerdictMap) else [s]
+                for v in verdicts:
+                    if isinstance(v, ir.Verdict) and v.target and v.target not in seen and v.target in chains:
+                        seen.add(v.target)
+                        todo.append(v.target)
     return seen
 
 
@@ -734,7 +807,7 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
     if len({t.name for t in timeouts}) != len(timeouts):
         raise CompileError(BACKEND, "ct timeout", "/timeouts", "two timeout names hash to the same 4-character "
                                                              "kernel name: rename one")
-    return Document(family, prefix, tables, timeouts)
+    return Document(family, prefix, tables, timeouts, ipsets(table, family))
 
 
 def generate(plan: ir.Plan) -> Ruleset:

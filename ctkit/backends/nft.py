@@ -43,14 +43,20 @@ def _eq(left: dict, right: Any, op: str = "==") -> dict:
 # ------------------------------------------------------------------ matches
 
 def _nfproto(m: ir.NfProto, rule: ir.Rule) -> list[dict]:
-    if any(isinstance(x, ir.Limit) and x.by and x.family == m.family for x in rule.matches):
-        return []  # the meter's key (ip saddr, ip6 saddr) implies it: nft adds it and lists the rule without
+    if any((isinstance(x, ir.Limit) and x.by or isinstance(x, ir.SetLookup) and set(x.fields) & {"saddr", "daddr"})
+           and x.family == m.family for x in rule.matches):
+        return []  # an ip/ip6 address field (meter key, set lookup) implies it: nft lists the rule without
     return [_eq({"meta": {"key": "nfproto"}}, m.family)]
+
+
+def _has_port_field(rule: ir.Rule) -> bool:
+    return any(isinstance(x, ir.Port) or (isinstance(x, ir.SetLookup) and set(x.fields) & {"sport", "dport"})
+               for x in rule.matches)
 
 
 def _l4proto(m: ir.L4Proto, rule: ir.Rule) -> list[dict]:
     # a single protocol with ports is written `tcp dport ...`: the port match implies it
-    if len(m.protocols) == 1 and any(isinstance(x, ir.Port) for x in rule.matches):
+    if len(m.protocols) == 1 and _has_port_field(rule):
         return []
     if m.protocols == ("tcp",) and any(isinstance(x, ir.TcpSyn) for x in rule.matches):
         return []  # `tcp flags` implies it
@@ -104,6 +110,68 @@ def _limit(m: ir.Limit, rule: ir.Rule) -> list[dict]:
         return [limit]
     key = {"payload": {"protocol": _ADDR_PROTO[m.family], "field": m.by}}  # one family: lower split the rule
     return [{"meter": {"key": key, "stmt": limit, "size": _METER_SIZE, "name": m.name}}]
+
+
+def _field(name: str, family: str | None, rule: ir.Rule) -> dict:
+    if name in ("saddr", "daddr"):
+        return {"payload": {"protocol": _ADDR_PROTO[family], "field": name}}
+    protos = next((x.protocols for x in rule.matches if isinstance(x, ir.L4Proto)), ())
+    return {"payload": {"protocol": protos[0] if len(protos) == 1 else "th", "field": name}}
+
+
+def _set_lookup(m: ir.SetLookup, rule: ir.Rule) -> list[dict]:
+    fields = [_field(f, m.family, rule) for f in m.fields]
+    return [_eq(fields[0] if len(fields) == 1 else {"concat": fields}, "@" + m.name)]
+
+
+def member_value(types: tuple[str, ...], parts: tuple[str, ...]) -> Any:
+    """A set member in libnftables JSON: 80, "192.0.2.1", a prefix, a range, or a concatenation."""
+    out = []
+    for kind, text in zip(types, parts):
+        if kind == "inet_service":
+            lo, _, hi = text.partition("-")
+            out.append(int(lo) if not hi else {"range": [int(lo), int(hi)]})
+        elif "/" in text:
+            out.append(_addr_value(text))
+        elif "-" in text:
+            out.append({"range": text.split("-", 1)})
+        else:
+            out.append(text)
+    return out[0] if len(out) == 1 else {"concat": out}
+
+
+def _member(types, parts, timeout) -> Any:
+    value = member_value(types, parts)
+    return value if timeout is None else {"elem": {"val": value, "timeout": timeout}}
+
+
+def _set_commands(table: str, sets: tuple[ir.SetObject, ...]) -> list[dict]:
+    cmds: list[dict] = []
+    for s in sets:
+        body: dict[str, Any] = {"family": FAMILY, "table": table, "name": s.name,
+                                "type": s.types[0] if len(s.types) == 1 else list(s.types)}
+        flags = [f for f, on in (("interval", s.interval), ("timeout", s.timeout is not None)) if on]
+        if flags:
+            body["flags"] = flags
+        if s.timeout is not None:
+            body["timeout"] = s.timeout
+        cmds.append({"add": {"set": body}})
+        if s.members:
+            cmds.append({"add": {"element": {"family": FAMILY, "table": table, "name": s.name,
+                                             "elem": [_member(s.types, p, t) for p, t in s.members]}}})
+    return cmds
+
+
+_VMAP_KEYS = {"iif": {"meta": {"key": "iifname"}}, "oif": {"meta": {"key": "oifname"}}}
+
+
+def _verdict_map(s: ir.VerdictMap, rule: ir.Rule) -> list[dict]:
+    if s.key in _VMAP_KEYS:
+        key, values = _VMAP_KEYS[s.key], [k for k, _v in s.entries]
+    else:
+        key, values = _field(s.key, None, rule), [int(k) for k, _v in s.entries]
+    data = [[value, _verdict(v, rule)[0]] for value, (_k, v) in zip(values, s.entries)]
+    return [{"vmap": {"key": key, "data": {"set": data}}}]
 
 
 TOGGLE_CHAIN = "toggle-state"  # unhooked (policy chain names have no "-"): one rule per toggle, whose comment keeps the policy file's value
@@ -234,6 +302,7 @@ RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
     ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
     ir.Signature: _signature, ir.Limit: _limit, ir.Toggle: _toggle, ir.TcpSyn: _tcp_syn,
+    ir.SetLookup: _set_lookup, ir.VerdictMap: _verdict_map,
     ir.ClampMss: _clamp_mss, ir.SetDscp: _set_dscp, ir.SetMark: _set_meta_mark, ir.Connmark: _connmark, ir.Queue: _queue,
     ir.Counter: _counter, ir.Log: _log, ir.Notrack: _notrack, ir.SetCtHelper: _set_helper,
     ir.SetCtTimeout: _set_timeout, ir.SetCtZone: _set_zone, ir.SetCtMark: _set_mark, ir.SetCtLabel: _set_label,
@@ -325,6 +394,7 @@ def table_commands(table: ir.Table) -> list[dict]:
     cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": table.name}}}]
     cmds += [_helper_object(table.name, o) for o in table.objects]
     cmds += _toggle_commands(table.name, table.toggles)
+    cmds += _set_commands(table.name, table.sets)
     cmds += [_chain(table.name, c) for c in table.chains]
     for chain in table.chains:
         for rule in chain.rules:

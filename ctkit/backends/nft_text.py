@@ -37,6 +37,10 @@ def value(v: Any) -> str:
         if "range" in v:
             lo, hi = v["range"]
             return f"{value(lo)}-{value(hi)}"
+        if "concat" in v:
+            return " . ".join(value(x) for x in v["concat"])
+        if "elem" in v:
+            return f"{value(v['elem']['val'])} timeout {v['elem']['timeout']}s"
     _fail(v)
 
 
@@ -48,6 +52,8 @@ def left(v: dict) -> str:
         return f"@{v['payload']['base']},{v['payload']['offset']},{v['payload']['len']}"
     if "payload" in v:
         return f"{v['payload']['protocol']} {v['payload']['field']}"
+    if "concat" in v:
+        return " . ".join(left(x) for x in v["concat"])
     if "&" in v:
         inner, mask = v["&"]
         if isinstance(mask, list):  # flags: tcp flags & (syn | rst) == syn
@@ -94,6 +100,9 @@ def expr(e: dict) -> str:
         return _limit(body)
     if key == "ct timeout":
         return f"ct timeout set {_q(body)}"
+    if key == "vmap":
+        pairs = ", ".join(f"{_string_right(body['key'], k)} : {expr(v)}" for k, v in body["data"]["set"])
+        return f"{left(body['key'])} vmap {{ {pairs} }}"
     if key == "queue":
         text = "queue"
         if body.get("flags"):
@@ -167,7 +176,12 @@ def render(document: dict) -> str:
     for c in cmds:
         if "set" in c:
             st = c["set"]
-            lines = [f"{INDENT}set {st['name']} {{", f"{INDENT * 2}type {st['type']}"]
+            kind = st["type"] if isinstance(st["type"], str) else " . ".join(st["type"])
+            lines = [f"{INDENT}set {st['name']} {{", f"{INDENT * 2}type {kind}"]
+            if st.get("flags"):
+                lines.append(f"{INDENT * 2}flags {','.join(st['flags'])}")
+            if "timeout" in st:
+                lines.append(f"{INDENT * 2}timeout {st['timeout']}s")
             if elements.get(st["name"]):
                 lines.append(f"{INDENT * 2}elements = {{ {', '.join(value(e) for e in elements[st['name']])} }}")
             blocks.append(lines + [f"{INDENT}}}"])

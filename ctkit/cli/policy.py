@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import List, Optional
 
@@ -196,6 +197,59 @@ def remove(netns: Optional[str] = NetnsOption, table: str = TableOption, backend
         print(f"nothing to remove: no table inet {table}")
 
 
+set_app = typer.Typer(help="Change the members of a named set at run time (no reload; an apply resets them "
+                           "to the policy file).", no_args_is_help=True)
+
+
+def _member_types(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    parts = tuple(p.strip() for p in value.split(" . "))
+    types = tuple("inet_service" if re.fullmatch(r"[0-9]+(-[0-9]+)?", p) else
+                  "ipv6_addr" if ":" in p else "ipv4_addr" for p in parts)
+    return types, parts
+
+
+def _set_change(name: str, value: str, add: bool, timeout: Optional[int], netns: Optional[str], table: str,
+                backend: str, variant: str) -> str:
+    if registry.check(backend) == "iptables":
+        if " . " in value:
+            raise UsageError("ipset sets have one part per member: the iptables backend has no concatenations")
+        from ctkit.backends.iptables import chain_prefix, ipset_name
+        from ctkit.kernel import ipset as ipset_kernel
+        set_name = ipset_name(chain_prefix(table), name)
+        if add:
+            ipset_kernel.add(set_name, value, timeout, netns)
+        else:
+            ipset_kernel.delete(set_name, value, netns)
+        return f"ipset {set_name}"
+    types, parts = _member_types(value)
+    nft_kernel.set_element(table, name, nft_backend.member_value(types, parts), add, timeout, netns)
+    return f"set inet {table} {name}"
+
+
+@set_app.command("add")
+@handle_errors
+def set_add(name: str = typer.Argument(..., help="Set name (declared in the policy's sets)."),
+            value: str = typer.Argument(..., help="Member: 192.0.2.1, 10.0.0.0/8, 80, 1000-2000, or "
+                                                  "'192.0.2.1 . 80' for a concatenation."),
+            timeout: Optional[int] = typer.Option(None, "--timeout", help="Seconds until the member expires "
+                                                  "(the set needs a timeout)."),
+            netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
+            variant: str = VariantOption) -> None:
+    """Add a member to a named set."""
+    where = _set_change(name, value, True, timeout, netns, table, backend, variant)
+    print(f"added {value} to {where}" + (f" (netns {netns})" if netns else ""))
+
+
+@set_app.command("del")
+@handle_errors
+def set_del(name: str = typer.Argument(..., help="Set name."), value: str = typer.Argument(..., help="Member."),
+            netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
+            variant: str = VariantOption) -> None:
+    """Delete a member from a named set."""
+    where = _set_change(name, value, False, None, netns, table, backend, variant)
+    print(f"deleted {value} from {where}" + (f" (netns {netns})" if netns else ""))
+
+
 def register(app: typer.Typer) -> None:
     app.command()(validate)
     app.command("compile")(compile_)
@@ -203,3 +257,4 @@ def register(app: typer.Typer) -> None:
     app.command()(show)
     app.command()(remove)
     app.command()(toggle)
+    app.add_typer(set_app, name="set")

@@ -102,6 +102,15 @@ class Limit:
 
 
 @dataclass(frozen=True)
+class SetLookup:
+    """The packet's fields (saddr, daddr, sport, dport; in this order) form a member of the named set.
+    family: the family of the address fields, when there are any."""
+    name: str
+    fields: tuple[str, ...]
+    family: str | None = None
+
+
+@dataclass(frozen=True)
 class TcpSyn:
     """A TCP segment with SYN set and RST clear (the two segments of a handshake that carry MSS)."""
 
@@ -112,7 +121,8 @@ class Toggle:
     name: str
 
 
-Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit, TcpSyn, Toggle]
+Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit, TcpSyn, Toggle,
+              SetLookup]
 
 
 # --------------------------------------------------------------- statements
@@ -199,6 +209,13 @@ class Queue:
 
 
 @dataclass(frozen=True)
+class VerdictMap:
+    """Verdict by looking a key (iif, oif, sport, dport) up: ((value, Verdict), ...). No match: go on."""
+    key: str
+    entries: tuple
+
+
+@dataclass(frozen=True)
 class Nat:
     """Translate the flow (first packet only; the rest follow its conntrack entry). Terminal.
 
@@ -220,7 +237,7 @@ class Verdict:
 
 
 Statement = Union[Counter, Log, Notrack, SetCtHelper, SetCtTimeout, SetCtZone, SetCtMark, SetCtLabel, ClampMss,
-                  SetDscp, SetMark, Connmark, Queue, Nat, Verdict]
+                  SetDscp, SetMark, Connmark, Queue, Nat, VerdictMap, Verdict]
 
 
 # ---------------------------------------------------------------- structure
@@ -276,6 +293,18 @@ class CtTimeoutObject:
 
 
 @dataclass(frozen=True)
+class SetObject:
+    """A named set. types: ipv4_addr | ipv6_addr | inet_service per part; members: ((part text, ...),
+    timeout or None) with parts as "192.0.2.1", "10.0.0.0/8", "a-b", "80", "1000-2000"."""
+    name: str
+    types: tuple[str, ...]
+    interval: bool
+    timeout: int | None
+    members: tuple
+    origin: str
+
+
+@dataclass(frozen=True)
 class ToggleObject:
     """A runtime switch: its state now (on) and the value the policy file gave it (policy_on).
 
@@ -294,6 +323,7 @@ class Table:
     chains: tuple[Chain, ...]
     objects: tuple[Union[CtHelperObject, CtTimeoutObject], ...] = ()
     toggles: tuple[ToggleObject, ...] = ()
+    sets: tuple[SetObject, ...] = ()
 
 
 @dataclass(frozen=True)

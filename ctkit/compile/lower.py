@@ -6,6 +6,7 @@ from typing import Iterable
 
 from ctkit.compile import ir
 from ctkit.policy import model
+from ctkit.policy.model import set_family
 
 NOTRACK_CHAINS = {"in": ("notrack-pre", "prerouting"), "out": ("notrack-out", "output")}
 ZONE_CHAINS = {"in": ("zone-pre", "prerouting"), "out": ("zone-out", "output")}
@@ -85,7 +86,36 @@ def _has_limit(rule: model.Rule) -> bool:
     return rule.limit is not None or (rule.log is not None and rule.log.limit is not None)
 
 
-def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
+def _set_refs(rule: model.Rule, sets: dict) -> list[ir.SetLookup]:
+    out = []
+    refs = [((k,), getattr(rule, k + "_set")) for k in ("saddr", "daddr", "sport", "dport")]
+    if rule.match_set:
+        refs.append((rule.match_set[1], rule.match_set[0]))
+    for fields, name in refs:
+        if name is not None:
+            out.append(ir.SetLookup(name, tuple(fields), set_family(sets[name].types) if name in sets else None))
+    return out
+
+
+def _part_text(part) -> str:
+    if isinstance(part, model.AddrRange):
+        return f"{part.lo}-{part.hi}"
+    if isinstance(part, model.PortRange):
+        return str(part)
+    return str(part.network_address) if part.prefixlen == part.max_prefixlen else str(part)
+
+
+def set_object(s: model.NamedSet) -> ir.SetObject:
+    members = tuple((tuple(_part_text(x) for x in m.parts), m.timeout) for m in s.members)
+    return ir.SetObject(s.name, s.types, s.interval, s.timeout, members, s.pointer)
+
+
+def _vmap_verdict(text: str) -> ir.Verdict:
+    kind, _, target = text.partition(" ")
+    return ir.Verdict(kind, target=target or None)
+
+
+def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = None) -> list[ir.Rule]:
     """A filter rule. limit_name: the name of its limits' buckets (unique in the policy).
 
     A log with its own limit becomes a rule of its own just before the rule
@@ -111,13 +141,17 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
         statements.append(ir.Verdict("jump", target=rule.jump))
     elif rule.goto:
         statements.append(ir.Verdict("goto", target=rule.goto))
+    elif rule.vmap is not None:
+        statements.append(ir.VerdictMap(rule.vmap[0], tuple((k, _vmap_verdict(v)) for k, v in rule.vmap[1])))
     elif rule.action == "queue" and rule.queue is not None:
         q = rule.queue
         statements.append(ir.Queue(q.lo, q.hi, q.bypass, q.fanout))
     elif rule.action:
         statements.append(ir.Verdict(rule.action, reject_with=rule.reject_with))
     out = []
-    parts = _family_parts(rule.family, {"saddr": rule.saddr, "daddr": rule.daddr})
+    lookups = _set_refs(rule, sets or {})
+    family = next((x.family for x in lookups if x.family), rule.family)  # a set of addresses has one family
+    parts = _family_parts(family, {"saddr": rule.saddr, "daddr": rule.daddr})
     for family, addr_matches in _split_for_limits(parts, rule):
         matches = [ir.Toggle(rule.when)] if rule.when else []
         matches += _base_matches(family, rule.protocols, bool(addr_matches))
@@ -132,6 +166,7 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit") -> list[ir.Rule]:
             matches.append(ir.Iface("out", rule.oif))
         if rule.ct_state:
             matches.append(ir.CtState(rule.ct_state))
+        matches += lookups
         if rule.length:
             matches.append(ir.Length(rule.length))
         matches += [_payload(p) for p in rule.payload]
@@ -272,12 +307,13 @@ def lower(policy: model.Policy) -> ir.Plan:
         rules = [r for n in policy.nat if NAT_CHAINS[n.type][0] == name for r in lower_nat(n)]
         if rules:
             chains.append(ir.Chain(name, tuple(rules), ir.Hook(hook, priority, "nat"), "accept"))
+    sets = {s.name: s for s in policy.sets}
     limited = [r for c in policy.chains for r in c.rules if _has_limit(r)]
     # names of the buckets: short (iptables hashlimit allows 15 characters) and prefixed
     # with the table, because hashlimit names are shared by the whole namespace
     limit_names = {r.id: f"{policy.table[:6]}_l{i}" for i, r in enumerate(limited)}
     for chain in policy.chains:
-        rules = tuple(r for rule in chain.rules for r in lower_rule(rule, limit_names.get(rule.id, "")))
+        rules = tuple(r for rule in chain.rules for r in lower_rule(rule, limit_names.get(rule.id, ""), sets))
         hook = ir.Hook(chain.name, ir.PRIORITY_FILTER) if chain.is_base else None
         chains.append(ir.Chain(chain.name, rules, hook, (chain.policy or "accept") if hook else None,
                                chain.pointer))
@@ -288,4 +324,5 @@ def lower(policy: model.Policy) -> ir.Plan:
                          absent_ok=(s.key == "helper_autoassign" and s.value == 0))
         for s in policy.settings)
     toggles = tuple(ir.ToggleObject(t.name, t.value, t.value, t.pointer) for t in policy.toggles)
-    return ir.Plan(ir.Table(policy.table, tuple(chains), objects, toggles), settings)
+    return ir.Plan(ir.Table(policy.table, tuple(chains), objects, toggles,
+                            tuple(set_object(s) for s in policy.sets)), settings)

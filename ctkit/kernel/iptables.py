@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from ctkit.backends.iptables import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
                                     toggle_switch_spec)
 from ctkit.errors import KernelError, UsageError
-from ctkit.kernel import cttimeout
+from ctkit.kernel import cttimeout, ipset
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix
 
@@ -287,6 +287,9 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
     check_prefix(v4.prefix)
     variant = resolve_variant(variant)
     used = set() if dry_run else _timeouts_used(prefix=v4.prefix, variant=variant, netns=netns)
+    sets = {s.name: s for doc in (v4, v6) for s in doc.ipsets}
+    if not dry_run and sets:  # -m set rules name sets that must exist first
+        ipset.sync(sets.values(), v4.prefix.lower(), netns)
     if not dry_run:  # CT --timeout rules name objects that must exist first
         for doc in (v4, v6):
             for t in doc.timeouts:
@@ -294,7 +297,13 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
     changes = _reconcile({"ipv4": v4, "ipv6": v6}, v4.prefix, variant, netns, dry_run)
     if not dry_run:
         _drop_timeouts(used - {t.name for doc in (v4, v6) for t in doc.timeouts}, netns)
+        if sets or _has_ipset():
+            ipset.destroy_stale(set(sets), v4.prefix.lower(), netns)
     return variant, changes
+
+
+def _has_ipset() -> bool:
+    return shutil.which("ipset") is not None
 
 
 def _timeouts_used(prefix: str, variant: str, netns: str | None) -> set[str]:
@@ -322,6 +331,8 @@ def remove(prefix: str, netns: str | None = None, variant: str = "auto") -> tupl
     used = _timeouts_used(prefix, variant, netns)
     changes = _reconcile({"ipv4": None, "ipv6": None}, prefix, variant, netns, dry_run=False)
     _drop_timeouts(used, netns)
+    if _has_ipset():
+        ipset.destroy_stale(set(), prefix.lower(), netns)
     return variant, changes
 
 

@@ -189,3 +189,21 @@ def set_toggle(table: str, name: str, on: bool, netns: str | None = None) -> Non
         if "No such file or directory" in error:
             raise UsageError(f"no toggle {name!r} in table {FAMILY} {table} (apply a policy that declares it)")
         raise KernelError(f"toggle {name}: {_clean(error)}")
+
+
+
+# -------------------------------------------------------------- named sets
+
+def set_element(table: str, name: str, value, add: bool, timeout: int | None = None,
+                netns: str | None = None) -> None:
+    """Add or delete one member of a named set (value: libnftables JSON), one small transaction."""
+    check_table(table)
+    elem = value if timeout is None else {"elem": {"val": value, "timeout": timeout}}
+    cmd = {"add" if add else "delete": {"element": {"family": FAMILY, "table": table, "name": name, "elem": [elem]}}}
+    with entered(netns):
+        ctx = _context()
+        rc, _out, error = ctx.json_cmd({"nftables": [cmd]})
+    if rc != 0:
+        if "No such file or directory" in error and add:
+            raise UsageError(f"no set {name!r} in table {FAMILY} {table} (apply a policy that declares it)")
+        raise KernelError(f"set {name}: {_clean(error)}")

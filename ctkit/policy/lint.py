@@ -13,7 +13,7 @@ from typing import Iterable
 from ctkit.errors import Problem
 from ctkit.policy.model import (
     BASE_CHAINS, IPV4_ONLY_HELPERS, PORT_PROTOCOLS, Chain, Helper, Network, Notrack,
-    Nat, Policy, PortRange, Rule,
+    Nat, Policy, PortRange, Rule, set_family,
 )
 
 #: chains a do-not-track direction has to get through, and where it comes from
@@ -24,7 +24,7 @@ def lint(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     for check in (_duplicates, _chain_targets, _jump_loops, _unreachable_chains, _rules,
                   _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat,
-                  _toggles, _ct_templates):
+                  _toggles, _ct_templates, _sets):
         problems.extend(check(policy))
     return [replace(p, source=policy.source, line=policy.line_of(p.pointer)) for p in problems]
 
@@ -128,8 +128,13 @@ def reachable_chains(policy: Policy, start: str) -> list[Chain]:
     return [policy.chain(n) for n in seen]
 
 
+def vmap_targets(rule: Rule) -> list[str]:
+    return [v.split(" ", 1)[1] for _k, v in (rule.vmap[1] if rule.vmap else ()) if " " in v]
+
+
 def _unreachable_chains(policy: Policy):
     targets = {r.target for c in policy.chains for r in c.rules if r.target}
+    targets |= {t for c in policy.chains for r in c.rules for t in vmap_targets(r)}
     for chain in policy.chains:
         if not chain.is_base and chain.name not in targets:
             yield _warning(chain.pointer, f"user-defined chain {chain.name!r} is never reached",
@@ -181,7 +186,7 @@ def _is_catch_all(rule: Rule) -> bool:
     return (rule.action in ("accept", "drop", "reject") or bool(rule.goto)) and not any((
         rule.protocols, rule.family, rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif,
         rule.oif, rule.ct_state, rule.length, rule.payload, rule.signature, rule.limit,
-        rule.when))
+        rule.when, rule.saddr_set, rule.daddr_set, rule.sport_set, rule.dport_set, rule.match_set, rule.vmap))
 
 
 def _rules(policy: Policy):
@@ -439,3 +444,55 @@ def _ct_templates(policy: Policy):
                          "a flow gets one conntrack template (iptables: the first CT target; nft: the first "
                          "ct zone/timeout set before conntrack), so one of them would not apply: make their "
                          "ports or addresses disjoint")
+
+
+# -------------------------------------------------------------------- sets
+
+_ADDR_KEYS, _PORT_KEYS = ("saddr", "daddr"), ("sport", "dport")
+
+
+def _sets(policy: Policy):
+    sets = {s.name: s for s in policy.sets}
+    for s in policy.sets:
+        if len({t for t in s.types if t != "inet_service"}) > 1:
+            yield _error(s.pointer + "/type", "a member cannot hold IPv4 and IPv6 addresses at once")
+    for chain in policy.chains:
+        for rule in chain.rules:
+            p = rule.pointer
+            refs = [(k, getattr(rule, k + "_set")) for k in _ADDR_KEYS + _PORT_KEYS]
+            if rule.match_set:
+                refs.append(("match_set", rule.match_set[0]))
+            for key, name in refs:
+                if name is None:
+                    continue
+                s = sets.get(name)
+                if s is None:
+                    close = difflib.get_close_matches(name, list(sets), n=1)
+                    yield _error(f"{p}/{key}", f"unknown set {name!r}", f"did you mean {close[0]!r}?" if close
+                                 else "declare it in sets")
+                    continue
+                keys = rule.match_set[1] if key == "match_set" else (key,)
+                if len(keys) != len(s.types):
+                    yield _error(f"{p}/{key}", f"set {name!r} has {len(s.types)} part(s), the match gives {len(keys)}")
+                    continue
+                for k, t in zip(keys, s.types):
+                    if (k in _ADDR_KEYS) != (t != "inet_service"):
+                        yield _error(f"{p}/{key}", f"{k} cannot be looked up in the {t} part of set {name!r}")
+                if any(k in _PORT_KEYS for k in keys):
+                    yield from _port_protocols(p, rule.protocols, True, key)
+                fam = set_family(s.types)
+                if fam and rule.family and fam != rule.family:
+                    yield _error(f"{p}/{key}", f"set {name!r} holds {fam} addresses but family is {rule.family}")
+            if rule.vmap is not None:
+                key, entries = rule.vmap
+                if rule.action or rule.jump or rule.goto:
+                    yield _error(p + "/vmap", "vmap decides the verdict: it excludes action, jump and goto")
+                if key in _PORT_KEYS:
+                    yield from _port_protocols(p, rule.protocols, True, "vmap")
+                    for value, _v in entries:
+                        if not value.isdigit() or not 0 <= int(value) <= 65535:
+                            yield _error(f"{p}/vmap/map/{value}", f"{value!r} is not a port")
+                for value, verdict in entries:
+                    target = verdict.split(" ", 1)[1] if " " in verdict else None
+                    if target is not None and (policy.chain(target) is None or target in BASE_CHAINS):
+                        yield _error(f"{p}/vmap/map/{value}", f"{verdict!r}: no user-defined chain {target!r}")

@@ -180,6 +180,12 @@ class Rule:
     when: str | None = None  # a toggle: the rule applies only while it is on
     ct_mark_set: int | None = None
     ct_label_set: int | None = None
+    saddr_set: str | None = None  # "@name" references
+    daddr_set: str | None = None
+    sport_set: str | None = None
+    dport_set: str | None = None
+    match_set: tuple[str, tuple[str, ...]] | None = None  # (set, packet fields)
+    vmap: tuple[str, tuple[tuple[str, str], ...]] | None = None  # (key, ((value, verdict), ...))
     queue: Queue | None = None
     mss: int | None = None  # 0: clamp to the path MTU
     dscp: int | None = None
@@ -263,6 +269,32 @@ class Zone:
     comment: str | None = None
 
 
+SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service")
+
+
+@dataclass(frozen=True)
+class SetMember:
+    """One member: one value per part of the set's type (addresses as networks, ports as PortRange)."""
+    parts: tuple
+    timeout: int | None = None
+
+
+def set_family(types: tuple[str, ...]) -> str | None:
+    """ipv4 or ipv6 when a set's address parts are of one family; None without address parts."""
+    fams = {{"ipv4_addr": "ipv4", "ipv6_addr": "ipv6"}[t] for t in types if t != "inet_service"}
+    return fams.pop() if len(fams) == 1 else None
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    name: str
+    pointer: str
+    types: tuple[str, ...]
+    interval: bool = False
+    timeout: int | None = None
+    members: tuple[SetMember, ...] = ()
+
+
 @dataclass(frozen=True)
 class Toggle:
     """A runtime switch and the value the policy file gives it."""
@@ -297,6 +329,7 @@ class Policy:
     toggles: tuple[Toggle, ...] = ()
     timeouts: tuple[Timeout, ...] = ()
     zones: tuple[Zone, ...] = ()
+    sets: tuple[NamedSet, ...] = ()
     description: str | None = None
     #: JSON pointer -> line in the source file (for messages only)
     lines: Mapping[str, int] = field(default_factory=dict, compare=False, repr=False)
@@ -478,6 +511,76 @@ def _signature(value: dict | None) -> Signature | None:
                      value.get("to", 65535))
 
 
+def _ref(value: Any) -> str | None:
+    return value[1:] if isinstance(value, str) and value.startswith("@") else None
+
+
+def _plain(value: Any) -> Any:
+    return None if _ref(value) else value
+
+
+def _member_part(b: "_Builder", kind: str, value: Any, interval: bool, pointer: str):
+    if kind in ("ipv4_addr", "ipv6_addr"):
+        text = str(value)
+        if "-" in text and interval:
+            bad = check_nat_address(text)
+            if bad:
+                b.problem(pointer, *bad)
+                return None
+            rng = parse_nat_address(text)
+            ok = rng.family == ("ipv4" if kind == "ipv4_addr" else "ipv6")
+            if not ok:
+                b.problem(pointer, f"{text!r} is not of type {kind}")
+                return None
+            return rng
+        bad = check_network(text)
+        if bad:
+            b.problem(pointer, *bad)
+            return None
+        net = ipaddress.ip_network(text)
+        if (net.version == 4) != (kind == "ipv4_addr"):
+            b.problem(pointer, f"{text!r} is not of type {kind}")
+            return None
+        if net.prefixlen != net.max_prefixlen and not interval:
+            b.problem(pointer, f"{text!r} is a prefix but the set has no interval flag", "add \"interval\": true")
+            return None
+        return net
+    text = str(value)
+    if "-" in text and not interval:
+        b.problem(pointer, f"{text!r} is a range but the set has no interval flag", "add \"interval\": true")
+        return None
+    lo_s, _, hi_s = text.partition("-")
+    try:
+        lo, hi = int(lo_s), int(hi_s or lo_s)
+    except ValueError:
+        b.problem(pointer, f"{text!r} is not a port or port range")
+        return None
+    if not (0 <= lo <= hi <= 65535):
+        b.problem(pointer, f"{text!r} is not a port range within 0-65535")
+        return None
+    return PortRange(lo, hi)
+
+
+def _named_set(b: "_Builder", name: str, body: dict) -> NamedSet:
+    p = f"/sets/{name}"
+    types = tuple(body["type"]) if isinstance(body["type"], list) else (body["type"],)
+    interval = body.get("interval", False)
+    members = []
+    for i, item in enumerate(body.get("elements", [])):
+        ptr = f"{p}/elements/{i}"
+        value, timeout = (item["value"], item.get("timeout")) if isinstance(item, dict) else (item, None)
+        if timeout is not None and body.get("timeout") is None:
+            b.problem(ptr + "/timeout", "a member timeout needs the set's timeout", "give the set a timeout")
+        values = value if isinstance(value, list) else [value]
+        if len(values) != len(types):
+            b.problem(ptr, f"the set's type has {len(types)} part(s), this member {len(values)}")
+            continue
+        parts = tuple(_member_part(b, k, v, interval, ptr) for k, v in zip(types, values))
+        if all(x is not None for x in parts):
+            members.append(SetMember(parts, timeout))
+    return NamedSet(name, p, types, interval, body.get("timeout"), tuple(members))
+
+
 def _protocols(item: dict) -> tuple[str, ...]:
     if "protocol" in item:
         return (item["protocol"],)
@@ -537,10 +640,14 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
             rules.append(Rule(
                 id=r.get("name", f"{name}[{i}]"), pointer=p, chain=name,
                 protocols=_protocols(r), family=r.get("family"),
-                saddr=b.networks(r.get("saddr"), p + "/saddr"),
-                daddr=b.networks(r.get("daddr"), p + "/daddr"),
-                sport=b.ports(r.get("sport"), p + "/sport"),
-                dport=b.ports(r.get("dport"), p + "/dport"),
+                saddr=b.networks(_plain(r.get("saddr")), p + "/saddr"),
+                daddr=b.networks(_plain(r.get("daddr")), p + "/daddr"),
+                sport=b.ports(_plain(r.get("sport")), p + "/sport"),
+                dport=b.ports(_plain(r.get("dport")), p + "/dport"),
+                saddr_set=_ref(r.get("saddr")), daddr_set=_ref(r.get("daddr")),
+                sport_set=_ref(r.get("sport")), dport_set=_ref(r.get("dport")),
+                match_set=(r["match_set"]["name"], tuple(r["match_set"]["keys"])) if "match_set" in r else None,
+                vmap=(r["vmap"]["key"], tuple(r["vmap"]["map"].items())) if "vmap" in r else None,
                 iif=r.get("iif"), oif=r.get("oif"), ct_state=tuple(r.get("ct_state", ())),
                 action=r.get("action"), reject_with=r.get("reject_with"),
                 jump=r.get("jump"), goto=r.get("goto"), counter=r.get("counter", True),
@@ -597,12 +704,14 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
             iif=z.get("iif"), oif=z.get("oif"), direction=z.get("direction", "in"), family=z.get("family"),
             comment=z.get("comment")))
 
+    named_sets = tuple(_named_set(b, k, v) for k, v in doc.get("sets", {}).items())
+
     if b.problems:
         return None, b.problems
     return Policy(version=doc["version"], table=doc.get("table", "ctkit"), source=source,
                   settings=tuple(settings), notrack=tuple(notrack), helpers=tuple(helpers),
                   chains=tuple(chains), nat=tuple(nat),
                   toggles=tuple(Toggle(k, v, f"/toggles/{k}") for k, v in doc.get("toggles", {}).items()),
-                  timeouts=tuple(timeouts), zones=tuple(zones),
+                  timeouts=tuple(timeouts), zones=tuple(zones), sets=named_sets,
                   description=doc.get("description"),
                   lines=lines if lines is not None else MappingProxyType({})), []
