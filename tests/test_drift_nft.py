@@ -73,3 +73,19 @@ def test_changed_chain_policy():
             i["chain"]["policy"] = "accept"
     (d,) = compare(want, view(doc, ids))
     assert (d.kind, d.subject) == ("changed-chain", "input") and "policy drop" in d.expected
+
+
+def test_raw_payload_offset_change_is_drift():
+    path = ROOT / "examples" / "game-server-flood.json"
+    want, ids = desired(path)
+    doc = json.loads((FIXTURES / "game-server-flood.list.json").read_text())["nftables"]
+    changed = False
+    for item in doc:
+        for e in item.get("rule", {}).get("expr", []):
+            left = e.get("match", {}).get("left", {})
+            raw = left.get("payload") or left.get("&", [{}])[0].get("payload") if isinstance(left, dict) else None
+            if raw and "base" in raw and not changed:
+                raw["offset"] += 8
+                changed = True
+    assert changed, "the example has a raw payload match"
+    assert [d.kind for d in compare(want, view(doc, ids))] == ["changed"]

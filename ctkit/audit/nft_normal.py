@@ -52,7 +52,10 @@ def _values(v: Any) -> frozenset:
 
 def _left(v: dict) -> tuple:
     if "payload" in v:
-        return ("payload", v["payload"].get("protocol"), v["payload"].get("field"))
+        p = v["payload"]
+        if "base" in p:  # a raw payload: where and how many bits
+            return ("payload", p.get("base"), p.get("offset"), p.get("len"))
+        return ("payload", p.get("protocol"), p.get("field"))
     if "meta" in v:
         return ("meta", v["meta"]["key"])
     if "ct" in v:
