@@ -359,32 +359,26 @@ def check_network(text: str) -> tuple[str, str] | None:
     return f"{text!r} has host bits set", f"did you mean {str(loose)!r}?"
 
 
-def check_port_range(text: str) -> tuple[str, str] | None:
-    """None if text is "N" or "lo-hi" with 1 <= lo <= hi <= 65535; else (message, hint)."""
+def _check_range(text: str, noun: str, minimum: int, example: str, limits: str) -> tuple[str, str] | None:
+    """None if text is "N" or "lo-hi" with minimum <= lo <= hi <= 65535; else (message, hint)."""
     lo_s, _, hi_s = str(text).partition("-")
     try:
         lo, hi = int(lo_s), int(hi_s or lo_s)
     except ValueError:
-        return f"{text!r} is not a port or port range", 'e.g. 53 or "1024-65535"'
-    if not (1 <= lo <= 65535 and 1 <= hi <= 65535):
-        return f"port {text!r} is out of range", "ports are 1-65535"
+        return f"{text!r} is not a {noun} or {noun} range", example
+    if not (minimum <= lo <= 65535 and minimum <= hi <= 65535):
+        return f"{noun} {text!r} is out of range", limits
     if lo > hi:
-        return f"port range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?"
+        return f"{noun} range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?"
     return None
+
+
+def check_port_range(text: str) -> tuple[str, str] | None:
+    return _check_range(text, "port", 1, 'e.g. 53 or "1024-65535"', "ports are 1-65535")
 
 
 def check_length_range(text: str) -> tuple[str, str] | None:
-    """None if text is "N" or "lo-hi" with 0 <= lo <= hi <= 65535."""
-    lo_s, _, hi_s = str(text).partition("-")
-    try:
-        lo, hi = int(lo_s), int(hi_s or lo_s)
-    except ValueError:
-        return f"{text!r} is not a length or length range", 'e.g. 222 or "0-32"'
-    if hi > 65535:
-        return f"length {text!r} is out of range", "IP packet lengths are 0-65535"
-    if lo > hi:
-        return f"length range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?"
-    return None
+    return _check_range(text, "length", 0, 'e.g. 222 or "0-32"', "IP packet lengths are 0-65535")
 
 
 def check_queue_range(text: str) -> tuple[str, str] | None:
@@ -464,29 +458,21 @@ class _Builder:
         return tuple(dict.fromkeys(out))
 
     def lengths(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
-        if value is None:
-            return ()
-        items = value if isinstance(value, list) else [value]
-        out = []
-        for i, item in enumerate(items):
-            bad = check_length_range(str(item))
-            if bad:
-                self.problem(f"{pointer}/{i}" if isinstance(value, list) else pointer, *bad)
-                continue
-            lo_s, _, hi_s = str(item).partition("-")
-            out.append(PortRange(int(lo_s), int(hi_s or lo_s)))
-        return tuple(dict.fromkeys(out))
+        return self.ranges(value, pointer, check_length_range)
 
     def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
+        return self.ranges(value, pointer, check_port_range)
+
+    def ranges(self, value: Any, pointer: str, check) -> tuple[PortRange, ...]:
+        """One value or a list of "N" / "lo-hi" values, each checked; problems named by pointer."""
         if value is None:
             return ()
         items = value if isinstance(value, list) else [value]
         out = []
         for i, item in enumerate(items):
-            ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
-            bad = check_port_range(str(item))
+            bad = check(str(item))
             if bad:
-                self.problem(ptr, *bad)
+                self.problem(f"{pointer}/{i}" if isinstance(value, list) else pointer, *bad)
                 continue
             lo_s, _, hi_s = str(item).partition("-")
             out.append(PortRange(int(lo_s), int(hi_s or lo_s)))
