@@ -189,31 +189,38 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = 
     return out
 
 
+def _flow_rules(rule_id: str, entry, statements: tuple, family: str | None, protocols: tuple[str, ...],
+                addrs: dict, port: ir.Port | None, direction: str | None = None) -> list[ir.Rule]:
+    """The rules of a per-flow conntrack entry (notrack, helper, timeout, zone): one per address family.
+
+    Matches come in one order: family, protocols, addresses, port, then the interface of
+    the half that `direction` ("in": prerouting, "out": output) covers.
+    """
+    out = []
+    for fam, addr_matches in _family_parts(family, addrs):
+        matches = _base_matches(fam, protocols, bool(addr_matches)) + list(addr_matches)
+        if port is not None:
+            matches.append(port)
+        if direction == "in" and getattr(entry, "iif", None):
+            matches.append(ir.Iface("in", entry.iif))
+        if direction == "out" and getattr(entry, "oif", None):
+            matches.append(ir.Iface("out", entry.oif))
+        out.append(ir.Rule(rule_id, entry.pointer, tuple(matches), statements, entry.comment))
+    return out
+
+
 def lower_notrack(entry: model.Notrack, direction: str) -> list[ir.Rule]:
     statements = ((ir.Counter(),) if entry.counter else ()) + (ir.Notrack(),)
-    out = []
-    addrs = {"saddr": entry.saddr, "daddr": entry.daddr, "any": entry.peers}
-    for family, addr_matches in _family_parts(entry.family, addrs):
-        matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
-        if entry.ports:
-            matches.append(ir.Port("any", entry.ports))
-        if direction == "in" and entry.iif:
-            matches.append(ir.Iface("in", entry.iif))
-        if direction == "out" and entry.oif:
-            matches.append(ir.Iface("out", entry.oif))
-        out.append(ir.Rule(f"notrack/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
-    return out
+    return _flow_rules(f"notrack/{entry.name}", entry, statements, entry.family, entry.protocols,
+                       {"saddr": entry.saddr, "daddr": entry.daddr, "any": entry.peers},
+                       ir.Port("any", entry.ports) if entry.ports else None, direction)
 
 
 def lower_helper(entry: model.Helper) -> list[ir.Rule]:
-    statements = (ir.Counter(), ir.SetCtHelper(entry.name))
-    out = []
     family = entry.family or ("ipv4" if entry.helper in model.IPV4_ONLY_HELPERS else None)
-    for family, addr_matches in _family_parts(family, {"saddr": entry.saddr, "daddr": entry.daddr}):
-        matches = _base_matches(family, (entry.protocol,), bool(addr_matches)) + list(addr_matches)
-        matches.append(ir.Port("dport", entry.ports))
-        out.append(ir.Rule(f"helper/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
-    return out
+    return _flow_rules(f"helper/{entry.name}", entry, (ir.Counter(), ir.SetCtHelper(entry.name)), family,
+                       (entry.protocol,), {"saddr": entry.saddr, "daddr": entry.daddr},
+                       ir.Port("dport", entry.ports))
 
 
 def helper_object(entry: model.Helper) -> ir.CtHelperObject:
@@ -227,14 +234,9 @@ def helper_object(entry: model.Helper) -> ir.CtHelperObject:
 
 
 def lower_timeout(entry: model.Timeout) -> list[ir.Rule]:
-    statements = (ir.Counter(), ir.SetCtTimeout(entry.name))
-    out = []
-    for family, addr_matches in _family_parts(entry.family, {"saddr": entry.saddr, "daddr": entry.daddr}):
-        matches = _base_matches(family, (entry.protocol,), bool(addr_matches)) + list(addr_matches)
-        if entry.ports:
-            matches.append(ir.Port("dport", entry.ports))
-        out.append(ir.Rule(f"timeout/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
-    return out
+    return _flow_rules(f"timeout/{entry.name}", entry, (ir.Counter(), ir.SetCtTimeout(entry.name)), entry.family,
+                       (entry.protocol,), {"saddr": entry.saddr, "daddr": entry.daddr},
+                       ir.Port("dport", entry.ports) if entry.ports else None)
 
 
 def timeout_object(entry: model.Timeout, table: str) -> ir.CtTimeoutObject:
@@ -243,18 +245,9 @@ def timeout_object(entry: model.Timeout, table: str) -> ir.CtTimeoutObject:
 
 
 def lower_zone(entry: model.Zone, direction: str) -> list[ir.Rule]:
-    statements = (ir.Counter(), ir.SetCtZone(entry.zone, entry.zone_direction))
-    out = []
-    for family, addr_matches in _family_parts(entry.family, {"saddr": entry.saddr, "daddr": entry.daddr}):
-        matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
-        if entry.ports:
-            matches.append(ir.Port("dport", entry.ports))
-        if direction == "in" and entry.iif:
-            matches.append(ir.Iface("in", entry.iif))
-        if direction == "out" and entry.oif:
-            matches.append(ir.Iface("out", entry.oif))
-        out.append(ir.Rule(f"zone/{entry.name}", entry.pointer, tuple(matches), statements, entry.comment))
-    return out
+    return _flow_rules(f"zone/{entry.name}", entry, (ir.Counter(), ir.SetCtZone(entry.zone, entry.zone_direction)),
+                       entry.family, entry.protocols, {"saddr": entry.saddr, "daddr": entry.daddr},
+                       ir.Port("dport", entry.ports) if entry.ports else None, direction)
 
 
 def lower_nat(entry: model.Nat) -> list[ir.Rule]:
