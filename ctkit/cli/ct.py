@@ -300,12 +300,8 @@ def sysctl_set(assignments: list[str] = typer.Argument(..., metavar="KEY=VALUE..
                netns: Optional[str] = NetnsOption) -> None:
     """Set net.netfilter sysctls in a namespace; host-wide keys are refused outside the initial one."""
     pairs = [sysctl.parse_assignment(a) for a in assignments]
-    with entered(netns):
-        for key, _ in pairs:  # check all before changing any
-            value = sysctl.read(key)
-            if not value.exists:
-                raise UsageError(f"net.netfilter.{key} does not exist on this kernel"
-                                 + (f" ({sysctl.ABSENT_MEANS[key]})" if key in sysctl.ABSENT_MEANS else ""))
-        for key, value in pairs:
-            sysctl.write(key, value)
-            print(f"net.netfilter.{key} = {sysctl.read(key).value}")
+    with entered(netns):  # scope is checked inside: entering moves only this thread
+        changes = sysctl.plan(pairs)  # every key checked before any is written
+        after = sysctl.apply_plan(changes)  # all or nothing: a failed write restores the earlier ones
+    for value in after:
+        print(f"net.netfilter.{value.name} = {value.value}")
