@@ -201,28 +201,47 @@ set_app = typer.Typer(help="Change the members of a named set at run time (no re
                            "to the policy file).", no_args_is_help=True)
 
 
-def _member_types(value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    parts = tuple(p.strip() for p in value.split(" . "))
-    types = tuple("inet_service" if re.fullmatch(r"[0-9]+(-[0-9]+)?", p) else
-                  "ipv6_addr" if ":" in p else "ipv4_addr" for p in parts)
-    return types, parts
+def _member_types(name: str, netns: Optional[str], table: str, backend: str):
+    """The set's member type as the kernel has it (nft: `list set` type and flags; ipset: its header)."""
+    from ctkit import members
+    from ctkit.errors import KernelError
+    from ctkit.kernel.netns import entered
+    members.check_set_name(name)
+    if backend == "iptables":
+        from ctkit.backends.iptables import chain_prefix, ipset_name
+        from ctkit.kernel import ipset as ipset_kernel
+        set_name = ipset_name(chain_prefix(table), name)
+        proc = ipset_kernel._run(["list", "-t", set_name], netns, f"cannot read ipset {set_name}", check=False)
+        if proc.returncode != 0:
+            if "does not exist" in proc.stderr:
+                raise UsageError(f"no set {set_name} (apply a policy that declares it)")
+            raise KernelError(f"cannot read ipset {set_name}: {proc.stderr.strip()}")
+        return members.set_type_from_ipset(proc.stdout, set_name)
+    nft_kernel.check_table(table)
+    with entered(netns):  # the libnftables context must be created inside
+        ctx = nft_kernel._context()
+        items = nft_kernel._cmd_json(ctx, f"list set {nft_kernel.FAMILY} {table} {name}")
+    if not items:
+        raise UsageError(f"no set {name!r} in table {nft_kernel.FAMILY} {table} (apply a policy that declares it)")
+    return members.set_type_from_nft(items, name)
 
 
 def _set_change(name: str, value: str, add: bool, timeout: Optional[int], netns: Optional[str], table: str,
                 backend: str, variant: str) -> str:
-    if registry.check(backend) == "iptables":
-        if " . " in value:
-            raise UsageError("ipset sets have one part per member: the iptables backend has no concatenations")
+    """Parse `value` with the set's own type (never a name lookup), then add or delete it."""
+    from ctkit import members
+    kind = registry.check(backend)
+    member = members.parse(value, _member_types(name, netns, table, kind))
+    if kind == "iptables":
         from ctkit.backends.iptables import chain_prefix, ipset_name
         from ctkit.kernel import ipset as ipset_kernel
         set_name = ipset_name(chain_prefix(table), name)
         if add:
-            ipset_kernel.add(set_name, value, timeout, netns)
+            ipset_kernel.add(set_name, member.text(), timeout, netns)
         else:
-            ipset_kernel.delete(set_name, value, netns)
+            ipset_kernel.delete(set_name, member.text(), netns)
         return f"ipset {set_name}"
-    types, parts = _member_types(value)
-    nft_kernel.set_element(table, name, nft_backend.member_value(types, parts), add, timeout, netns)
+    nft_kernel.set_element(table, name, member.nft(), add, timeout, netns)
     return f"set inet {table} {name}"
 
 
