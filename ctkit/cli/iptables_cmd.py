@@ -5,6 +5,7 @@ was; like it, this only wires stages together and prints their results.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ctkit import pipeline
@@ -16,6 +17,19 @@ from ctkit.compile.toggles import LiveToggle, keep_live
 from ctkit.kernel.settings import apply_settings
 
 FORMATS = ("restore", "json")
+
+
+def _warn(findings: list[str]) -> None:
+    """Foreign chains and sets with ctkit's prefix: left alone, said on stderr."""
+    for line in findings:
+        print(f"warning: {_printable(line)}", file=sys.stderr)
+
+
+def _printable(text: str) -> str:
+    """A rule as one terminal line: control characters and bytes that are not UTF-8 escaped."""
+    raw = text.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="backslashreplace")
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii")
+                   for c in raw)
 
 
 def _families(family: str | None) -> tuple[str, ...]:
@@ -43,7 +57,10 @@ def apply(compiled: pipeline.Compiled, netns: str | None, variant: str, dry_run:
         _v, states = kernel.toggle_states(backend.chain_prefix(plan.table.name), netns, variant)
         plan = keep_live(plan, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
     ruleset = backend.generate(plan)
-    variant, changes = kernel.apply(ruleset.ipv4, ruleset.ipv6, netns, variant, dry_run=dry_run)
+    findings: list[str] = []
+    variant, changes = kernel.apply(ruleset.ipv4, ruleset.ipv6, netns, variant, dry_run=dry_run,
+                                    findings=findings)
+    _warn(findings)
     results = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
     counts = {f: ruleset.document(f).rule_count for f in backend.FAMILIES}
     if as_json:
@@ -82,7 +99,9 @@ def _live_dict(live: kernel.Live) -> dict:
 
 def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
     prefix = backend.chain_prefix(table)
-    variant, lives = kernel.show(prefix, netns, variant)
+    findings: list[str] = []
+    variant, lives = kernel.show(prefix, netns, variant, findings=findings)
+    _warn(findings)
     _v, toggles = kernel.toggle_states(prefix, netns, variant)
     if as_json:
         print_json({"backend": "iptables", "variant": variant, "prefix": prefix,
@@ -100,11 +119,11 @@ def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
         for t in live.document.tables:
             print(f"*{t.name}")
             for name, rule in ((n, r) for n, r in live.jumps if n == t.name):
-                print(f"[{rule.packets}:{rule.bytes}] -A {rule.chain} {rule.spec}")
+                print(f"[{rule.packets}:{rule.bytes}] -A {rule.chain} {_printable(rule.spec)}")
             for chain in t.chains:
                 for i, spec in enumerate(chain.rules):
                     packets, nbytes = live.counters.get((t.name, chain.name, i), (0, 0))
-                    print(f"[{packets}:{nbytes}] -A {chain.name} {spec}")
+                    print(f"[{packets}:{nbytes}] -A {chain.name} {_printable(spec)}")
     if toggles:
         print("# toggles")
         print_toggles(toggles)
@@ -112,7 +131,9 @@ def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
 
 def remove(table: str, netns: str | None, variant: str) -> None:
     prefix = backend.chain_prefix(table)
-    variant, changes = kernel.remove(prefix, netns, variant)
+    findings: list[str] = []
+    variant, changes = kernel.remove(prefix, netns, variant, findings=findings)
+    _warn(findings)
     removed = [c.family for c in changes if c.document]
     if removed:
         print(f"removed chains {prefix}* and their jumps ({', '.join(removed)}; iptables-{variant})")

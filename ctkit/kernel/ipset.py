@@ -7,6 +7,12 @@ temporary set is filled, then swapped with the live one (`ipset swap`), so a
 rule matching the set sees the old members or the new ones, never an empty
 set. Sets ctkit no longer declares are destroyed after the rules that used
 them are gone. Debian package: ipset.
+
+A set is ctkit's only when ctkit created it: the caller passes the names its
+ownership record lists (ctkit/kernel/iptables.py). A set named with ctkit's
+prefix that the record does not list is foreign: never flushed, swapped or
+destroyed; when a policy needs that very name, sync refuses and names it.
+Output is read as bytes decoded with surrogateescape and split on "\n" only.
 """
 from __future__ import annotations
 
@@ -30,14 +36,40 @@ def _ipset() -> str:
 def _run(args: list[str], netns: str | None, what: str, input: str | None = None, check: bool = True
          ) -> subprocess.CompletedProcess:
     with entered(netns):
-        proc = subprocess.run([_ipset(), *args], input=input, capture_output=True, text=True, timeout=TIMEOUT)
+        raw = subprocess.run([_ipset(), *args], input=None if input is None else input.encode(
+            "utf-8", errors="surrogateescape"), capture_output=True, timeout=TIMEOUT)
+    proc = subprocess.CompletedProcess(raw.args, raw.returncode,
+                                       raw.stdout.decode("utf-8", errors="surrogateescape"),
+                                       raw.stderr.decode("utf-8", errors="surrogateescape"))
     if check and proc.returncode != 0:
         raise KernelError(f"{what}: {proc.stderr.strip() or 'ipset failed'}")
     return proc
 
 
 def names(netns: str | None) -> list[str]:
-    return _run(["list", "-n"], netns, "cannot list ipsets").stdout.split()
+    return [n for n in _run(["list", "-n"], netns, "cannot list ipsets").stdout.split("\n") if n]
+
+
+def temporary(name: str) -> str:
+    """The set sync fills before swapping it with `name`."""
+    return name[:27] + "-new"
+
+
+def foreign(prefix: str, owned: set[str], netns: str | None) -> list[str]:
+    """Sets named with ctkit's prefix that ctkit did not create."""
+    return [n for n in names(netns) if n.startswith(prefix) and n not in owned]
+
+
+def check_free(sets, owned: set[str], netns: str | None) -> None:
+    """Refuse when a set ctkit needs (or its temporary) exists and is not ctkit's."""
+    existing = set(names(netns))
+    for s in sets:
+        for name in (s.name, temporary(s.name)):
+            if name in existing and name not in owned:
+                raise KernelError(f"ipset {name} exists but ctkit did not create it (its ownership record "
+                                  f"does not list it): ctkit needs that name and will not flush, swap or "
+                                  f"destroy a foreign set; rename or destroy it (ipset destroy {name}) or "
+                                  "give the policy another table name")
 
 
 def _create_line(name: str, s) -> str:
@@ -52,12 +84,16 @@ def _add_lines(name: str, s) -> list[str]:
     return [f"add {name} {value}" + (f" timeout {t}" if t is not None else "") for value, t in s.elements]
 
 
-def sync(sets, prefix: str, netns: str | None) -> None:
-    """Make the kernel's sets named <prefix>* the given ones (IpSet objects); contents swap atomically."""
+def sync(sets, prefix: str, netns: str | None, owned: set[str] | None = None) -> None:
+    """Make the kernel's sets named <prefix>* the given ones (IpSet objects); contents swap atomically.
+    With `owned` (ctkit's record), a foreign set of a needed name is refused, not touched."""
+    sets = list(sets)
+    if owned is not None:
+        check_free(sets, owned, netns)
     existing = set(names(netns))
     lines = []
     for s in sets:
-        tmp = (s.name[:27] + "-new")
+        tmp = temporary(s.name)
         lines.append(_create_line(tmp, s) + " -exist")
         lines.append(f"flush {tmp}")
         lines += _add_lines(tmp, s)
@@ -69,11 +105,16 @@ def sync(sets, prefix: str, netns: str | None) -> None:
         _run(["restore"], netns, "ipset refused the sets", input="\n".join(lines) + "\n")
 
 
-def destroy_stale(keep: set[str], prefix: str, netns: str | None) -> None:
-    """Destroy ctkit's sets (named <prefix>...) that no rule uses any more."""
+def destroy_stale(keep: set[str], owned: set[str], netns: str | None) -> set[str]:
+    """Destroy the sets ctkit created (`owned`) that it no longer declares (`keep`); a set a rule
+    still uses stays. Returns the owned sets, not kept, that still exist."""
+    left = set()
     for name in names(netns):
-        if name.startswith(prefix) and name not in keep:
-            _run(["destroy", name], netns, f"cannot destroy ipset {name}", check=False)
+        if name in owned and name not in keep:
+            proc = _run(["destroy", name], netns, f"cannot destroy ipset {name}", check=False)
+            if proc.returncode != 0:
+                left.add(name)
+    return left
 
 
 def add(name: str, value: str, timeout: int | None, netns: str | None) -> None:

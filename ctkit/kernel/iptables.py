@@ -1,7 +1,13 @@
 """iptables and ip6tables through iptables-restore --noflush, inside a namespace.
 
-ctkit owns the chains named with its prefix (CTKIT-...) and the jumps from
-built-in chains to them; nothing else. Every change is one
+ctkit owns the chains it created (named with its prefix, CTKIT-...) and the
+jumps from built-in chains to them; nothing else. A name is not proof of
+ownership: another program (or an administrator) may create CTKIT-foo too.
+So ctkit keeps an ownership record (see "The ownership record" below) and a
+chain or ipset with ctkit's prefix that the record does not list is FOREIGN:
+apply, show, remove and toggle leave it, its rules and the jumps to it alone
+and report it; when ctkit needs that very name for a chain or set of its own,
+it refuses and names the foreign object. Every change is one
 `iptables-restore --noflush` run per family, built from what iptables-save
 shows right now:
 
@@ -24,13 +30,44 @@ Both variants of iptables 1.8 work: iptables-nft (nf_tables API) and
 iptables-legacy (x_tables); `auto` takes the one the host's `iptables`
 command is. Subprocesses run inside the target namespace because they are
 started from a thread that has entered it (ctkit.kernel.netns.entered).
+
+The ownership record
+--------------------
+/run/ctkit/<netns id>/iptables-<prefix>.json (CTKIT_STATE_DIR replaces
+/run/ctkit), one file per namespace and prefix, lists per iptables variant
+the (family, table, chain) triples and the ipset names ctkit created there.
+The netns id is the namespace's cookie (SO_NETNS_COOKIE of a socket made
+inside it: 64 bits, never reused while the machine is up), or the device and
+inode of /proc/thread-self/ns/net where the kernel has no cookie; the file
+also holds the boot id and is ignored after a reboot (the kernel's rules are
+gone then as well). A state file was chosen over a marker rule in each chain
+because a rule can be copied by accident (iptables-save | sed | iptables-restore
+of someone else's chains would copy the marker with them) and because an
+empty chain has no rule to carry it; the file survives restarts of ctkit and
+cannot come into being without ctkit writing it. It is written before a change
+(old entries plus what the change is about to create, so an interrupted run
+never leaves ctkit's chains unrecorded) and again after it (exactly what ctkit
+holds then), under an flock so two ctkit runs do not interleave. Losing the
+file fails safe: ctkit then treats its own chains as foreign and refuses to
+reuse their names, it never deletes anything unlisted.
+
+iptables-save output is read as bytes, decoded with surrogateescape and split
+on "\n" only: a foreign comment holding \r, \f, U+0085 or bytes that are not
+UTF-8 is data, not a line break or an error.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import os
 import shlex
 import shutil
+import socket
+import struct
 import subprocess
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ctkit.backends.iptables import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
                                     toggle_switch_spec)
@@ -57,7 +94,7 @@ def resolve_variant(variant: str) -> str:
     exe = shutil.which("iptables")
     if exe is None:
         raise KernelError(f"no iptables command on this host: {_INSTALL}, or choose --iptables-variant nft|legacy")
-    proc = subprocess.run([exe, "-V"], capture_output=True, text=True, timeout=TIMEOUT)
+    proc = subprocess.run([exe, "-V"], capture_output=True, text=True, errors="surrogateescape", timeout=TIMEOUT)
     text = proc.stdout + proc.stderr
     if "nf_tables" in text:
         return "nft"
@@ -76,25 +113,34 @@ def tool(family: str, variant: str, kind: str) -> str:
     return path
 
 
+def _decode(data: bytes | None) -> str:
+    """Tool output as text: bytes that are not UTF-8 stay data (surrogateescape), never an error."""
+    return (data or b"").decode("utf-8", errors="surrogateescape")
+
+
+def _encode(text: str | None) -> bytes | None:
+    return None if text is None else text.encode("utf-8", errors="surrogateescape")
+
+
 def _run(argv: list[str], netns: str | None, what: str, input: str | None = None) -> str:
     try:
         with entered(netns):
-            proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=TIMEOUT)
+            proc = subprocess.run(argv, input=_encode(input), capture_output=True, timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         raise KernelError(f"{what}: {argv[0]} did not finish within {TIMEOUT} s (xtables lock held?)") from None
     if proc.returncode != 0:
-        raise KernelError(f"{what}: {_explain(proc.stderr, input)}")
-    return proc.stdout
+        raise KernelError(f"{what}: {_explain(_decode(proc.stderr), input)}")
+    return _decode(proc.stdout)
 
 
 def _explain(stderr: str, document: str | None) -> str:
-    lines = [ln for ln in stderr.strip().splitlines() if ln and not ln.startswith("Try `")]
+    lines = [ln for ln in stderr.strip().split("\n") if ln and not ln.startswith("Try `")]
     text = "; ".join(lines) or "no message"
     for ln in lines:
         if ln.startswith("Error occurred at line: ") and document:
             try:
                 n = int(ln.split(": ")[1])
-                text += f" (line {n}: {document.splitlines()[n - 1]})"
+                text += f" (line {n}: {document.split(chr(10))[n - 1]})"
             except (ValueError, IndexError):
                 pass
     if "Permission denied" in text or "Operation not permitted" in text:
@@ -114,7 +160,10 @@ class SavedRule:
     @property
     def target(self) -> str | None:
         """The chain or target of -j/-g."""
-        words = shlex.split(self.spec)
+        try:
+            words = shlex.split(self.spec)
+        except ValueError:  # an unbalanced quote in a foreign rule: no chain name has one
+            words = self.spec.split(" ")
         for flag in ("-j", "-g"):
             if flag in words:
                 i = words.index(flag)
@@ -134,25 +183,32 @@ class SavedTable:
 
 
 def parse_save(text: str) -> dict[str, SavedTable]:
-    """iptables-save [-c] output -> tables in the order printed."""
+    """iptables-save [-c] output -> tables in the order printed.
+
+    Lines end at "\n" only (iptables-save writes nothing else as a line end; str.splitlines
+    would also cut a foreign comment at \r, \f, \x1c-\x1e or U+0085)."""
     tables: dict[str, SavedTable] = {}
     name, policies, rules = None, {}, []
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line or line.startswith("#"):
             continue
         if line.startswith("*"):
             name, policies, rules = line[1:].strip(), {}, []
         elif line.startswith(":") and name:
-            chain, policy = line[1:].split()[:2]
-            policies[chain] = policy
+            words = line[1:].split(" ")
+            if len(words) >= 2:
+                policies[words[0]] = words[1]
         elif line == "COMMIT" and name:
             tables[name] = SavedTable(name, dict(policies), tuple(rules))
             name = None
         elif name:
             packets = nbytes = 0
             if line.startswith("["):
-                counts, line = line[1:].split("] ", 1)
-                packets, nbytes = (int(x) for x in counts.split(":"))
+                try:
+                    counts, line = line[1:].split("] ", 1)
+                    packets, nbytes = (int(x) for x in counts.split(":"))
+                except ValueError:
+                    continue
             flag, chain, spec = (line.split(" ", 2) + [""])[:3]
             if flag == "-A":
                 rules.append(SavedRule(chain, spec, packets, nbytes))
@@ -165,58 +221,95 @@ def save(family: str, variant: str, netns: str | None, counters: bool = False) -
 
 
 # ---------------------------------------------------- what ctkit owns now
+# `mine` is one family's part of the ownership record: {table: {chain, ...}}. The pure
+# functions below also take None there, meaning "every chain with the prefix" (how a
+# ruleset looks to a reader with no record, e.g. tests of a captured iptables-save); the
+# operations further down always pass the record.
 
-def owned(current: dict[str, SavedTable], prefix: str, family: str) -> Document:
+Mine = dict  # table -> set of chain names ctkit created
+
+
+def _mine_in(saved: SavedTable, prefix: str, mine: Mine | None) -> list[str]:
+    """ctkit's chains of one table, in iptables-save order."""
+    listed = None if mine is None else mine.get(saved.name, set())
+    return [c for c in saved.policies if c.startswith(prefix) and (listed is None or c in listed)]
+
+
+def owned(current: dict[str, SavedTable], prefix: str, family: str, mine: Mine | None = None) -> Document:
     """ctkit's chains as the kernel holds them, in the backend's own shape (for show and rollback)."""
     tables = []
     for name in TABLE_ORDER + tuple(t for t in current if t not in TABLE_ORDER):
         saved = current.get(name)
         if saved is None:
             continue
-        mine = [c for c in saved.policies if c.startswith(prefix)]
-        if not mine:
+        chains_ = _mine_in(saved, prefix, mine)
+        if not chains_:
             continue
-        jumps = {r.target: r.chain for r in saved.rules if saved.builtin(r.chain) and r.target in mine}
-        chains = tuple(Chain(c, tuple(r.spec for r in saved.rules if r.chain == c), jumps.get(c)) for c in mine)
+        jumps_ = {r.target: r.chain for r in saved.rules if saved.builtin(r.chain) and r.target in chains_}
+        chains = tuple(Chain(c, tuple(r.spec for r in saved.rules if r.chain == c), jumps_.get(c)) for c in chains_)
         tables.append(Table(name, chains))
     return Document(family, prefix, tuple(tables))
 
 
-def jumps(current: dict[str, SavedTable], prefix: str) -> list[tuple[str, SavedRule]]:
+def jumps(current: dict[str, SavedTable], prefix: str, mine: Mine | None = None) -> list[tuple[str, SavedRule]]:
     """(table, rule) of every rule outside ctkit's chains that sends packets into them."""
     out = []
     for name, saved in current.items():
+        chains_ = set(_mine_in(saved, prefix, mine))
         for r in saved.rules:
-            if not r.chain.startswith(prefix) and (r.target or "").startswith(prefix) and r.target in saved.policies:
+            if r.chain not in chains_ and r.target in chains_:
                 out.append((name, r))
+    return out
+
+
+def foreign(current: dict[str, SavedTable], prefix: str, mine: Mine | None) -> list[tuple[str, str]]:
+    """(table, chain) of the chains named with ctkit's prefix that ctkit did not create."""
+    out = []
+    for name, saved in current.items():
+        chains_ = set(_mine_in(saved, prefix, mine))
+        out += [(name, c) for c in saved.policies if c.startswith(prefix) and c not in chains_]
     return out
 
 
 # ------------------------------------------------------------ transaction
 
-def transaction(desired: Document | None, current: dict[str, SavedTable], prefix: str) -> str:
+def transaction(desired: Document | None, current: dict[str, SavedTable], prefix: str,
+                mine: Mine | None = None) -> str:
     """iptables-restore --noflush input that turns ctkit's part of `current` into `desired`
-    (None: remove everything ctkit owns). Empty when there is nothing to do."""
+    (None: remove everything ctkit owns). Empty when there is nothing to do.
+
+    Only the chains in `mine` are ctkit's (None: all chains with the prefix). A chain
+    ctkit wants whose name a foreign chain already has is refused (KernelError), never
+    flushed; foreign chains, their rules and the jumps to them are not addressed."""
     wanted = {t.name: t for t in (desired.tables if desired else ())}
     names = [n for n in TABLE_ORDER if n in wanted or n in current] + \
             [n for n in current if n not in TABLE_ORDER]
+    family = f" ({desired.family})" if desired else ""
     out: list[str] = []
     for name in names:
         saved = current.get(name, SavedTable(name))
         table = wanted.get(name, Table(name, ()))
-        old = [c for c in saved.policies if c.startswith(prefix)]
+        old = _mine_in(saved, prefix, mine)
+        for c in table.chains:
+            if c.name in saved.policies and c.name not in old:
+                raise KernelError(
+                    f"chain {c.name} in table {name}{family} exists but ctkit did not create it (its ownership "
+                    f"record does not list it): ctkit needs that name and will not flush or reuse a foreign "
+                    f"chain; rename or delete it (iptables -t {name} -F {c.name}; iptables -t {name} -X "
+                    f"{c.name}) or give the policy another table name")
         if not old and not table.chains:
             continue
         new = {c.name for c in table.chains}
         stale = [c for c in old if c not in new]
         for r in saved.rules:
-            if not r.chain.startswith(prefix) and not saved.builtin(r.chain) and r.target in stale:
+            if r.chain not in old and not saved.builtin(r.chain) and r.target in stale:
                 raise KernelError(f"chain {r.chain} in table {name} (not ctkit's) sends packets to {r.target}, "
                                   f"which ctkit must delete: remove that rule first (-D {r.chain} {r.spec})")
         lines = [f":{c.name} - [0:0]" for c in table.chains]
         kept: set[tuple[str, str]] = set()
         for r in saved.rules:
-            if r.chain.startswith(prefix) or not (r.target or "").startswith(prefix) or r.target not in old:
+            # jumps from built-in chains are ctkit's to manage; a foreign chain's rules are not
+            if not saved.builtin(r.chain) or r.target not in old:
                 continue
             key = (r.chain, r.target)
             wanted_jump = any(c.builtin == r.chain and c.name == r.target for c in table.chains)
@@ -233,6 +326,143 @@ def transaction(desired: Document | None, current: dict[str, SavedTable], prefix
     return "\n".join(out) + "\n" if out else ""
 
 
+# ------------------------------------------------------- ownership record
+
+STATE_DIR = os.environ.get("CTKIT_STATE_DIR", "/run/ctkit")
+_SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)  # asm-generic value (Linux >= 5.14)
+
+
+def netns_id(netns: str | None) -> str:
+    """A name for the namespace that no other namespace gets while the machine is up."""
+    with entered(netns):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                raw = s.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+            if len(raw) == 8:
+                return f"cookie-{struct.unpack('=Q', raw)[0]}"
+        except OSError:
+            pass
+        st = os.stat("/proc/thread-self/ns/net")
+    return f"inode-{st.st_dev}-{st.st_ino}"
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+@dataclass
+class Record:
+    """What ctkit created in one namespace under one prefix."""
+    path: str
+    netns: str
+    prefix: str
+    chains: dict = field(default_factory=dict)  # variant -> family -> table -> set of chains
+    ipsets: set = field(default_factory=set)
+
+    def mine(self, variant: str, family: str) -> Mine:
+        return self.chains.setdefault(variant, {}).setdefault(family, {})
+
+    def empty(self) -> bool:
+        return not self.ipsets and not any(c for fams in self.chains.values() for tabs in fams.values()
+                                           for c in tabs.values())
+
+    def as_dict(self) -> dict:
+        return {"version": 1, "boot_id": _boot_id(), "netns": self.netns, "prefix": self.prefix,
+                "chains": {v: {f: {t: sorted(c) for t, c in tabs.items() if c} for f, tabs in fams.items()}
+                           for v, fams in self.chains.items()},
+                "ipsets": sorted(self.ipsets)}
+
+
+def record_path(netns: str | None, prefix: str) -> str:
+    return os.path.join(STATE_DIR, netns_id(netns), f"iptables-{check_prefix(prefix)}.json")
+
+
+def load_record(netns: str | None, prefix: str) -> Record:
+    """The record, or an empty one when there is none, it is not root's, or it is from another boot."""
+    path = record_path(netns, prefix)
+    rec = Record(path, os.path.basename(os.path.dirname(path)), prefix)
+    try:
+        st = os.stat(path)
+        if st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return rec  # not written by ctkit (as this user): not proof of anything
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return rec
+    if not isinstance(data, dict) or data.get("version") != 1 or data.get("boot_id") != _boot_id() \
+            or data.get("netns") != rec.netns or data.get("prefix") != prefix:
+        return rec
+    try:
+        for variant, fams in dict(data.get("chains", {})).items():
+            for family, tabs in dict(fams).items():
+                for table, chains in dict(tabs).items():
+                    rec.mine(str(variant), str(family))[str(table)] = {str(c) for c in chains}
+        rec.ipsets = {str(n) for n in data.get("ipsets", [])}
+    except (TypeError, ValueError):
+        return Record(path, rec.netns, prefix)
+    return rec
+
+
+def _store(rec: Record) -> None:
+    if rec.empty():
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(rec.path)
+        return
+    tmp = rec.path + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(rec.as_dict(), f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, rec.path)
+
+
+@contextlib.contextmanager
+def _locked(netns: str | None, prefix: str) -> Iterator[Record]:
+    """The record, held under an exclusive lock for a read-modify-write."""
+    path = record_path(netns, prefix)
+    try:
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise KernelError(f"cannot write ctkit's ownership record {path}: {exc.strerror} "
+                          f"(run as root, or set CTKIT_STATE_DIR)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield load_record(netns, prefix)
+    finally:
+        os.close(fd)
+
+
+def _prune(rec: Record, variant: str, current: dict[str, dict[str, SavedTable]]) -> None:
+    """Forget chains that are gone (deleted by hand): their names are nobody's now."""
+    for family, tables in current.items():
+        mine = rec.mine(variant, family)
+        for table in list(mine):
+            mine[table] = mine[table] & set(tables[table].policies) if table in tables else set()
+
+
+def _note_foreign(findings: list | None, current: dict[str, dict[str, SavedTable]], prefix: str,
+                  rec: Record, variant: str, netns: str | None) -> None:
+    if findings is None:
+        return
+    for family, tables in current.items():
+        for table, chain in foreign(tables, prefix, rec.mine(variant, family)):
+            findings.append(f"chain {chain} in {_TOOL[family]}-{variant} table {table} is not ctkit's "
+                            "(ctkit did not create it): left alone with its rules and the jumps to it")
+    if _has_ipset():
+        for name in ipset.foreign(prefix.lower(), rec.ipsets, netns):
+            findings.append(f"ipset {name} is not ctkit's (ctkit did not create it): left alone")
+
+
+def _copy(mine: Mine) -> Mine:
+    return {t: set(c) for t, c in mine.items()}
+
+
 # ------------------------------------------------------------ operations
 
 @dataclass(frozen=True)
@@ -247,14 +477,15 @@ def _restore(family: str, variant: str, netns: str | None, text: str, test: bool
     _run(argv, netns, f"{_TOOL[family]}-restore refused the {'check' if test else 'change'}", input=text)
 
 
-def _reconcile(docs: dict[str, Document | None], prefix: str, variant: str, netns: str | None,
-               dry_run: bool) -> list[Change]:
-    before = {f: parse_save(save(f, variant, netns)) for f in docs}
-    plan = {f: transaction(docs[f], before[f], prefix) for f in docs}
+def _reconcile(plan: dict[str, str], before: dict[str, dict[str, SavedTable]], prefix: str, variant: str,
+               netns: str | None, dry_run: bool, mine_old: dict[str, Mine], mine_now: dict[str, Mine]
+               ) -> list[Change]:
+    """Send `plan`; when a family is refused, put back what ctkit had (mine_old, as `before` shows it)
+    in that family and the one done before it, deleting what ctkit had meanwhile created (mine_now)."""
     for f, text in plan.items():
         if text:
             _restore(f, variant, netns, text, test=True)
-    changes = [Change(f, f"{_TOOL[f]}-{variant}", plan[f]) for f in docs]
+    changes = [Change(f, f"{_TOOL[f]}-{variant}", plan[f]) for f in plan]
     if dry_run:
         return changes
     done: list[str] = []
@@ -270,7 +501,7 @@ def _reconcile(docs: dict[str, Document | None], prefix: str, variant: str, netn
             for g in done + [f]:
                 try:
                     now = parse_save(save(g, variant, netns))
-                    undo = transaction(owned(before[g], prefix, g), now, prefix)
+                    undo = transaction(owned(before[g], prefix, g, mine_old[g]), now, prefix, mine_now[g])
                     if undo:
                         _restore(g, variant, netns, undo, test=False)
                 except KernelError as again:
@@ -281,24 +512,66 @@ def _reconcile(docs: dict[str, Document | None], prefix: str, variant: str, netn
     return changes
 
 
+def _settle(rec: Record, variant: str, netns: str | None) -> None:
+    """After a failed change: keep in the record only what exists now (best effort)."""
+    try:
+        _prune(rec, variant, {f: parse_save(save(f, variant, netns)) for f in FAMILIES})
+        if _has_ipset():
+            rec.ipsets &= set(ipset.names(netns))
+        _store(rec)
+    except (KernelError, OSError):
+        pass  # the record written before the change stays: a superset, never a foreign name
+
+
 def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "auto",
-          dry_run: bool = False) -> tuple[str, list[Change]]:
-    """Make ctkit's chains in both families what the documents say. Returns (variant, changes)."""
-    check_prefix(v4.prefix)
+          dry_run: bool = False, findings: list | None = None) -> tuple[str, list[Change]]:
+    """Make ctkit's chains in both families what the documents say. Returns (variant, changes).
+    Foreign chains and ipsets with ctkit's prefix are appended to `findings` as messages."""
+    prefix = check_prefix(v4.prefix)
     variant = resolve_variant(variant)
-    used = set() if dry_run else _timeouts_used(prefix=v4.prefix, variant=variant, netns=netns)
+    docs = {"ipv4": v4, "ipv6": v6}
     sets = {s.name: s for doc in (v4, v6) for s in doc.ipsets}
-    if not dry_run and sets:  # -m set rules name sets that must exist first
-        ipset.sync(sets.values(), v4.prefix.lower(), netns)
-    if not dry_run:  # CT --timeout rules name objects that must exist first
-        for doc in (v4, v6):
-            for t in doc.timeouts:
-                cttimeout.put(t.name, doc.family, t.protocol, t.policy, netns)
-    changes = _reconcile({"ipv4": v4, "ipv6": v6}, v4.prefix, variant, netns, dry_run)
-    if not dry_run:
+    lock = contextlib.nullcontext(load_record(netns, prefix)) if dry_run else _locked(netns, prefix)
+    with lock as rec:
+        before = {f: parse_save(save(f, variant, netns)) for f in docs}
+        _prune(rec, variant, before)
+        if _has_ipset():
+            rec.ipsets &= set(ipset.names(netns))
+        _note_foreign(findings, before, prefix, rec, variant, netns)
+        mine_old = {f: _copy(rec.mine(variant, f)) for f in docs}
+        plan = {f: transaction(docs[f], before[f], prefix, mine_old[f]) for f in docs}  # refuses collisions
+        if sets:
+            ipset.check_free(sets.values(), rec.ipsets, netns)
+        if dry_run:
+            return variant, _reconcile(plan, before, prefix, variant, netns, True, mine_old, mine_old)
+        used = _timeouts_used(before, prefix, mine_old)
+        # written ahead: an interrupted run leaves nothing of ctkit's unrecorded
+        for f, doc in docs.items():
+            for t in doc.tables:
+                rec.mine(variant, f).setdefault(t.name, set()).update(c.name for c in t.chains)
+        rec.ipsets |= set(sets) | {ipset.temporary(n) for n in sets}
+        _store(rec)
+        mine_now = {f: _copy(rec.mine(variant, f)) for f in docs}
+        ok = False
+        try:
+            if sets:  # -m set rules name sets that must exist first
+                ipset.sync(sets.values(), prefix.lower(), netns, owned=rec.ipsets)
+            for doc in (v4, v6):  # CT --timeout rules name objects that must exist first
+                for t in doc.timeouts:
+                    cttimeout.put(t.name, doc.family, t.protocol, t.policy, netns)
+            changes = _reconcile(plan, before, prefix, variant, netns, False, mine_old, mine_now)
+            ok = True
+        finally:
+            if not ok:
+                _settle(rec, variant, netns)
+        for f, doc in docs.items():
+            rec.chains[variant][f] = {t.name: {c.name for c in t.chains} for t in doc.tables if t.chains}
+        rec.ipsets -= {ipset.temporary(n) for n in sets} - set(sets)
+        _store(rec)
         _drop_timeouts(used - {t.name for doc in (v4, v6) for t in doc.timeouts}, netns)
         if sets or _has_ipset():
-            ipset.destroy_stale(set(sets), v4.prefix.lower(), netns)
+            rec.ipsets = set(sets) | ipset.destroy_stale(set(sets), rec.ipsets, netns)
+            _store(rec)
     return variant, changes
 
 
@@ -306,13 +579,14 @@ def _has_ipset() -> bool:
     return shutil.which("ipset") is not None
 
 
-def _timeouts_used(prefix: str, variant: str, netns: str | None) -> set[str]:
+def _timeouts_used(current: dict[str, dict[str, SavedTable]], prefix: str, mine: dict[str, Mine]) -> set[str]:
     """cttimeout objects that ctkit's chains name now (ctkit owns exactly those)."""
     out = set()
-    for family in FAMILIES:
-        for saved in parse_save(save(family, variant, netns)).values():
+    for family, tables in current.items():
+        for saved in tables.values():
+            chains_ = set(_mine_in(saved, prefix, mine[family]))
             for r in saved.rules:
-                if r.chain.startswith(prefix) and " --timeout " in r.spec:
+                if r.chain in chains_ and " --timeout " in r.spec:
                     out.add(r.spec.split(" --timeout ", 1)[1].split()[0])
     return out
 
@@ -324,15 +598,34 @@ def _drop_timeouts(names: set[str], netns: str | None) -> None:
         cttimeout.delete(name, netns)
 
 
-def remove(prefix: str, netns: str | None = None, variant: str = "auto") -> tuple[str, list[Change]]:
+def remove(prefix: str, netns: str | None = None, variant: str = "auto",
+           findings: list | None = None) -> tuple[str, list[Change]]:
+    """Delete every chain ctkit created under this prefix and every jump to one, in both families,
+    and the ipsets it created; foreign chains and sets with the prefix stay (noted in `findings`)."""
     check_prefix(prefix)
-    """Delete every chain with ctkit's prefix and every jump to one, in both families."""
     variant = resolve_variant(variant)
-    used = _timeouts_used(prefix, variant, netns)
-    changes = _reconcile({"ipv4": None, "ipv6": None}, prefix, variant, netns, dry_run=False)
-    _drop_timeouts(used, netns)
-    if _has_ipset():
-        ipset.destroy_stale(set(), prefix.lower(), netns)
+    with _locked(netns, prefix) as rec:
+        before = {f: parse_save(save(f, variant, netns)) for f in FAMILIES}
+        _prune(rec, variant, before)
+        if _has_ipset():
+            rec.ipsets &= set(ipset.names(netns))
+        _note_foreign(findings, before, prefix, rec, variant, netns)
+        mine = {f: _copy(rec.mine(variant, f)) for f in FAMILIES}
+        plan = {f: transaction(None, before[f], prefix, mine[f]) for f in FAMILIES}
+        used = _timeouts_used(before, prefix, mine)
+        ok = False
+        try:
+            changes = _reconcile(plan, before, prefix, variant, netns, False, mine, mine)
+            ok = True
+        finally:
+            if not ok:
+                _settle(rec, variant, netns)
+        rec.chains[variant] = {}
+        _store(rec)
+        _drop_timeouts(used, netns)
+        if _has_ipset():
+            rec.ipsets = ipset.destroy_stale(set(), rec.ipsets, netns)
+        _store(rec)
     return variant, changes
 
 
@@ -346,20 +639,27 @@ class Live:
     counters: dict  # (table, chain, index) -> (packets, bytes)
 
 
-def show(prefix: str, netns: str | None = None, variant: str = "auto") -> tuple[str, list[Live]]:
+def show(prefix: str, netns: str | None = None, variant: str = "auto",
+         findings: list | None = None) -> tuple[str, list[Live]]:
+    check_prefix(prefix)
     variant = resolve_variant(variant)
+    rec = load_record(netns, prefix)
+    current = {f: parse_save(save(f, variant, netns, counters=True)) for f in FAMILIES}
+    _prune(rec, variant, current)
+    _note_foreign(findings, current, prefix, rec, variant, netns)
     out = []
     for family in FAMILIES:
-        current = parse_save(save(family, variant, netns, counters=True))
+        mine = rec.mine(variant, family)
         counters = {}
-        for name, saved in current.items():
+        for name, saved in current[family].items():
+            chains_ = set(_mine_in(saved, prefix, mine))
             index: dict[str, int] = {}
             for r in saved.rules:
-                if r.chain.startswith(prefix):
+                if r.chain in chains_:
                     i = index[r.chain] = index.get(r.chain, -1) + 1
                     counters[(name, r.chain, i)] = (r.packets, r.bytes)
-        out.append(Live(family, f"{_TOOL[family]}-{variant}", owned(current, prefix, family),
-                        tuple(jumps(current, prefix)), counters))
+        out.append(Live(family, f"{_TOOL[family]}-{variant}", owned(current[family], prefix, family, mine),
+                        tuple(jumps(current[family], prefix, mine)), counters))
     return variant, out
 
 
@@ -369,12 +669,13 @@ def show(prefix: str, netns: str | None = None, variant: str = "auto") -> tuple[
 # on (ctkit/backends/iptables.py). The TR chain's last rule keeps the policy file's
 # value in its comment ("toggle/NAME: policy on|off").
 
-def _toggle_chains(current: dict[str, SavedTable], prefix: str) -> dict[str, list[tuple[str, str]]]:
-    """{toggle: [(iptables table, switch chain)]} from one family's iptables-save."""
+def _toggle_chains(current: dict[str, SavedTable], prefix: str, mine: Mine | None = None
+                   ) -> dict[str, list[tuple[str, str]]]:
+    """{toggle: [(iptables table, switch chain)]} from one family's iptables-save (ctkit's chains only)."""
     out: dict[str, list[tuple[str, str]]] = {}
     head = prefix + "TG-"
     for name, saved in current.items():
-        for chain in saved.policies:
+        for chain in _mine_in(saved, prefix, mine):
             if chain.startswith(head):
                 toggle, _, k = chain[len(head):].rpartition("-")
                 if toggle and k.isdigit():
@@ -388,14 +689,18 @@ def toggle_states(prefix: str, netns: str | None = None, variant: str = "auto"
     check_prefix(prefix)
     variant = resolve_variant(variant)
     out: dict[str, tuple[bool, bool | None]] = {}
+    rec = load_record(netns, prefix)
     for family in FAMILIES:
         current = parse_save(save(family, variant, netns))
-        for toggle, chains in _toggle_chains(current, prefix).items():
+        mine = rec.mine(variant, family)
+        for toggle, chains in _toggle_chains(current, prefix, mine).items():
             on = any(r.chain == c for t, c in chains for r in current[t].rules)
             policy = None
             marker = f"toggle/{toggle}: policy "
             for t, c in chains:
                 body = prefix + "TR-" + c[len(prefix + "TG-"):]
+                if body not in mine.get(t, ()):
+                    continue
                 for r in current[t].rules:
                     if r.chain == body and marker in r.spec:
                         policy = r.spec.split(marker, 1)[1].startswith("on")
@@ -415,7 +720,7 @@ def _chain_exists(family: str, variant: str, netns: str | None, table: str, chai
         raise KernelError(f"{_TOOL[family]}-{variant} not found: {_INSTALL}")
     argv = [exe, "-w", "10", "-t", table, "-S", chain]
     with entered(netns):
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT)
+        proc = subprocess.run(argv, capture_output=True, timeout=TIMEOUT)
     return proc.returncode == 0
 
 
@@ -429,7 +734,9 @@ def set_toggle(prefix: str, name: str, on: bool, netns: str | None = None, varia
     check_prefix(prefix)
     variant = resolve_variant(variant)
     texts = {}
+    rec = load_record(netns, prefix)
     for family in FAMILIES:
+        mine = rec.mine(variant, family)
         lines: list[str] = []
         for table in _TOGGLE_TABLES:
             switches = []
@@ -437,7 +744,8 @@ def set_toggle(prefix: str, name: str, on: bool, netns: str | None = None, varia
                 switch, body = toggle_chain_names(prefix, name, k)
                 if not _chain_exists(family, variant, netns, table, switch):
                     break
-                switches.append((switch, body))
+                if switch in mine.get(table, ()) and body in mine.get(table, ()):
+                    switches.append((switch, body))  # a foreign chain of that name is not flipped
             if not switches:
                 continue
             lines.append(f"*{table}")
