@@ -20,13 +20,13 @@ _PREFIX = re.compile(r"^CTKIT[A-Z0-9_]{0,11}-$")
 
 
 def check_table(name: str) -> str:
-    if not _TABLE.match(name):
+    if not isinstance(name, str) or not name.isascii() or not _TABLE.fullmatch(name):
         raise UsageError(f"{name!r} cannot be ctkit's table: names start with 'ctkit' (e.g. ctkit, ctkit_lab), "
                          "so ctkit never touches another owner's table or chains")
     return name
 
 
 def check_prefix(prefix: str) -> str:
-    if not _PREFIX.match(prefix):
+    if not isinstance(prefix, str) or not prefix.isascii() or not _PREFIX.fullmatch(prefix):
         raise UsageError(f"{prefix!r} cannot be ctkit's chain prefix: it must start with CTKIT and end with '-'")
     return prefix

@@ -57,9 +57,13 @@ def exists(name: str) -> bool:
 @contextlib.contextmanager
 def entered(name: str | None) -> Iterator[None]:
     """Run the block inside network namespace `name` (None: stay where we are)."""
-    if not name:
+    if name is None:
         yield
         return
+    if not name.strip():
+        # an unset shell variable must never mean "the host's own namespace"
+        raise UsageError("--netns needs a namespace name (an empty name is refused; leave the option out "
+                         "to use the current namespace)")
     path = netns_path(name)
     try:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

@@ -100,6 +100,7 @@ def _run_text(ctx, text: str, what: str) -> None:
 
 def _list_table(table: str, netns: str | None, as_json: bool) -> str | None:
     """`list table` output (JSON or nft syntax), or None when the table does not exist."""
+    check_table(table)  # the name goes into nft command text: never unchecked
     with entered(netns):
         ctx = _context()
         ctx.set_json_output(as_json)

@@ -9,6 +9,7 @@ import difflib
 from dataclasses import replace
 import json
 import math
+import re
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -258,8 +259,11 @@ def load_document(data: Any, source: str = "<policy>", lines: Mapping[str, int] 
     """Validate an already parsed document and build the model, or raise PolicyError."""
     lines = lines if lines is not None else {}  # never test a LineIndex for truth: that composes it
     problems = list(earlier or [])
+    text_problems = _text_problems(data, source, lines)
     if _has_bad_float(data):
         problems.append(Problem("", "numbers must be finite", source=source))
+    elif text_problems:
+        problems += text_problems
     else:
         problems += schema_problems(data, source, lines)
     if problems:
@@ -268,6 +272,49 @@ def load_document(data: Any, source: str = "<policy>", lines: Mapping[str, int] 
     if problems:
         raise PolicyError([replace(p, line=_line_for(lines, p.pointer)) for p in problems])
     return policy
+
+
+#: characters that must never reach nft text, iptables-restore input or a kernel comment:
+#: C0 controls (NUL, newline, CR...), DEL, C1 controls (U+0085 included) and the Unicode
+#: line and paragraph separators. Python's `$` in a schema pattern matches before a trailing
+#: newline, and str.splitlines() splits on several of these, so they are refused once, here.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+#: lengths the kernel and libnftables count in bytes (UTF-8), checked in bytes
+MAX_BYTES = {"comment": 64, "prefix": 127}
+
+
+def _text_problems(data: Any, source: str, lines: Mapping[str, int]) -> list[Problem]:
+    """Control characters anywhere (keys and values), and byte lengths of free text."""
+    out: list[Problem] = []
+    stack: list[tuple[Any, tuple]] = [(data, ())]
+    while stack and len(out) < 50:
+        node, path = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if isinstance(key, str) and _CONTROL.search(key):
+                    ptr = pointer_of(path)
+                    out.append(Problem(ptr, f"a key holds a control character ({_CONTROL.search(key).group()!r})",
+                                       line=_line_for(lines, ptr), source=source,
+                                       hint="names and keys are printable text"))
+                stack.append((value, path + (key,)))
+        elif isinstance(node, list):
+            stack.extend((v, path + (i,)) for i, v in enumerate(node))
+        elif isinstance(node, str):
+            ptr = pointer_of(path)
+            bad = _CONTROL.search(node)
+            if bad:
+                out.append(Problem(ptr, f"control character {bad.group()!r} at position {bad.start()}",
+                                   line=_line_for(lines, ptr), source=source,
+                                   hint="text that reaches the kernel must be printable: no newline, CR, NUL, "
+                                        "tab or other control characters"))
+                continue
+            limit = MAX_BYTES.get(str(path[-1])) if path else None
+            size = len(node.encode("utf-8", "surrogatepass"))
+            if limit is not None and size > limit:
+                out.append(Problem(ptr, f"{size} bytes in UTF-8; the kernel allows at most {limit}",
+                                   line=_line_for(lines, ptr), source=source,
+                                   hint="shorten it (a non-ASCII character takes 2 to 4 bytes)"))
+    return sorted(out, key=lambda p: p.pointer)
 
 
 def _has_bad_float(data: Any) -> bool:
