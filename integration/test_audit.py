@@ -339,3 +339,49 @@ def test_switched_toggle_is_reported_not_drift(lab, backend):
     assert code == 0 and report["drift"] == []  # a switched toggle is the policy working as designed
     (f,) = [f for f in report["findings"] if f["id"] == "toggles.switched"]
     assert f["evidence"] == {"live": True, "policy": False}
+
+
+def test_exporter_survives_20_concurrent_scrapers(lab):
+    """libnftables is not thread-safe: concurrent scrapes once aborted the exporter (json.c)."""
+    import threading
+    from prometheus_client.parser import text_string_to_metric_families
+    ns = lab.netns("exc")
+    applied(ns, DNS)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "ctkit", "exporter", "--listen", f"127.0.0.1:{port}",
+                             "--netns", ns, "--policy", str(DNS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/metrics"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                urllib.request.urlopen(url, timeout=5).read()
+                break
+            except OSError:
+                time.sleep(0.2)
+        results: list = []
+
+        def scrape():
+            for _ in range(3):
+                try:
+                    with urllib.request.urlopen(url, timeout=60) as r:
+                        results.append((r.status, r.read().decode()))
+                except OSError as exc:
+                    results.append((None, str(exc)))
+
+        threads = [threading.Thread(target=scrape) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert proc.poll() is None, proc.stderr.read1().decode()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert len(results) == 60
+    assert all(status == 200 for status, _ in results), [r for r in results if r[0] != 200][:2]
+    for _status, text in results:
+        names = {fam.name for fam in text_string_to_metric_families(text)}
+        assert "ctkit_up" in names

@@ -7,7 +7,8 @@ statistics ~ node_nf_conntrack_stat_* (ctkit exports them as counters).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -25,6 +26,9 @@ class ConntrackCollector(Collector):
     table: str = "ctkit"
     backend: str = "nft"
     variant: str = "auto"
+    #: prometheus_client serves each scrape in its own thread, and libnftables is not safe to use
+    #: from two threads at once (two concurrent scrapes aborted the process in json.c): one at a time
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _hits(self, table: str, ns: str | None) -> dict[str, tuple[int, int]]:
         if self.backend == "iptables":
@@ -37,6 +41,10 @@ class ConntrackCollector(Collector):
         return rule_hits(nft_kernel.list_table(table, ns) or [])
 
     def collect(self):
+        with self._lock:
+            yield from list(self._collect())
+
+    def _collect(self):
         entries = GaugeMetricFamily("ctkit_conntrack_entries", "Conntrack entries in the namespace "
                                     "(node_nf_conntrack_entries).", labels=["netns"])
         limit = GaugeMetricFamily("ctkit_conntrack_entries_limit", "nf_conntrack_max, host-wide "
