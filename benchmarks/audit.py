@@ -41,9 +41,9 @@ t0 = time.perf_counter()
 from ctkit import pipeline
 from ctkit.audit import run
 from ctkit.audit.drift import compare
-from ctkit.audit.nft_view import view
-from ctkit.backends import nft
-from ctkit.kernel import nft as kernel
+from ctkit.backends.nft.view import view
+from ctkit.backends.nft import generate as nft
+from ctkit.backends.nft import kernel as kernel
 t1 = time.perf_counter(); c = pipeline.compile_file(sys.argv[1])
 t2 = time.perf_counter(); doc = nft.generate(c.plan)
 t3 = time.perf_counter(); live = kernel.list_ruleset(sys.argv[2])

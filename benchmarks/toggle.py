@@ -48,8 +48,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=20)
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from ctkit.kernel import iptables as ipt_kernel
-    from ctkit.kernel import nft as nft_kernel
+    from ctkit.backends.iptables import kernel as ipt_kernel
+    from ctkit.backends.nft import kernel as nft_kernel
 
     ns = f"ctkit-bench-{uuid.uuid4().hex[:6]}"
     ctkit = [sys.executable, "-m", "ctkit"]

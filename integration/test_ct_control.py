@@ -75,8 +75,8 @@ def test_zone_and_label_are_visible_in_the_entry(lab, tmp_path, backend):
 @pytest.mark.parametrize("variant", ("nft", "legacy"))
 def test_iptables_timeout_objects_follow_the_policy(lab, variant):
     from ctkit import pipeline
-    from ctkit.backends import iptables as ipt_backend
-    from ctkit.kernel import iptables as ipt_kernel
+    from ctkit.backends.iptables import generate as ipt_backend
+    from ctkit.backends.iptables import kernel as ipt_kernel
     _client, server = make_pair(lab)
     foreign = "other"  # another program's object: never touched
     cttimeout.put(foreign, "ipv4", "udp", (("unreplied", 9),), server)

@@ -11,9 +11,9 @@ import pytest
 
 from lab import run, tcp_connect
 from ctkit import pipeline
-from ctkit.backends import iptables as backend
+from ctkit.backends.iptables import generate as backend
 from ctkit.errors import KernelError
-from ctkit.kernel import iptables as kernel
+from ctkit.backends.iptables import kernel as kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json")) + sorted((ROOT / "examples").glob("*.yaml"))
@@ -109,7 +109,7 @@ def test_restore_test_accepts_every_golden(ns, variant, path):
     rs = ruleset(path)
     sets = {s.name: s for f in backend.FAMILIES for s in rs.document(f).ipsets}
     if sets:  # -m set needs the sets, which the kernel stage creates before the restore
-        from ctkit.kernel import ipset
+        from ctkit.backends.iptables import ipset
         ipset.sync(sets.values(), rs.prefix.lower(), ns)
     for family in backend.FAMILIES:
         text = backend.render(rs.document(family))

@@ -14,10 +14,10 @@ import pytest
 from lab import (CLIENT_LAN4, CLIENT4, CLIENT6, SERVER4, SERVER6, SERVER_LAN4, conntrack_count, nft_json, rule_counters,
                  run, tcp_connect, tcp_listen, udp_exchange, udp_server)
 from ctkit import pipeline
-from ctkit.backends import nft as nft_backend
-from ctkit.backends import nft_text
+from ctkit.backends.nft import generate as nft_backend
+from ctkit.backends.nft import text as nft_text
 from ctkit.errors import KernelError
-from ctkit.kernel import nft as nft_kernel
+from ctkit.backends.nft import kernel as nft_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json")) + sorted((ROOT / "examples").glob("*.yaml"))

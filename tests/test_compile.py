@@ -2,7 +2,9 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ctkit.backends import nft, nft_text
+from ctkit.backends.nft import generate as nft
+
+from ctkit.backends.nft import text as nft_text
 from ctkit.compile import ir
 from ctkit.compile.lower import lower
 from ctkit.policy.lint import errors_of, lint

@@ -6,8 +6,8 @@ import pytest
 from goldens import EXAMPLES, ROOT
 from ctkit import pipeline
 from ctkit.audit.drift import compare
-from ctkit.audit.nft_view import view
-from ctkit.backends import nft
+from ctkit.backends.nft.view import view
+from ctkit.backends.nft import generate as nft
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nft"
 

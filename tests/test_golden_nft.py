@@ -5,7 +5,8 @@ import pytest
 
 from goldens import EXAMPLES, ROOT, golden
 from ctkit import pipeline
-from ctkit.backends import nft, nft_text
+from ctkit.backends.nft import generate as nft
+from ctkit.backends.nft import text as nft_text
 
 GOLDEN = ROOT / "tests" / "golden" / "nft"
 

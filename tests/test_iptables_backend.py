@@ -8,7 +8,7 @@ import pytest
 
 from goldens import EXAMPLES, ROOT, golden
 from ctkit import pipeline
-from ctkit.backends import iptables
+from ctkit.backends.iptables import generate as iptables
 from ctkit.compile.lower import lower
 from ctkit.errors import CompileError
 from ctkit.policy.load import load_document

@@ -1,10 +1,10 @@
 """ctkit only ever takes tables and chains named for it."""
 import pytest
 
-from ctkit.backends.iptables import chain_prefix
+from ctkit.backends.iptables.generate import chain_prefix
 from ctkit.errors import UsageError
-from ctkit.kernel import iptables as ipt_kernel
-from ctkit.kernel import nft as nft_kernel
+from ctkit.backends.iptables import kernel as ipt_kernel
+from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.ownership import TABLE_PATTERN, check_prefix, check_table
 from ctkit.policy.load import load_document, policy_schema
 from ctkit.errors import PolicyError

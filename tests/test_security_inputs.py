@@ -2,7 +2,7 @@
 import pytest
 
 from ctkit.errors import PolicyError, UsageError
-from ctkit.kernel import nft as nft_kernel
+from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix, check_table
 from ctkit.policy.load import load_document

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from ctkit.backends import iptables, nft, nft_text
+from ctkit.backends.iptables import generate as iptables
+
+from ctkit.backends.nft import generate as nft
+
+from ctkit.backends.nft import text as nft_text
 from ctkit.compile import ir
 from ctkit.compile.lower import lower
 from ctkit.errors import CompileError, PolicyError

@@ -15,7 +15,7 @@ from prometheus_client.registry import Collector
 
 from ctkit.audit.findings import SEVERITIES
 from ctkit.audit.run import audit, read_figures, rule_hits
-from ctkit.kernel import nft as nft_kernel
+from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.pipeline import Compiled
 
 
@@ -32,9 +32,9 @@ class ConntrackCollector(Collector):
 
     def _hits(self, table: str, ns: str | None) -> dict[str, tuple[int, int]]:
         if self.backend == "iptables":
-            from ctkit.audit import iptables_view
-            from ctkit.backends.iptables import FAMILIES, chain_prefix
-            from ctkit.kernel import iptables as ipt
+            from ctkit.backends.iptables import view as iptables_view
+            from ctkit.backends.iptables.generate import FAMILIES, chain_prefix
+            from ctkit.backends.iptables import kernel as ipt
             variant = ipt.resolve_variant(self.variant)
             current = {f: ipt.parse_save(ipt.save(f, variant, ns, counters=True)) for f in FAMILIES}
             return iptables_view.rule_hits(current, chain_prefix(table))

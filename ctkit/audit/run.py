@@ -7,14 +7,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ctkit.audit import foreign, health
+from ctkit.audit import health
+
+from ctkit.backends.nft import foreign
 from ctkit.audit.drift import Drift, compare
 from ctkit.audit.findings import Finding, at_least
-from ctkit.audit.nft_view import view
+from ctkit.backends.nft.view import view
 from ctkit.audit.settings import SettingState, read_settings
-from ctkit.backends import nft as nft_backend
+from ctkit.backends.nft import generate as nft_backend
 from ctkit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
-from ctkit.kernel import nft as nft_kernel
+from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.kernel import sysctl
 from ctkit.kernel.netns import entered
 from ctkit.pipeline import Compiled
@@ -119,9 +121,9 @@ def ruleset_drift(compiled: Compiled, netns: str | None) -> tuple[list[Drift], l
 
 def iptables_drift(compiled: Compiled, netns: str | None, variant: str) -> tuple[list[Drift], list[Finding]]:
     """iptables: drift of ctkit's chains per family, and foreign rules ahead of ctkit's jumps."""
-    from ctkit.audit import iptables_view
-    from ctkit.backends import iptables as ipt_backend
-    from ctkit.kernel import iptables as ipt_kernel
+    from ctkit.backends.iptables import view as iptables_view
+    from ctkit.backends.iptables import generate as ipt_backend
+    from ctkit.backends.iptables import kernel as ipt_kernel
     ruleset = ipt_backend.generate(compiled.plan)
     variant = ipt_kernel.resolve_variant(variant)
     table = compiled.plan.table
@@ -172,8 +174,8 @@ def toggle_findings(compiled: Compiled, netns: str | None, backend: str, variant
     if not toggles:
         return []
     if backend == "iptables":
-        from ctkit.backends.iptables import chain_prefix
-        from ctkit.kernel import iptables as ipt_kernel
+        from ctkit.backends.iptables.generate import chain_prefix
+        from ctkit.backends.iptables import kernel as ipt_kernel
         _, states = ipt_kernel.toggle_states(chain_prefix(compiled.plan.table.name), netns, variant)
     else:
         states = nft_kernel.toggle_states(compiled.plan.table.name, netns)

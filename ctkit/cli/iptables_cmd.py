@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 from ctkit import pipeline
-from ctkit.backends import iptables as backend
+from ctkit.backends.iptables import generate as backend
 from ctkit.cli.common import print_json, print_toggles
 from ctkit.errors import UsageError
-from ctkit.kernel import iptables as kernel
+from ctkit.backends.iptables import kernel as kernel
 from ctkit.compile.toggles import LiveToggle, keep_live
 from ctkit.kernel.settings import apply_settings
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ctkit.backends import nft_text
-from ctkit.backends.nft import TOGGLE_CHAIN, toggle_element_commands, toggle_set
+from ctkit.backends.nft import text as nft_text
+from ctkit.backends.nft.generate import TOGGLE_CHAIN, toggle_element_commands, toggle_set
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_table
@@ -149,7 +149,7 @@ def delete_table(table: str, netns: str | None = None) -> bool:
 
 # ----------------------------------------------------------------- toggles
 # A toggle is a set of nf_proto values in ctkit's table: {ipv4, ipv6} while on, empty
-# while off (ctkit/backends/nft.py); rules it guards look every packet's nfproto up
+# while off (ctkit/backends/nft/generate.py); rules it guards look every packet's nfproto up
 # in it. Chain toggle-state holds one rule per toggle whose comment keeps the policy
 # file's value ("toggle/NAME: policy on|off").
 

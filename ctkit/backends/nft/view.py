@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 
 from ctkit.audit.drift import RuleView, TableView
-from ctkit.audit.nft_normal import canonical_chain, canonical_helper, canonical_rule
-from ctkit.backends import nft_text
+from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
+from ctkit.backends.nft import text as nft_text
 from ctkit.errors import CompileError
 
 

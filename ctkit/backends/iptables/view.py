@@ -12,8 +12,8 @@ import shlex
 
 from ctkit.audit.drift import RuleView, TableView
 from ctkit.audit.findings import Finding
-from ctkit.backends.iptables import Document
-from ctkit.kernel.iptables import SavedTable, jumps, owned
+from ctkit.backends.iptables.generate import Document
+from ctkit.backends.iptables.kernel import SavedTable, jumps, owned
 
 _DECIDING = ("ACCEPT", "DROP", "REJECT")
 

@@ -4,7 +4,7 @@ Where ctkit's nft table owns whole base chains, on iptables it owns only the
 chains named with its prefix (``CTKIT-`` for table ``ctkit``), one per
 built-in chain it extends (raw PREROUTING -> CTKIT-PREROUTING, filter INPUT ->
 CTKIT-INPUT, ...) plus the policy's user-defined chains (CTKIT-web). Each is
-reached by a single jump; the kernel stage (ctkit/kernel/iptables.py) inserts
+reached by a single jump; the kernel stage (ctkit/backends/iptables/kernel.py) inserts
 that jump once and replaces the chains' contents atomically per table.
 
 How IR nodes become iptables (RENDERERS, one function per node type):
@@ -137,7 +137,7 @@ class TimeoutObject:
 
 @dataclass(frozen=True)
 class IpSet:
-    """An ipset the kernel stage creates (ctkit/kernel/ipset.py): kind hash:ip | hash:net | bitmap:port."""
+    """An ipset the kernel stage creates (ctkit/backends/iptables/ipset.py): kind hash:ip | hash:net | bitmap:port."""
     name: str
     kind: str
     family: str | None  # ipv4 | ipv6; None for bitmap:port

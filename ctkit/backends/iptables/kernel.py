@@ -69,10 +69,11 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from ctkit.backends.iptables import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
+from ctkit.backends.iptables.generate import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
                                     toggle_switch_spec)
 from ctkit.errors import KernelError, UsageError
-from ctkit.kernel import cttimeout, ipset
+from ctkit.backends.iptables import ipset
+from ctkit.kernel import cttimeout
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix
 
@@ -666,7 +667,7 @@ def show(prefix: str, netns: str | None = None, variant: str = "auto",
 # ----------------------------------------------------------------- toggles
 # A rule guarded by a toggle lives in chain <prefix>TR-<toggle>-<k>, reached through
 # switch chain <prefix>TG-<toggle>-<k> that holds `-j <TR chain>` while the toggle is
-# on (ctkit/backends/iptables.py). The TR chain's last rule keeps the policy file's
+# on (ctkit/backends/iptables/generate.py). The TR chain's last rule keeps the policy file's
 # value in its comment ("toggle/NAME: policy on|off").
 
 def _toggle_chains(current: dict[str, SavedTable], prefix: str, mine: Mine | None = None

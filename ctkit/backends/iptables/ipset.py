@@ -1,7 +1,7 @@
 """ipset sets for the iptables backend, through `ipset restore`, inside a namespace.
 
 The iptables backend names its sets `<table>-<name>` (ctkit-blocklist) and
-describes them (ctkit/backends/iptables.py: IpSet); this module makes the
+describes them (ctkit/backends/iptables/generate.py: IpSet); this module makes the
 kernel hold exactly those. A set's contents are replaced atomically: a
 temporary set is filled, then swapped with the live one (`ipset swap`), so a
 rule matching the set sees the old members or the new ones, never an empty
@@ -9,7 +9,7 @@ set. Sets ctkit no longer declares are destroyed after the rules that used
 them are gone. Debian package: ipset.
 
 A set is ctkit's only when ctkit created it: the caller passes the names its
-ownership record lists (ctkit/kernel/iptables.py). A set named with ctkit's
+ownership record lists (ctkit/backends/iptables/kernel.py). A set named with ctkit's
 prefix that the record does not list is foreign: never flushed, swapped or
 destroyed; when a policy needs that very name, sync refuses and names it.
 Output is read as bytes decoded with surrogateescape and split on "\n" only.

@@ -2,7 +2,7 @@
 
 One function per IR node type, looked up in a table; a node with no entry is a
 CompileError naming the construct. The document only adds things; replacing
-ctkit's table atomically is the kernel stage's job (ctkit/kernel/nft.py).
+ctkit's table atomically is the kernel stage's job (ctkit/backends/nft/kernel.py).
 """
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""The iptables backend: IR -> iptables-restore documents, applied with an ownership record."""

@@ -1,0 +1,1 @@
+"""The nftables backend: IR -> libnftables JSON, applied in one transaction per table."""
