@@ -56,7 +56,7 @@ def test_helper_object_and_assignment_after_conntrack():
         {"name": "h323", "helper": "h323", "protocol": "udp", "ports": 1719, "daddr": "192.0.2.1"},
         {"name": "irc", "helper": "irc", "protocol": "tcp", "ports": 6667, "daddr": "192.0.2.1"}]}
     plan = lower(load_document(doc))
-    assert [(o.helper, o.protocol, o.l3proto) for o in plan.table.objects] == [("RAS", "udp", "inet"),
+    assert [(o.helper, o.protocol, o.l3proto) for o in plan.table.helpers] == [("RAS", "udp", "inet"),
                                                                               ("irc", "tcp", "ip")]
     (chain,) = plan.table.chains
     assert chain.hook.priority > -200  # after conntrack (-200), so the flow exists

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from ctkit import names
 from ctkit.backends.iptables import generate as iptables
 
 from ctkit.backends.nft import generate as nft
@@ -399,7 +400,7 @@ def test_timeout_in_both_backends():
         '-t raw -A CTKIT-PREROUTING -p udp -m udp --dport 53 -m comment --comment "timeout/dns_udp" '
         '-j CT --timeout ktkx']  # 4 characters: iptables-save prints no more (timeout_name)
     rs = iptables.generate(lower(policy(**doc)))
-    assert [t.name for t in rs.ipv4.timeouts] == [iptables.timeout_name("ctkit-dns_udp", "ipv4")]
+    assert [t.name for t in rs.ipv4.timeouts] == [names.timeout_name("ctkit", "dns_udp", "ipv4")]
     assert len({t.name for t in rs.ipv4.timeouts + rs.ipv6.timeouts}) == 2
     assert rs.ipv6.timeouts[0].policy == (("unreplied", 3), ("replied", 5))
 

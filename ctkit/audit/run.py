@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ctkit import names
 from ctkit.audit import health
 
 from ctkit.backends.nft import foreign
@@ -103,7 +104,7 @@ def _origins(compiled: Compiled) -> dict[str, str]:
             origins[f"chain/{chain.name}"] = chain.origin
         for rule in chain.rules:
             origins[rule.id] = rule.origin
-    for obj in compiled.plan.table.objects:
+    for obj in compiled.plan.table.helpers:
         origins[f"helper/{obj.name}"] = obj.origin
     return origins
 
@@ -151,7 +152,7 @@ def rule_hits(items: list[dict]) -> dict[str, tuple[int, int]]:
         rule = item.get("rule")
         if not rule or not rule.get("comment"):
             continue
-        rid = rule["comment"].split(": ", 1)[0]
+        rid = names.rule_id(rule["comment"])
         p = sum(e["counter"].get("packets", 0) for e in rule.get("expr", []) if isinstance(e.get("counter"), dict))
         b = sum(e["counter"].get("bytes", 0) for e in rule.get("expr", []) if isinstance(e.get("counter"), dict))
         old = hits.get(rid, (0, 0))

@@ -248,11 +248,7 @@ class Rule:
     origin: str  # JSON pointer in the policy
     matches: tuple[Match, ...]
     statements: tuple[Statement, ...]
-    comment: str | None = None  # the user's free text
-
-    @property
-    def kernel_comment(self) -> str:
-        return f"{self.id}: {self.comment}" if self.comment else self.id
+    comment: str | None = None  # the user's free text (the kernel comment: ctkit.names.rule_comment)
 
 
 @dataclass(frozen=True)
@@ -262,13 +258,19 @@ class Hook:
     type: str = "filter"  # filter | nat
 
 
+#: what a chain is: a base chain of the policy, a user-defined chain of the policy (no hook),
+#: or a base chain ctkit adds for a section of the policy (notrack, zones, timeouts, helpers, nat)
+CHAIN_KINDS = ("base", "user", "section")
+
+
 @dataclass(frozen=True)
 class Chain:
     name: str
     rules: tuple[Rule, ...]
     hook: Hook | None = None  # None: a user-defined chain
     policy: str | None = None  # base chains: accept | drop
-    origin: str | None = None
+    origin: str | None = None  # the policy chain's pointer; None for a section chain
+    kind: str = "section"  # one of CHAIN_KINDS
 
 
 @dataclass(frozen=True)
@@ -282,13 +284,12 @@ class CtHelperObject:
 
 @dataclass(frozen=True)
 class CtTimeoutObject:
-    """A conntrack timeout policy. kernel_name: its name where names are per namespace
-    (nfnetlink_cttimeout, used by iptables), unique to ctkit's table."""
+    """A conntrack timeout policy. Where the kernel's names are per namespace (nfnetlink_cttimeout,
+    used by iptables), the backend derives one from the table and this name (ctkit.names.timeout_name)."""
     name: str
     protocol: str  # tcp | udp
     l3proto: str  # inet | ip | ip6
     policy: tuple[tuple[str, int], ...]  # (state, seconds)
-    kernel_name: str
     origin: str
 
 
@@ -321,7 +322,8 @@ class ToggleObject:
 class Table:
     name: str
     chains: tuple[Chain, ...]
-    objects: tuple[Union[CtHelperObject, CtTimeoutObject], ...] = ()
+    helpers: tuple[CtHelperObject, ...] = ()
+    timeouts: tuple[CtTimeoutObject, ...] = ()
     toggles: tuple[ToggleObject, ...] = ()
     sets: tuple[SetObject, ...] = ()
 

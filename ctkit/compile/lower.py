@@ -239,9 +239,9 @@ def lower_timeout(entry: model.Timeout) -> list[ir.Rule]:
                        ir.Port("dport", entry.ports) if entry.ports else None)
 
 
-def timeout_object(entry: model.Timeout, table: str) -> ir.CtTimeoutObject:
+def timeout_object(entry: model.Timeout) -> ir.CtTimeoutObject:
     l3 = {"ipv4": "ip", "ipv6": "ip6"}.get(entry.family or "", "inet")
-    return ir.CtTimeoutObject(entry.name, entry.protocol, l3, entry.policy, f"{table}-{entry.name}", entry.pointer)
+    return ir.CtTimeoutObject(entry.name, entry.protocol, l3, entry.policy, entry.pointer)
 
 
 def lower_zone(entry: model.Zone, direction: str) -> list[ir.Rule]:
@@ -309,13 +309,13 @@ def lower(policy: model.Policy) -> ir.Plan:
         rules = tuple(r for rule in chain.rules for r in lower_rule(rule, limit_names.get(rule.id, ""), sets))
         hook = ir.Hook(chain.name, ir.PRIORITY_FILTER) if chain.is_base else None
         chains.append(ir.Chain(chain.name, rules, hook, (chain.policy or "accept") if hook else None,
-                               chain.pointer))
-    objects = tuple(helper_object(h) for h in policy.helpers)
-    objects += tuple(timeout_object(t, policy.table) for t in policy.timeouts)
+                               chain.pointer, "base" if hook else "user"))
     settings = tuple(
         ir.SysctlSetting(s.key, s.sysctl, s.value, s.pointer,
                          absent_ok=(s.key == "helper_autoassign" and s.value == 0))
         for s in policy.settings)
     toggles = tuple(ir.ToggleObject(t.name, t.value, t.value, t.pointer) for t in policy.toggles)
-    return ir.Plan(ir.Table(policy.table, tuple(chains), objects, toggles,
-                            tuple(set_object(s) for s in policy.sets)), settings)
+    return ir.Plan(ir.Table(policy.table, tuple(chains),
+                            helpers=tuple(helper_object(h) for h in policy.helpers),
+                            timeouts=tuple(timeout_object(t) for t in policy.timeouts),
+                            toggles=toggles, sets=tuple(set_object(s) for s in policy.sets)), settings)

@@ -59,13 +59,12 @@ the kernel holds can be compared with what ctkit generated, line by line.
 """
 from __future__ import annotations
 
-import base64
-import hashlib
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ctkit import names as kname
 from ctkit.compile import ir
 from ctkit.errors import CompileError
 from ctkit.values import PortRange
@@ -172,12 +171,17 @@ class Ruleset:
         return self.ipv4 if family == "ipv4" else self.ipv6
 
 
-def chain_prefix(table: str) -> str:
-    """The prefix of every chain ctkit owns for policy table `table`: ctkit -> CTKIT-."""
-    return table.upper() + "-"
+chain_prefix = kname.chain_prefix
 
 
 # ------------------------------------------------------------ rendering ctx
+
+@dataclass(frozen=True)
+class Objects:
+    """The policy table's name and its helper and timeout objects by name (kernel names derive from both)."""
+    table: str
+    by_name: Any  # Mapping object name -> CtHelperObject | CtTimeoutObject
+
 
 @dataclass(frozen=True)
 class _Ctx:
@@ -187,7 +191,7 @@ class _Ctx:
     table: str  # iptables table
     chain: ir.Chain
     names: Any  # Mapping IR chain name -> iptables chain name
-    helpers: Any  # Mapping helper object name -> CtHelperObject
+    helpers: Objects  # the table's helper and timeout objects
     expanded: int = 1  # how many iptables rules the IR rule became (one per protocol, network, ...)
 
     @property
@@ -365,7 +369,7 @@ def _notrack(s: ir.Notrack, ctx: _Ctx) -> list[str]:
 
 def _set_helper(s: ir.SetCtHelper, ctx: _Ctx) -> list[str]:
     _need_raw(ctx, "ct helper")
-    obj = ctx.helpers.get(s.object_name)
+    obj = ctx.helpers.by_name.get(s.object_name)
     if obj is None:
         raise _fail(ctx, "ct helper", f"no helper object named {s.object_name!r}")
     if obj.protocol != _proto_of(ctx):
@@ -394,9 +398,7 @@ def _nat(s: ir.Nat, ctx: _Ctx) -> list[str]:
 MAX_IPSET_NAME = 31  # IPSET_MAXNAMELEN with the terminating NUL
 
 
-def ipset_name(prefix: str, name: str) -> str:
-    """The ipset behind policy set `name`: <table>-<name> (ctkit-blocklist)."""
-    return prefix.lower() + name
+ipset_name = kname.ipset_name
 
 
 def _set_lookup(m: ir.SetLookup, ctx: _Ctx) -> list[Part]:
@@ -480,26 +482,14 @@ def _queue(s: ir.Queue, ctx: _Ctx) -> list[str]:
     return [text]
 
 
-def timeout_name(kernel_name: str, family: str) -> str:
-    """The name of a cttimeout object: one per layer-3 protocol, in a namespace-wide space.
-
-    Four characters: iptables-save (1.8.9 on Linux 6.18, both variants) prints only the
-    first four characters of `-j CT --timeout NAME`, so a longer name would never read
-    back as written. "k" and three characters of a hash of <table>-<name>-<family>;
-    the kernel stage deletes only names that ctkit's own chains used.
-    """
-    digest = hashlib.sha1(f"{kernel_name}-{family}".encode()).digest()
-    return "k" + base64.b32encode(digest).decode()[:3].lower()
-
-
 def _set_timeout(s: ir.SetCtTimeout, ctx: _Ctx) -> list[str]:
     _need_raw(ctx, "ct timeout")
-    obj = ctx.helpers.get(s.object_name)
+    obj = ctx.helpers.by_name.get(s.object_name)
     if not isinstance(obj, ir.CtTimeoutObject):
         raise _fail(ctx, "ct timeout", f"no timeout object named {s.object_name!r}")
     if obj.protocol != _proto_of(ctx):
         raise _fail(ctx, "ct timeout", f"timeout {obj.name} needs -p {obj.protocol} in the same rule")
-    return [f"-j CT --timeout {timeout_name(obj.kernel_name, ctx.family)}"]
+    return [f"-j CT --timeout {kname.timeout_name(ctx.helpers.table, obj.name, ctx.family)}"]
 
 
 def _set_zone(s: ir.SetCtZone, ctx: _Ctx) -> list[str]:
@@ -598,7 +588,7 @@ def _render_rule(rule: ir.Rule, ctx: _Ctx) -> list[str]:
         if fn is None:
             raise _fail(ctx, type(m).__name__, "no iptables match for it")
         parts += fn(m, ctx)
-    comment = rule.kernel_comment
+    comment = kname.rule_comment(rule.id, rule.comment)
     if "\n" in comment or len(comment.encode()) > MAX_COMMENT:
         raise _fail(ctx, "comment", f"iptables comments are one line of at most {MAX_COMMENT} bytes")
     parts.append((_SLOT_COMMENT, "-m comment --comment " + quote(comment)))
@@ -633,22 +623,20 @@ class _Toggles:
     chains: dict = field(default_factory=dict)  # iptables table -> [Chain]
 
 
-def toggle_chain_names(prefix: str, name: str, k: int) -> tuple[str, str]:
-    """(switch chain, rule chain) of the k-th rule guarded by toggle `name`."""
-    return f"{prefix}TG-{name}-{k}", f"{prefix}TR-{name}-{k}"
+toggle_chain_names = kname.toggle_chain_names
 
 
 def toggle_switch_spec(name: str, body: str) -> str:
     """The one rule of a switch chain while its toggle is on."""
-    return "-m comment --comment " + quote(f"toggle/{name}") + f" -j {body}"
+    return "-m comment --comment " + quote(kname.toggle_switch_comment(name)) + f" -j {body}"
 
 
 def toggle_marker(name: str, policy_on: bool) -> str:
-    return "-m comment --comment " + quote(f"toggle/{name}: policy {'on' if policy_on else 'off'}")
+    return "-m comment --comment " + quote(kname.toggle_comment(name, policy_on))
 
 
 def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, chain: ir.Chain, names: dict,
-                  helpers: dict, toggles: _Toggles) -> str:
+                  helpers: Objects, toggles: _Toggles) -> str:
     obj = toggles.objects.get(toggle.name)
     ctx = _Ctx(rule, family, table, chain, names, helpers)
     if obj is None:
@@ -668,10 +656,10 @@ def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, cha
     specs.append(toggle_marker(obj.name, obj.policy_on))
     toggles.chains.setdefault(table, []).extend([
         Chain(switch, (toggle_switch_spec(obj.name, body),) if obj.on else ()), Chain(body, tuple(specs))])
-    return "-m comment --comment " + quote(rule.kernel_comment) + f" -j {switch}"
+    return "-m comment --comment " + quote(kname.rule_comment(rule.id, rule.comment)) + f" -j {switch}"
 
 
-def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers: dict,
+def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers: Objects,
                  toggles: _Toggles | None = None) -> list[str]:
     out = []
     for rule in chain.rules:
@@ -784,12 +772,12 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
     table = plan.table
     prefix = chain_prefix(table.name)
     names, groups, user_tables = _layout(table)
-    helpers = {o.name: o for o in table.objects}
+    helpers = Objects(table.name, {o.name: o for o in table.helpers + table.timeouts})
     toggles = _Toggles(prefix, {t.name: t for t in table.toggles})
     by_table: dict[str, list[Chain]] = {}
     for (tbl, builtin), members in groups.items():
         rules = [r for c in members for r in _chain_rules(c, family, tbl, names, helpers, toggles)]
-        if not rules and all(c.policy != "drop" for c in members) and all(c.origin is None for c in members):
+        if not rules and all(c.policy != "drop" for c in members) and all(c.kind == "section" for c in members):
             continue  # an internal chain with nothing for this family
         by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin))
     for c in table.chains:
@@ -802,8 +790,8 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
         by_table.setdefault(tbl, []).extend(chains)
     tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)
     l3 = {"ipv4": ("inet", "ip"), "ipv6": ("inet", "ip6")}[family]
-    timeouts = tuple(TimeoutObject(timeout_name(o.kernel_name, family), o.protocol, o.policy)
-                     for o in table.objects if isinstance(o, ir.CtTimeoutObject) and o.l3proto in l3)
+    timeouts = tuple(TimeoutObject(kname.timeout_name(table.name, o.name, family), o.protocol, o.policy)
+                     for o in table.timeouts if o.l3proto in l3)
     if len({t.name for t in timeouts}) != len(timeouts):
         raise CompileError(BACKEND, "ct timeout", "/timeouts", "two timeout names hash to the same 4-character "
                                                              "kernel name: rename one")

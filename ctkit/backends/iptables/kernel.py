@@ -69,6 +69,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Iterator
 
+from ctkit import names
 from ctkit.backends.iptables.generate import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
                                     toggle_switch_spec)
 from ctkit.errors import KernelError, UsageError
@@ -674,13 +675,11 @@ def _toggle_chains(current: dict[str, SavedTable], prefix: str, mine: Mine | Non
                    ) -> dict[str, list[tuple[str, str]]]:
     """{toggle: [(iptables table, switch chain)]} from one family's iptables-save (ctkit's chains only)."""
     out: dict[str, list[tuple[str, str]]] = {}
-    head = prefix + "TG-"
     for name, saved in current.items():
         for chain in _mine_in(saved, prefix, mine):
-            if chain.startswith(head):
-                toggle, _, k = chain[len(head):].rpartition("-")
-                if toggle and k.isdigit():
-                    out.setdefault(toggle, []).append((name, chain))
+            parsed = names.parse_switch_chain(prefix, chain)
+            if parsed is not None:
+                out.setdefault(parsed[0], []).append((name, chain))
     return out
 
 
@@ -697,14 +696,14 @@ def toggle_states(prefix: str, netns: str | None = None, variant: str = "auto"
         for toggle, chains in _toggle_chains(current, prefix, mine).items():
             on = any(r.chain == c for t, c in chains for r in current[t].rules)
             policy = None
-            marker = f"toggle/{toggle}: policy "
             for t, c in chains:
-                body = prefix + "TR-" + c[len(prefix + "TG-"):]
+                body = names.body_of_switch(prefix, c)
                 if body not in mine.get(t, ()):
                     continue
                 for r in current[t].rules:
-                    if r.chain == body and marker in r.spec:
-                        policy = r.spec.split(marker, 1)[1].startswith("on")
+                    marked = names.toggle_marker_in(r.spec, toggle) if r.chain == body else None
+                    if marked is not None:
+                        policy = marked
             prev_on, prev_policy = out.get(toggle, (False, None))
             out[toggle] = (prev_on or on, policy if policy is not None else prev_policy)
     return variant, out

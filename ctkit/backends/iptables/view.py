@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 
+from ctkit import names
 from ctkit.audit.drift import RuleView, TableView
 from ctkit.audit.findings import Finding
 from ctkit.backends.iptables.generate import Document
@@ -34,11 +35,7 @@ def _split(spec: str) -> tuple[str | None, tuple[str, ...]]:
     return comment, tuple(out)
 
 
-def _rule_id(comment: str | None, known: set[str]) -> str | None:
-    if not comment:
-        return None
-    rid = comment.split(": ", 1)[0]
-    return rid if rid in known else None
+_rule_id = names.rule_id
 
 
 def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_ids: set[str]) -> TableView:
@@ -55,7 +52,7 @@ def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_id
                           if chain.builtin else f"user chain ({n} jumps from built-in chains)")
             views = []
             # a toggle's switch chain holds the toggle's live state (`ctkit toggle`), not policy
-            switch = chain.name.startswith(doc.prefix + "TG-")
+            switch = names.is_switch_chain(doc.prefix, chain.name)
             for spec in () if switch else chain.rules:
                 comment, canon = _split(spec)
                 views.append(RuleView(key, _rule_id(comment, known_ids), canon, spec))  # text: the spec
@@ -105,8 +102,8 @@ def rule_hits(current_by_family: dict[str, dict[str, SavedTable]], prefix: str) 
                 if not r.chain.startswith(prefix):
                     continue
                 comment, _ = _split(r.spec)
-                if comment:
-                    rid = comment.split(": ", 1)[0]
+                rid = names.rule_id(comment)
+                if rid:
                     p, b = hits.get(rid, (0, 0))
                     hits[rid] = (p + r.packets, b + r.bytes)
     return hits

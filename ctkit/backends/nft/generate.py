@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable
 
+from ctkit import names as kname
 from ctkit.compile import ir
 from ctkit.errors import CompileError
 
@@ -174,20 +175,15 @@ def _verdict_map(s: ir.VerdictMap, rule: ir.Rule) -> list[dict]:
     return [{"vmap": {"key": key, "data": {"set": data}}}]
 
 
-TOGGLE_CHAIN = "toggle-state"  # unhooked (policy chain names have no "-"): one rule per toggle, whose comment keeps the policy file's value
-
-
-def toggle_set(name: str) -> str:
-    """The set behind toggle `name`: {ipv4, ipv6} when on (every packet's nfproto is in it), empty when off."""
-    return f"toggle_{name}"
+TOGGLE_CHAIN = kname.NFT_TOGGLE_CHAIN  # one marker rule per toggle, whose comment keeps the policy file's value
+toggle_set = kname.nft_toggle_set  # {ipv4, ipv6} when on (every packet's nfproto is in it), empty when off
 
 
 def _toggle_lookup(name: str) -> dict:
     return _eq({"meta": {"key": "nfproto"}}, "@" + toggle_set(name))
 
 
-def toggle_comment(name: str, policy_on: bool) -> str:
-    return f"toggle/{name}: policy {'on' if policy_on else 'off'}"
+toggle_comment = kname.toggle_comment
 
 
 def _toggle(m: ir.Toggle, rule: ir.Rule) -> list[dict]:
@@ -341,7 +337,7 @@ def rule_commands(table: str, chain: str, rule: ir.Rule) -> list[dict]:
     for concrete in _concrete(rule):
         expr = [e for node in concrete.matches + concrete.statements for e in _render(node, concrete)]
         out.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": chain,
-                                     "comment": concrete.kernel_comment, "expr": expr}}})
+                                     "comment": kname.rule_comment(concrete.id, concrete.comment), "expr": expr}}})
     return out
 
 
@@ -392,7 +388,7 @@ def _toggle_commands(table: str, toggles: tuple[ir.ToggleObject, ...]) -> list[d
 
 def table_commands(table: ir.Table) -> list[dict]:
     cmds: list[dict] = [{"add": {"table": {"family": FAMILY, "name": table.name}}}]
-    cmds += [_helper_object(table.name, o) for o in table.objects]
+    cmds += [_helper_object(table.name, o) for o in table.helpers + table.timeouts]
     cmds += _toggle_commands(table.name, table.toggles)
     cmds += _set_commands(table.name, table.sets)
     cmds += [_chain(table.name, c) for c in table.chains]

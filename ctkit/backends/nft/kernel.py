@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ctkit import names
 from ctkit.backends.nft import text as nft_text
 from ctkit.backends.nft.generate import TOGGLE_CHAIN, toggle_element_commands, toggle_set
 from ctkit.errors import KernelError, UsageError
@@ -170,13 +171,13 @@ def toggle_states(table: str, netns: str | None = None) -> dict[str, tuple[bool,
         ctx = _context()
         items = _cmd_json(ctx, f"list chain {FAMILY} {table} {TOGGLE_CHAIN}")
         for item in items or []:
-            comment = item.get("rule", {}).get("comment", "")
-            if not comment.startswith("toggle/"):
+            marker = names.parse_toggle_comment(item.get("rule", {}).get("comment", ""))
+            if marker is None:
                 continue
-            name, _, value = comment[len("toggle/"):].partition(": policy ")
+            name, policy_on = marker
             listed = _cmd_json(ctx, f"list set {FAMILY} {table} {toggle_set(name)}") or []
             elems = next((i["set"].get("elem", []) for i in listed if "set" in i), [])
-            out[name] = (bool(elems), {"on": True, "off": False}.get(value))
+            out[name] = (bool(elems), policy_on)
     return out
 
 

@@ -3,17 +3,14 @@ from __future__ import annotations
 
 import json
 
+from ctkit import names
 from ctkit.audit.drift import RuleView, TableView
 from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
 from ctkit.backends.nft import text as nft_text
 from ctkit.errors import CompileError
 
 
-def rule_id(comment: str | None, known: set[str]) -> str | None:
-    if not comment:
-        return None
-    rid = comment.split(": ", 1)[0]
-    return rid if rid in known else None
+rule_id = names.rule_id
 
 
 def _chain_text(c: dict) -> str:
