@@ -1,7 +1,7 @@
 """Small value types shared by the stages (the policy model, the IR, the backends).
 
 They live apart from ctkit.policy so that the IR, the backends and the kernel
-stage never import the policy package (see DESIGN.md: one direction of flow).
+stage never import the policy package (see docs/ARCHITECTURE.md: one direction of flow).
 """
 from __future__ import annotations
 

@@ -14,9 +14,19 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from lab import (
+    CLIENT4,
+    CLIENT_LAN4,
+    SERVER4,
+    SERVER_LAN4,
+    conntrack_list,
+    run,
+    tcp_connect,
+    tcp_listen,
+    udp_exchange,
+    udp_server,
+)
 
-from lab import (CLIENT4, CLIENT_LAN4, SERVER4, SERVER_LAN4, conntrack_list, run, tcp_connect, tcp_listen,
-                 udp_exchange, udp_server)
 from ctkit.kernel.netns import entered
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -344,6 +354,7 @@ def test_switched_toggle_is_reported_not_drift(lab, backend):
 def test_exporter_survives_20_concurrent_scrapers(lab):
     """libnftables is not thread-safe: concurrent scrapes once aborted the exporter (json.c)."""
     import threading
+
     from prometheus_client.parser import text_string_to_metric_families
     ns = lab.netns("exc")
     applied(ns, DNS)

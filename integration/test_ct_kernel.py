@@ -13,10 +13,8 @@ import struct
 import time
 
 import pytest
+from lab import CLIENT4, CLIENT6, SERVER4, SERVER6, run, tcp_connect, tcp_listen, udp_exchange, udp_server
 from typer.testing import CliRunner
-
-from lab import CLIENT4, CLIENT6, SERVER4, SERVER6
-from lab import run, tcp_connect, tcp_listen, udp_exchange, udp_server
 
 from ctkit.cli.ct import app, sysctl_app
 from ctkit.kernel import conntrack as ct

@@ -12,14 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import CLIENT4, CLIENT6, CLIENT_LAN4, SERVER4, SERVER6, SERVER_LAN4
 from lab import conntrack_list, ftp_passive, icmp_echo, run, tcp_listen, tcp_probe, udp_exchange, udp_server
 from matrix import CASES, NETS, Case, Outcome, Probe
+
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as ipt_backend
-from ctkit.backends.nft import generate as nft_backend
 from ctkit.backends.iptables import kernel as ipt_kernel
+from ctkit.backends.nft import generate as nft_backend
 from ctkit.backends.nft import kernel as nft_kernel
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lab import run, tcp_connect
+
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as backend
-from ctkit.errors import KernelError
 from ctkit.backends.iptables import kernel as kernel
+from ctkit.errors import KernelError
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json")) + sorted((ROOT / "examples").glob("*.yaml"))

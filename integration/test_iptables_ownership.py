@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from lab import run
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,7 +11,6 @@ import socket
 import time
 
 import pytest
-
 from conftest import CLIENT4, CLIENT_LAN4, SERVER4
 from lab import sock, udp_server
 from test_differential import BACKENDS, apply, make_pair

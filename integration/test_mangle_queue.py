@@ -7,11 +7,21 @@ import json
 import socket
 
 import pytest
-
-from conftest import CLIENT4, SERVER4
-from lab import (LAN_SERVER4, WAN_ROUTER4, accept_peer, conntrack_list, router_lab, sock, tcp_listen, tcp_session,
-                 udp_exchange, udp_server)
+from conftest import SERVER4
+from lab import (
+    LAN_SERVER4,
+    WAN_ROUTER4,
+    accept_peer,
+    conntrack_list,
+    router_lab,
+    sock,
+    tcp_listen,
+    tcp_session,
+    udp_exchange,
+    udp_server,
+)
 from test_differential import BACKENDS, apply, make_pair
+
 from ctkit.errors import KernelError
 
 

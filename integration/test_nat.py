@@ -14,9 +14,21 @@ import socket
 from pathlib import Path
 
 import pytest
-
-from lab import (LAN_SERVER4, LAN_SERVER6, WAN_CLIENT4, WAN_CLIENT6, WAN_ROUTER4, WAN_ROUTER6, accept_peer,
-                 conntrack_list, router_lab, sock, tcp_listen, tcp_session, udp_server)
+from lab import (
+    LAN_SERVER4,
+    LAN_SERVER6,
+    WAN_CLIENT4,
+    WAN_CLIENT6,
+    WAN_ROUTER4,
+    WAN_ROUTER6,
+    accept_peer,
+    conntrack_list,
+    router_lab,
+    sock,
+    tcp_listen,
+    tcp_session,
+    udp_server,
+)
 from test_differential import BACKENDS, apply
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,18 +6,31 @@ import re
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
+from lab import (
+    CLIENT4,
+    CLIENT6,
+    CLIENT_LAN4,
+    SERVER4,
+    SERVER6,
+    SERVER_LAN4,
+    conntrack_count,
+    nft_json,
+    rule_counters,
+    run,
+    tcp_connect,
+    tcp_listen,
+    udp_exchange,
+    udp_server,
+)
 
-from lab import (CLIENT_LAN4, CLIENT4, CLIENT6, SERVER4, SERVER6, SERVER_LAN4, conntrack_count, nft_json, rule_counters,
-                 run, tcp_connect, tcp_listen, udp_exchange, udp_server)
 from ctkit import pipeline
 from ctkit.backends.nft import generate as nft_backend
+from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.backends.nft import text as nft_text
 from ctkit.errors import KernelError
-from ctkit.backends.nft import kernel as nft_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "examples").glob("*.json")) + sorted((ROOT / "examples").glob("*.yaml"))
@@ -189,7 +202,7 @@ def test_permission_error_exits_3(lab):
 
 
 def _track_everything(ns: str) -> None:
-    """A foreign rule that needs conntrack, so tracking runs in the namespace (see DESIGN.md)."""
+    """A foreign rule that needs conntrack, so tracking runs in the namespace (docs/ARCHITECTURE.md, kernel facts)."""
     run(ns, "nft", "-f", "-", input="table inet probe { chain in { type filter hook input priority 10; "
                                     "ct state new counter; } }")
 

@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from lab import nft_json, run
 
 ROOT = Path(__file__).resolve().parent.parent

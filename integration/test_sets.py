@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CLIENT4, SERVER4
 from lab import run, tcp_listen, tcp_probe
 from test_differential import BACKENDS, make_pair

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import SERVER4, SERVER6
 from lab import tcp_listen, tcp_probe
 from test_differential import BACKENDS, make_pair

@@ -2,12 +2,12 @@
 import json
 
 import pytest
-
 from goldens import EXAMPLES, ROOT
+
 from ctkit import pipeline
 from ctkit.audit.drift import compare
-from ctkit.backends.nft.view import view
 from ctkit.backends.nft import generate as nft
+from ctkit.backends.nft.view import view
 
 FIXTURES = ROOT / "tests" / "fixtures" / "nft"
 

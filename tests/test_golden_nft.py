@@ -2,8 +2,8 @@
 import json
 
 import pytest
-
 from goldens import EXAMPLES, ROOT, golden
+
 from ctkit import pipeline
 from ctkit.backends.nft import generate as nft
 from ctkit.backends.nft import text as nft_text

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from goldens import EXAMPLES, ROOT, golden
+
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as iptables
 from ctkit.compile.lower import lower

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from ctkit.backends.iptables import kernel as k
 from ctkit.backends.iptables.generate import Chain, Document, Table
 from ctkit.errors import KernelError
-from ctkit.backends.iptables import kernel as k
 
 # captured from iptables-nft-save 1.8.9 after
 #   iptables -A INPUT -m comment --comment $'a\rb\fc\u0085d\x1ce\xffz' -j ACCEPT   (\xff: one raw byte)

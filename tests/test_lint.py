@@ -1,7 +1,7 @@
 """Semantic checks the schema cannot express."""
 import pytest
-
 from goldens import EXAMPLES
+
 from ctkit.policy.lint import errors_of, lint
 from ctkit.policy.load import load_document, load_file
 

@@ -1,10 +1,9 @@
 """Loader and schema: valid examples load, invalid documents fail with a pointer, a line and a message."""
-import json
 
 import pytest
 import yaml
-
 from goldens import EXAMPLES
+
 from ctkit.errors import PolicyError
 from ctkit.policy.load import load_document, load_file, load_text, policy_schema
 from ctkit.policy.model import PortRange

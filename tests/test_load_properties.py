@@ -99,9 +99,10 @@ def test_fast_path_never_admits_what_jsonschema_rejects(doc):
 
 
 def test_fast_path_and_jsonschema_agree_on_examples_and_bad_values():
-    from ctkit.policy.load import _validator, fast_valid
-    from goldens import EXAMPLES
     import yaml
+    from goldens import EXAMPLES
+
+    from ctkit.policy.load import _validator, fast_valid
     for path in EXAMPLES:
         doc = yaml.safe_load(path.read_text())
         assert fast_valid(doc) and _validator().is_valid(doc)

@@ -1,13 +1,12 @@
 """ctkit only ever takes tables and chains named for it."""
 import pytest
 
-from ctkit.backends.iptables.generate import chain_prefix
-from ctkit.errors import UsageError
 from ctkit.backends.iptables import kernel as ipt_kernel
 from ctkit.backends.nft import kernel as nft_kernel
+from ctkit.errors import PolicyError, UsageError
+from ctkit.names import chain_prefix
 from ctkit.ownership import TABLE_PATTERN, check_prefix, check_table
 from ctkit.policy.load import load_document, policy_schema
-from ctkit.errors import PolicyError
 
 
 def test_schema_pattern_is_the_ownership_rule():

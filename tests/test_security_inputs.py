@@ -1,8 +1,8 @@
 """Security and ownership defects of issue 16 that need no kernel: names, free text, byte lengths."""
 import pytest
 
-from ctkit.errors import PolicyError, UsageError
 from ctkit.backends.nft import kernel as nft_kernel
+from ctkit.errors import PolicyError, UsageError
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix, check_table
 from ctkit.policy.load import load_document

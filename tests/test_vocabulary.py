@@ -7,9 +7,7 @@ import pytest
 
 from ctkit import names
 from ctkit.backends.iptables import generate as iptables
-
 from ctkit.backends.nft import generate as nft
-
 from ctkit.backends.nft import text as nft_text
 from ctkit.compile import ir
 from ctkit.compile.lower import lower

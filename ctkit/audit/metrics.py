@@ -32,9 +32,10 @@ class ConntrackCollector(Collector):
 
     def _hits(self, table: str, ns: str | None) -> dict[str, tuple[int, int]]:
         if self.backend == "iptables":
-            from ctkit.backends.iptables import view as iptables_view
-            from ctkit.backends.iptables.generate import FAMILIES, chain_prefix
             from ctkit.backends.iptables import kernel as ipt
+            from ctkit.backends.iptables import view as iptables_view
+            from ctkit.backends.iptables.generate import FAMILIES
+            from ctkit.names import chain_prefix
             variant = ipt.resolve_variant(self.variant)
             current = {f: ipt.parse_save(ipt.save(f, variant, ns, counters=True)) for f in FAMILIES}
             return iptables_view.rule_hits(current, chain_prefix(table))

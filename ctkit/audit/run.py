@@ -9,15 +9,14 @@ from pathlib import Path
 
 from ctkit import names
 from ctkit.audit import health
-
-from ctkit.backends.nft import foreign
 from ctkit.audit.drift import Drift, compare
 from ctkit.audit.findings import Finding, at_least
-from ctkit.backends.nft.view import view
 from ctkit.audit.settings import SettingState, read_settings
+from ctkit.backends.nft import foreign
 from ctkit.backends.nft import generate as nft_backend
-from ctkit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ctkit.backends.nft import kernel as nft_kernel
+from ctkit.backends.nft.view import view
+from ctkit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ctkit.kernel import sysctl
 from ctkit.kernel.netns import entered
 from ctkit.pipeline import Compiled
@@ -122,9 +121,9 @@ def ruleset_drift(compiled: Compiled, netns: str | None) -> tuple[list[Drift], l
 
 def iptables_drift(compiled: Compiled, netns: str | None, variant: str) -> tuple[list[Drift], list[Finding]]:
     """iptables: drift of ctkit's chains per family, and foreign rules ahead of ctkit's jumps."""
-    from ctkit.backends.iptables import view as iptables_view
     from ctkit.backends.iptables import generate as ipt_backend
     from ctkit.backends.iptables import kernel as ipt_kernel
+    from ctkit.backends.iptables import view as iptables_view
     ruleset = ipt_backend.generate(compiled.plan)
     variant = ipt_kernel.resolve_variant(variant)
     table = compiled.plan.table
@@ -175,9 +174,8 @@ def toggle_findings(compiled: Compiled, netns: str | None, backend: str, variant
     if not toggles:
         return []
     if backend == "iptables":
-        from ctkit.backends.iptables.generate import chain_prefix
         from ctkit.backends.iptables import kernel as ipt_kernel
-        _, states = ipt_kernel.toggle_states(chain_prefix(compiled.plan.table.name), netns, variant)
+        _, states = ipt_kernel.toggle_states(names.chain_prefix(compiled.plan.table.name), netns, variant)
     else:
         states = nft_kernel.toggle_states(compiled.plan.table.name, netns)
     out = []

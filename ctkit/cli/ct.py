@@ -5,7 +5,6 @@ Output streams: `ct list` writes each entry as it is decoded.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Iterable, Optional

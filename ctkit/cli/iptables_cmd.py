@@ -10,11 +10,12 @@ from pathlib import Path
 
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as backend
-from ctkit.cli.common import print_json, print_toggles
-from ctkit.errors import UsageError
 from ctkit.backends.iptables import kernel as kernel
+from ctkit.cli.common import print_json, print_toggles
 from ctkit.compile.toggles import LiveToggle, keep_live
+from ctkit.errors import UsageError
 from ctkit.kernel.settings import apply_settings
+from ctkit.names import chain_prefix
 
 FORMATS = ("restore", "json")
 
@@ -54,7 +55,7 @@ def compile_(compiled: pipeline.Compiled, path: Path, fmt: str, family: str | No
 def apply(compiled: pipeline.Compiled, netns: str | None, variant: str, dry_run: bool, as_json: bool):
     plan = compiled.plan
     if plan.table.toggles:  # keep live toggle states unless the file changed them
-        _v, states = kernel.toggle_states(backend.chain_prefix(plan.table.name), netns, variant)
+        _v, states = kernel.toggle_states(chain_prefix(plan.table.name), netns, variant)
         plan = keep_live(plan, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
     ruleset = backend.generate(plan)
     findings: list[str] = []
@@ -77,7 +78,7 @@ def apply(compiled: pipeline.Compiled, netns: str | None, variant: str, dry_run:
 
 
 def toggle(table: str, name: str, on: bool, netns: str | None, variant: str) -> str:
-    prefix = backend.chain_prefix(table)
+    prefix = chain_prefix(table)
     variant = kernel.set_toggle(prefix, name, on, netns, variant)
     return f"chains {prefix}TG-{name}-*, iptables-{variant}"
 
@@ -98,7 +99,7 @@ def _live_dict(live: kernel.Live) -> dict:
 
 
 def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
-    prefix = backend.chain_prefix(table)
+    prefix = chain_prefix(table)
     findings: list[str] = []
     variant, lives = kernel.show(prefix, netns, variant, findings=findings)
     _warn(findings)
@@ -130,7 +131,7 @@ def show(table: str, netns: str | None, variant: str, as_json: bool) -> None:
 
 
 def remove(table: str, netns: str | None, variant: str) -> None:
-    prefix = backend.chain_prefix(table)
+    prefix = chain_prefix(table)
     findings: list[str] = []
     variant, changes = kernel.remove(prefix, netns, variant, findings=findings)
     _warn(findings)

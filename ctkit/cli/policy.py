@@ -1,21 +1,20 @@
 """Policy commands: validate, compile, apply, show, remove."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from ctkit import pipeline
-from ctkit.backends.nft import generate as nft_backend
 from ctkit.backends import registry
+from ctkit.backends.nft import generate as nft_backend
+from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.backends.nft import text as nft_text
 from ctkit.cli import iptables_cmd
 from ctkit.cli.common import JsonOption, NetnsOption, err, handle_errors, print_json, print_toggles
-from ctkit.errors import EXIT_INVALID, PolicyError, UsageError
-from ctkit.backends.nft import kernel as nft_kernel
 from ctkit.compile.toggles import LiveToggle, keep_live
+from ctkit.errors import EXIT_INVALID, PolicyError, UsageError
 from ctkit.kernel.settings import apply_settings
 
 PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
@@ -208,8 +207,8 @@ def _member_types(name: str, netns: Optional[str], table: str, backend: str):
     from ctkit.kernel.netns import entered
     members.check_set_name(name)
     if backend == "iptables":
-        from ctkit.backends.iptables.generate import chain_prefix, ipset_name
         from ctkit.backends.iptables import ipset as ipset_kernel
+        from ctkit.names import chain_prefix, ipset_name
         set_name = ipset_name(chain_prefix(table), name)
         proc = ipset_kernel._run(["list", "-t", set_name], netns, f"cannot read ipset {set_name}", check=False)
         if proc.returncode != 0:
@@ -233,8 +232,8 @@ def _set_change(name: str, value: str, add: bool, timeout: Optional[int], netns:
     kind = registry.check(backend)
     member = members.parse(value, _member_types(name, netns, table, kind))
     if kind == "iptables":
-        from ctkit.backends.iptables.generate import chain_prefix, ipset_name
         from ctkit.backends.iptables import ipset as ipset_kernel
+        from ctkit.names import chain_prefix, ipset_name
         set_name = ipset_name(chain_prefix(table), name)
         if add:
             ipset_kernel.add(set_name, member.text(), timeout, netns)

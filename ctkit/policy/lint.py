@@ -12,8 +12,16 @@ from typing import Iterable
 
 from ctkit.errors import Problem
 from ctkit.policy.model import (
-    BASE_CHAINS, IPV4_ONLY_HELPERS, PORT_PROTOCOLS, Chain, Helper, Network, Notrack,
-    Nat, Policy, PortRange, Rule, set_family,
+    BASE_CHAINS,
+    IPV4_ONLY_HELPERS,
+    PORT_PROTOCOLS,
+    Chain,
+    Network,
+    Notrack,
+    Policy,
+    PortRange,
+    Rule,
+    set_family,
 )
 
 #: chains a do-not-track direction has to get through, and where it comes from

@@ -6,10 +6,10 @@ All problems are collected before failing, so a user fixes them in one pass.
 from __future__ import annotations
 
 import difflib
-from dataclasses import replace
 import json
 import math
 import re
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -20,8 +20,15 @@ import jsonschema
 import yaml
 
 from ctkit.errors import PolicyError, Problem
-from ctkit.policy.model import (Policy, build_policy, check_length_range, check_nat_address, check_network,
-                                check_port_range, check_queue_range)
+from ctkit.policy.model import (
+    Policy,
+    build_policy,
+    check_length_range,
+    check_nat_address,
+    check_network,
+    check_port_range,
+    check_queue_range,
+)
 
 #: value checks the schema names with "format"; each returns None or (message, hint)
 FORMATS = {"ip-network": check_network, "port-range": check_port_range, "nat-address": check_nat_address,

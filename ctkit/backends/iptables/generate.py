@@ -171,9 +171,6 @@ class Ruleset:
         return self.ipv4 if family == "ipv4" else self.ipv6
 
 
-chain_prefix = kname.chain_prefix
-
-
 # ------------------------------------------------------------ rendering ctx
 
 @dataclass(frozen=True)
@@ -191,7 +188,7 @@ class _Ctx:
     table: str  # iptables table
     chain: ir.Chain
     names: Any  # Mapping IR chain name -> iptables chain name
-    helpers: Objects  # the table's helper and timeout objects
+    objects: Objects  # the table's helper and timeout objects
     expanded: int = 1  # how many iptables rules the IR rule became (one per protocol, network, ...)
 
     @property
@@ -369,7 +366,7 @@ def _notrack(s: ir.Notrack, ctx: _Ctx) -> list[str]:
 
 def _set_helper(s: ir.SetCtHelper, ctx: _Ctx) -> list[str]:
     _need_raw(ctx, "ct helper")
-    obj = ctx.helpers.by_name.get(s.object_name)
+    obj = ctx.objects.by_name.get(s.object_name)
     if obj is None:
         raise _fail(ctx, "ct helper", f"no helper object named {s.object_name!r}")
     if obj.protocol != _proto_of(ctx):
@@ -398,9 +395,6 @@ def _nat(s: ir.Nat, ctx: _Ctx) -> list[str]:
 MAX_IPSET_NAME = 31  # IPSET_MAXNAMELEN with the terminating NUL
 
 
-ipset_name = kname.ipset_name
-
-
 def _set_lookup(m: ir.SetLookup, ctx: _Ctx) -> list[Part]:
     if len(m.fields) > 1:
         raise _fail(ctx, "set concatenation", f"set {m.name!r} has members of several parts; ipset's hash:ip,port "
@@ -408,7 +402,7 @@ def _set_lookup(m: ir.SetLookup, ctx: _Ctx) -> list[Part]:
                                               "none, so it cannot hold them: use the nft backend, or one set "
                                               "per field")
     prefix = next(iter(ctx.names.values()), "CTKIT-").split("-", 1)[0] + "-"
-    name = ipset_name(prefix, m.name)
+    name = kname.ipset_name(prefix, m.name)
     if len(name) > MAX_IPSET_NAME:
         raise _fail(ctx, "set", f"ipset name {name!r} is longer than {MAX_IPSET_NAME} characters")
     direction = "src" if m.fields[0] in ("saddr", "sport") else "dst"
@@ -418,16 +412,16 @@ def _set_lookup(m: ir.SetLookup, ctx: _Ctx) -> list[Part]:
 def ipsets(table: ir.Table, family: str) -> tuple[IpSet, ...]:
     """The ipsets one family's rules can use: its address sets and every port set."""
     out = []
-    prefix = chain_prefix(table.name)
+    prefix = kname.chain_prefix(table.name)
     for s in table.sets:
         if len(s.types) != 1:
             continue  # concatenations: a named error where a rule uses one (_set_lookup)
         kind = s.types[0]
         if kind == "inet_service":
-            out.append(IpSet(ipset_name(prefix, s.name), "bitmap:port", None, s.timeout,
+            out.append(IpSet(kname.ipset_name(prefix, s.name), "bitmap:port", None, s.timeout,
                              tuple((parts[0], t) for parts, t in s.members)))
         elif (kind == "ipv4_addr") == (family == "ipv4"):
-            out.append(IpSet(ipset_name(prefix, s.name), "hash:net" if s.interval else "hash:ip", family,
+            out.append(IpSet(kname.ipset_name(prefix, s.name), "hash:net" if s.interval else "hash:ip", family,
                              s.timeout, tuple((parts[0], t) for parts, t in s.members)))
     return tuple(out)
 
@@ -484,12 +478,12 @@ def _queue(s: ir.Queue, ctx: _Ctx) -> list[str]:
 
 def _set_timeout(s: ir.SetCtTimeout, ctx: _Ctx) -> list[str]:
     _need_raw(ctx, "ct timeout")
-    obj = ctx.helpers.by_name.get(s.object_name)
+    obj = ctx.objects.by_name.get(s.object_name)
     if not isinstance(obj, ir.CtTimeoutObject):
         raise _fail(ctx, "ct timeout", f"no timeout object named {s.object_name!r}")
     if obj.protocol != _proto_of(ctx):
         raise _fail(ctx, "ct timeout", f"timeout {obj.name} needs -p {obj.protocol} in the same rule")
-    return [f"-j CT --timeout {kname.timeout_name(ctx.helpers.table, obj.name, ctx.family)}"]
+    return [f"-j CT --timeout {kname.timeout_name(ctx.objects.table, obj.name, ctx.family)}"]
 
 
 def _set_zone(s: ir.SetCtZone, ctx: _Ctx) -> list[str]:
@@ -623,9 +617,6 @@ class _Toggles:
     chains: dict = field(default_factory=dict)  # iptables table -> [Chain]
 
 
-toggle_chain_names = kname.toggle_chain_names
-
-
 def toggle_switch_spec(name: str, body: str) -> str:
     """The one rule of a switch chain while its toggle is on."""
     return "-m comment --comment " + quote(kname.toggle_switch_comment(name)) + f" -j {body}"
@@ -636,9 +627,9 @@ def toggle_marker(name: str, policy_on: bool) -> str:
 
 
 def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, chain: ir.Chain, names: dict,
-                  helpers: Objects, toggles: _Toggles) -> str:
+                  objects: Objects, toggles: _Toggles) -> str:
     obj = toggles.objects.get(toggle.name)
-    ctx = _Ctx(rule, family, table, chain, names, helpers)
+    ctx = _Ctx(rule, family, table, chain, names, objects)
     if obj is None:
         raise _fail(ctx, "when", f"no toggle named {toggle.name!r}")
     for s in rule.statements:
@@ -649,17 +640,17 @@ def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, cha
                    rule.comment)
     k = toggles.count.get(toggle.name, 0)
     toggles.count[toggle.name] = k + 1
-    switch, body = (_check_name(n, rule.origin) for n in toggle_chain_names(toggles.prefix, toggle.name, k))
+    switch, body = (_check_name(n, rule.origin) for n in kname.toggle_chain_names(toggles.prefix, toggle.name, k))
     concretes = _expand(bare)
     specs = [spec for c in concretes
-             for spec in _render_rule(c, _Ctx(c, family, table, chain, names, helpers, len(concretes)))]
+             for spec in _render_rule(c, _Ctx(c, family, table, chain, names, objects, len(concretes)))]
     specs.append(toggle_marker(obj.name, obj.policy_on))
     toggles.chains.setdefault(table, []).extend([
         Chain(switch, (toggle_switch_spec(obj.name, body),) if obj.on else ()), Chain(body, tuple(specs))])
     return "-m comment --comment " + quote(kname.rule_comment(rule.id, rule.comment)) + f" -j {switch}"
 
 
-def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers: Objects,
+def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, objects: Objects,
                  toggles: _Toggles | None = None) -> list[str]:
     out = []
     for rule in chain.rules:
@@ -668,12 +659,12 @@ def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, helpers:
             continue
         toggle = next((m for m in seen.matches if isinstance(m, ir.Toggle)), None)
         if toggle is not None and toggles is not None:
-            out.append(_toggled_rule(seen, toggle, family, table, chain, names, helpers, toggles))
+            out.append(_toggled_rule(seen, toggle, family, table, chain, names, objects, toggles))
             continue
         for unmapped in _unmap(seen):
             concretes = _expand(unmapped)
             for concrete in concretes:
-                out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, helpers, len(concretes)))
+                out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, objects, len(concretes)))
     if chain.hook is not None and chain.policy == "drop":
         out.append("-m comment --comment " + quote(f"{chain.name}: policy drop") + " -j DROP")
     return out
@@ -730,7 +721,7 @@ def _check_name(name: str, where: str) -> str:
 def _layout(table: ir.Table) -> tuple[dict[str, str], dict[tuple[str, str], list[ir.Chain]], dict[str, list[str]]]:
     """Names of ctkit's chains, the IR base chains behind each built-in chain, and
     the iptables tables each user-defined chain must exist in."""
-    prefix = chain_prefix(table.name)
+    prefix = kname.chain_prefix(table.name)
     by_name = {c.name: c for c in table.chains}
     groups: dict[tuple[str, str], list[ir.Chain]] = {}
     for c in table.chains:
@@ -770,13 +761,13 @@ def _layout(table: ir.Table) -> tuple[dict[str, str], dict[tuple[str, str], list
 
 def generate_family(plan: ir.Plan, family: str) -> Document:
     table = plan.table
-    prefix = chain_prefix(table.name)
+    prefix = kname.chain_prefix(table.name)
     names, groups, user_tables = _layout(table)
-    helpers = Objects(table.name, {o.name: o for o in table.helpers + table.timeouts})
+    objects = Objects(table.name, {o.name: o for o in table.helpers + table.timeouts})
     toggles = _Toggles(prefix, {t.name: t for t in table.toggles})
     by_table: dict[str, list[Chain]] = {}
     for (tbl, builtin), members in groups.items():
-        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, helpers, toggles)]
+        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, objects, toggles)]
         if not rules and all(c.policy != "drop" for c in members) and all(c.kind == "section" for c in members):
             continue  # an internal chain with nothing for this family
         by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin))
@@ -785,7 +776,7 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
             continue
         for tbl in user_tables[c.name]:
             by_table.setdefault(tbl, []).append(
-                Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, helpers, toggles))))
+                Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, objects, toggles))))
     for tbl, chains in toggles.chains.items():
         by_table.setdefault(tbl, []).extend(chains)
     tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)
@@ -800,7 +791,7 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
 
 def generate(plan: ir.Plan) -> Ruleset:
     """ctkit's chains for IPv4 and IPv6."""
-    return Ruleset(chain_prefix(plan.table.name), generate_family(plan, "ipv4"), generate_family(plan, "ipv6"))
+    return Ruleset(kname.chain_prefix(plan.table.name), generate_family(plan, "ipv4"), generate_family(plan, "ipv6"))
 
 
 # ------------------------------------------------------------------- text

@@ -70,10 +70,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from ctkit import names
-from ctkit.backends.iptables.generate import (Chain, Document, Table, TABLE_ORDER, jump_spec, toggle_chain_names,
-                                    toggle_switch_spec)
-from ctkit.errors import KernelError, UsageError
 from ctkit.backends.iptables import ipset
+from ctkit.backends.iptables.generate import TABLE_ORDER, Chain, Document, Table, jump_spec, toggle_switch_spec
+from ctkit.errors import KernelError, UsageError
 from ctkit.kernel import cttimeout
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix
@@ -741,7 +740,7 @@ def set_toggle(prefix: str, name: str, on: bool, netns: str | None = None, varia
         for table in _TOGGLE_TABLES:
             switches = []
             for k in range(_MAX_TOGGLED_RULES):
-                switch, body = toggle_chain_names(prefix, name, k)
+                switch, body = names.toggle_chain_names(prefix, name, k)
                 if not _chain_exists(family, variant, netns, table, switch):
                     break
                 if switch in mine.get(table, ()) and body in mine.get(table, ()):

@@ -175,15 +175,10 @@ def _verdict_map(s: ir.VerdictMap, rule: ir.Rule) -> list[dict]:
     return [{"vmap": {"key": key, "data": {"set": data}}}]
 
 
-TOGGLE_CHAIN = kname.NFT_TOGGLE_CHAIN  # one marker rule per toggle, whose comment keeps the policy file's value
-toggle_set = kname.nft_toggle_set  # {ipv4, ipv6} when on (every packet's nfproto is in it), empty when off
 
 
 def _toggle_lookup(name: str) -> dict:
-    return _eq({"meta": {"key": "nfproto"}}, "@" + toggle_set(name))
-
-
-toggle_comment = kname.toggle_comment
+    return _eq({"meta": {"key": "nfproto"}}, "@" + kname.nft_toggle_set(name))
 
 
 def _toggle(m: ir.Toggle, rule: ir.Rule) -> list[dict]:
@@ -362,7 +357,7 @@ TOGGLE_ON = ["ipv4", "ipv6"]
 
 def toggle_element_commands(table: str, name: str, on: bool) -> list[dict]:
     """Set toggle `name` to `on`: the whole kernel update of `ctkit toggle` (and of apply)."""
-    ident = {"family": FAMILY, "table": table, "name": toggle_set(name)}
+    ident = {"family": FAMILY, "table": table, "name": kname.nft_toggle_set(name)}
     cmds: list[dict] = [{"flush": {"set": dict(ident)}}]
     if on:
         cmds.append({"add": {"element": dict(ident, elem=list(TOGGLE_ON))}})
@@ -374,14 +369,15 @@ def _toggle_commands(table: str, toggles: tuple[ir.ToggleObject, ...]) -> list[d
         return []
     cmds: list[dict] = []
     for t in toggles:
-        cmds.append({"add": {"set": {"family": FAMILY, "table": table, "name": toggle_set(t.name), "type": "nf_proto"}}})
+        cmds.append({"add": {"set": {"family": FAMILY, "table": table, "name": kname.nft_toggle_set(t.name),
+                                     "type": "nf_proto"}}})
         if t.on:
-            cmds.append({"add": {"element": {"family": FAMILY, "table": table, "name": toggle_set(t.name),
+            cmds.append({"add": {"element": {"family": FAMILY, "table": table, "name": kname.nft_toggle_set(t.name),
                                              "elem": list(TOGGLE_ON)}}})
-    cmds.append({"add": {"chain": {"family": FAMILY, "table": table, "name": TOGGLE_CHAIN}}})
+    cmds.append({"add": {"chain": {"family": FAMILY, "table": table, "name": kname.NFT_TOGGLE_CHAIN}}})
     for t in toggles:
-        cmds.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": TOGGLE_CHAIN,
-                                      "comment": toggle_comment(t.name, t.policy_on),
+        cmds.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": kname.NFT_TOGGLE_CHAIN,
+                                      "comment": kname.toggle_comment(t.name, t.policy_on),
                                       "expr": [_toggle_lookup(t.name)]}}})
     return cmds
 

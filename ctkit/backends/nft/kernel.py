@@ -16,7 +16,7 @@ from typing import Any
 
 from ctkit import names
 from ctkit.backends.nft import text as nft_text
-from ctkit.backends.nft.generate import TOGGLE_CHAIN, toggle_element_commands, toggle_set
+from ctkit.backends.nft.generate import toggle_element_commands
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_table
@@ -169,13 +169,13 @@ def toggle_states(table: str, netns: str | None = None) -> dict[str, tuple[bool,
     out: dict[str, tuple[bool, bool | None]] = {}
     with entered(netns):
         ctx = _context()
-        items = _cmd_json(ctx, f"list chain {FAMILY} {table} {TOGGLE_CHAIN}")
+        items = _cmd_json(ctx, f"list chain {FAMILY} {table} {names.NFT_TOGGLE_CHAIN}")
         for item in items or []:
             marker = names.parse_toggle_comment(item.get("rule", {}).get("comment", ""))
             if marker is None:
                 continue
             name, policy_on = marker
-            listed = _cmd_json(ctx, f"list set {FAMILY} {table} {toggle_set(name)}") or []
+            listed = _cmd_json(ctx, f"list set {FAMILY} {table} {names.nft_toggle_set(name)}") or []
             elems = next((i["set"].get("elem", []) for i in listed if "set" in i), [])
             out[name] = (bool(elems), policy_on)
     return out

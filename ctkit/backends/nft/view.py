@@ -5,10 +5,9 @@ import json
 
 from ctkit import names
 from ctkit.audit.drift import RuleView, TableView
-from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
 from ctkit.backends.nft import text as nft_text
+from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
 from ctkit.errors import CompileError
-
 
 rule_id = names.rule_id
 
