@@ -13,6 +13,7 @@ from lab import run, tcp_connect
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as backend
 from ctkit.backends.iptables import kernel as kernel
+from ctkit.backends.iptables import text as ipt_text
 from ctkit.errors import KernelError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,7 +113,7 @@ def test_restore_test_accepts_every_golden(ns, variant, path):
         from ctkit.backends.iptables import ipset
         ipset.sync(sets.values(), rs.prefix.lower(), ns)
     for family in backend.FAMILIES:
-        text = backend.render(rs.document(family))
+        text = ipt_text.render(rs.document(family))
         proc = run(ns, f"{TOOL[family]}-{variant}-restore", "--noflush", "--test", input=text, check=False)
         assert proc.returncode == 0, f"{family}: {proc.stderr}"
 

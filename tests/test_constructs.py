@@ -13,6 +13,7 @@ from typing import NamedTuple
 import pytest
 
 from ctkit.backends.iptables import generate as iptables
+from ctkit.backends.iptables import text as ipt_text
 from ctkit.backends.nft import generate as nft
 from ctkit.backends.nft import text as nft_text
 from ctkit.compile.lower import lower
@@ -290,7 +291,7 @@ def nft_lines(plan) -> list[str]:
 def iptables_lines(plan, family: str) -> list[str]:
     """`table: -A ...` for every iptables-restore line that belongs to the probe."""
     out, table = [], None
-    for line in iptables.render(iptables.generate(plan).document(family)).splitlines():
+    for line in ipt_text.render(iptables.generate(plan).document(family)).splitlines():
         if line.startswith("*"):
             table = line[1:]
         elif line.startswith("-A ") and _IPT_COMMENT.search(line):

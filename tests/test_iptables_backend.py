@@ -9,6 +9,7 @@ from goldens import EXAMPLES, ROOT, golden
 
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as iptables
+from ctkit.backends.iptables import text as ipt_text
 from ctkit.compile.lower import lower
 from ctkit.errors import CompileError
 from ctkit.policy.load import load_document
@@ -34,7 +35,7 @@ def _rules(doc: dict, family: str = "ipv4", chain: str | None = None) -> list[st
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_iptables_golden(path, family):
     ruleset = iptables.generate(pipeline.compile_file(path).plan)
-    golden(GOLDEN / f"{path.stem}.{family}.rules", iptables.render(ruleset.document(family), path.name))
+    golden(GOLDEN / f"{path.stem}.{family}.rules", ipt_text.render(ruleset.document(family), path.name))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -74,7 +75,7 @@ def test_notrack_and_helper_share_raw_chain_notrack_first():
 
 
 def test_one_chain_per_builtin_chain_with_a_single_jump():
-    text = iptables.render(_ruleset({"notrack": [{"name": "d", "protocol": "udp", "ports": [53]}],
+    text = ipt_text.render(_ruleset({"notrack": [{"name": "d", "protocol": "udp", "ports": [53]}],
                                      "chains": {"input": {"policy": "drop"}}}).ipv4)
     assert "-I PREROUTING 1 -j CTKIT-PREROUTING" in text
     assert "-I OUTPUT 1 -j CTKIT-OUTPUT" in text
@@ -269,4 +270,4 @@ def test_render_is_json_free_text_and_documents_compare():
     ruleset = _ruleset({"chains": {"input": {"policy": "drop"}}})
     assert ruleset == _ruleset({"chains": {"input": {"policy": "drop"}}})
     json.dumps(ruleset.ipv4.rule_count)
-    assert iptables.render(ruleset.ipv4).endswith("COMMIT\n")
+    assert ipt_text.render(ruleset.ipv4).endswith("COMMIT\n")

@@ -30,7 +30,7 @@ NOTE = Finding("toggles.switched", "info", "toggle/maint", "toggle maint is on; 
 
 
 def report(**changes) -> AuditReport:
-    fields = dict(netns="lab", backend="iptables", table="ctkit", drift=[DRIFT],
+    fields = dict(netns="lab", backend="iptables", table="ctkit", owned="chains CTKIT-* (iptables)", drift=[DRIFT],
                   settings=[SettingState(MAX, "262144", True, True), SettingState(UDP, "30", True, False)],
                   findings=[FINDING, NOTE], figures=FIGURES)
     return AuditReport(**{**fields, **changes})
@@ -57,7 +57,7 @@ def test_plain_text_with_drift_settings_and_findings():
 
 
 def test_plain_text_of_a_clean_nft_report():
-    clean = report(netns=None, backend="nft", drift=[], settings=[], findings=[NOTE])
+    clean = report(netns=None, backend="nft", owned="table inet ctkit", drift=[], settings=[], findings=[NOTE])
     assert clean.exit_code == 0  # an info finding is no reason to act
     assert render.plain(clean) == (
         "ctkit audit: table inet ctkit in this namespace: clean\n"

@@ -14,32 +14,20 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ctkit.audit.findings import SEVERITIES
-from ctkit.audit.run import audit, read_figures, rule_hits
-from ctkit.backends.nft import kernel as nft_kernel
+from ctkit.audit.run import audit, read_figures
+from ctkit.backends.base import Backend
 from ctkit.pipeline import Compiled
 
 
 @dataclass(eq=False)
 class ConntrackCollector(Collector):
     namespaces: list[str | None]
+    backend: Backend  # where the rule counters are read (and the policy audited)
     compiled: Compiled | None = None
     table: str = "ctkit"
-    backend: str = "nft"
-    variant: str = "auto"
     #: prometheus_client serves each scrape in its own thread, and libnftables is not safe to use
     #: from two threads at once (two concurrent scrapes aborted the process in json.c): one at a time
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def _hits(self, table: str, ns: str | None) -> dict[str, tuple[int, int]]:
-        if self.backend == "iptables":
-            from ctkit.backends.iptables import kernel as ipt
-            from ctkit.backends.iptables import view as iptables_view
-            from ctkit.backends.iptables.generate import FAMILIES
-            from ctkit.names import chain_prefix
-            variant = ipt.resolve_variant(self.variant)
-            current = {f: ipt.parse_save(ipt.save(f, variant, ns, counters=True)) for f in FAMILIES}
-            return iptables_view.rule_hits(current, chain_prefix(table))
-        return rule_hits(nft_kernel.list_table(table, ns) or [])
 
     def collect(self):
         with self._lock:
@@ -68,8 +56,7 @@ class ConntrackCollector(Collector):
             label = ns or ""
             try:
                 if self.compiled is not None:
-                    report = audit(self.compiled, ns, check_flows=False, backend=self.backend,
-                                   variant=self.variant)
+                    report = audit(self.compiled, self.backend, ns, check_flows=False)
                     figures = report.figures
                     drift.add_metric([label], len(report.drift))
                     for sev in SEVERITIES:
@@ -78,7 +65,7 @@ class ConntrackCollector(Collector):
                 else:
                     figures = read_figures(ns)
                     table = self.table
-                hits = self._hits(table, ns)
+                hits = self.backend.rule_hits(table, ns)
             except Exception:  # noqa: BLE001 - one unreadable namespace must not break the scrape
                 up.add_metric([label], 0)
                 continue

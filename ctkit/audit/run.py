@@ -4,22 +4,21 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from ctkit import names
 from ctkit.audit import health
 from ctkit.audit.drift import Drift, compare
 from ctkit.audit.findings import Finding, at_least
 from ctkit.audit.settings import SettingState, read_settings
-from ctkit.backends.nft import foreign
-from ctkit.backends.nft import generate as nft_backend
-from ctkit.backends.nft import kernel as nft_kernel
-from ctkit.backends.nft.view import view
 from ctkit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ctkit.kernel import sysctl
 from ctkit.kernel.netns import entered
 from ctkit.pipeline import Compiled
+
+if TYPE_CHECKING:
+    from ctkit.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -42,17 +41,17 @@ class AuditReport:
     netns: str | None
     backend: str
     table: str
+    owned: str  # what ctkit owns, in the backend's words ("table inet ctkit")
     drift: list[Drift]
     settings: list[SettingState]
     findings: list[Finding]
     figures: HostFigures
+    denied: tuple[DeniedFlow, ...] = ()  # tracked flows the policy would not admit now (for a flush)
 
-    @property
-    def owned(self) -> str:
-        """What ctkit owns, in the backend's words."""
-        if self.backend == "iptables":
-            return f"chains {self.table.upper()}-* (iptables)"
-        return f"table inet {self.table}"
+    def with_flushed(self, flushed: int) -> AuditReport:
+        """The report after the denied flows' conntrack entries were deleted: the warning becomes a note."""
+        kept = [f for f in self.findings if f.id != "flows.denied"]
+        return replace(self, findings=_ordered(kept + flows_finding(list(self.denied), flushed)))
 
     @property
     def exit_code(self) -> int:
@@ -72,7 +71,9 @@ class AuditReport:
 
 
 def read_figures(netns: str | None) -> HostFigures:
-    from ctkit.kernel import conntrack  # the conntrack reader (ctnetlink), see ctkit/kernel/conntrack.py
+    from ctkit.kernel import (
+        conntrack,  # the conntrack reader (ctnetlink), see ctkit/kernel/conntrack.py
+    )
     with entered(netns):
         values = {n: sysctl.read(n) for n in ("nf_conntrack_count", "nf_conntrack_max", "nf_conntrack_buckets",
                                                "nf_conntrack_expect_max", "nf_conntrack_helper")}
@@ -108,76 +109,25 @@ def _origins(compiled: Compiled) -> dict[str, str]:
     return origins
 
 
-def ruleset_drift(compiled: Compiled, netns: str | None) -> tuple[list[Drift], list[dict]]:
-    """nft: drift of ctkit's table, and the whole ruleset (for foreign interference)."""
-    table = compiled.plan.table
-    ids = {r.id for c in table.chains for r in c.rules}
-    want = view(nft_backend.generate(compiled.plan)["nftables"], ids)
-    ruleset = nft_kernel.list_ruleset(netns)
-    mine = [i for i in ruleset if _in_table(i, table.name)]
-    have = view(mine if any("table" in i for i in mine) else None, ids)
-    return compare(want, have, _origins(compiled), table.name), ruleset
-
-
-def iptables_drift(compiled: Compiled, netns: str | None, variant: str) -> tuple[list[Drift], list[Finding]]:
-    """iptables: drift of ctkit's chains per family, and foreign rules ahead of ctkit's jumps."""
-    from ctkit.backends.iptables import generate as ipt_backend
-    from ctkit.backends.iptables import kernel as ipt_kernel
-    from ctkit.backends.iptables import view as iptables_view
-    ruleset = ipt_backend.generate(compiled.plan)
-    variant = ipt_kernel.resolve_variant(variant)
-    table = compiled.plan.table
-    # a base chain's policy rule carries the chain name as its id ("input: policy drop")
-    ids = {r.id for c in table.chains for r in c.rules} | {c.name for c in table.chains}
+def ruleset_drift(compiled: Compiled, backend: Backend, netns: str | None) -> tuple[list[Drift], list[Finding]]:
+    """Drift of what ctkit owns against the compiled policy, and foreign rules that interfere (one read)."""
+    inspection = backend.inspect(compiled.plan, netns)
     origins = _origins(compiled)
     drifts: list[Drift] = []
-    findings: list[Finding] = []
-    for family in ipt_backend.FAMILIES:
-        current = ipt_kernel.parse_save(ipt_kernel.save(family, variant, netns))
-        want = iptables_view.view(ruleset.document(family), None, ids)
-        have = iptables_view.live(current, ruleset.prefix, family, ids)
-        if not want.present and not have.present:
-            continue
-        for d in compare(want, have, origins, f"{ruleset.prefix}* ({family})"):
-            drifts.append(Drift(d.kind, f"{family} {d.subject}", d.origin, d.expected, d.actual))
-        findings += iptables_view.foreign_first(current, ruleset.prefix, family)
-    return drifts, findings
-
-
-def rule_hits(items: list[dict]) -> dict[str, tuple[int, int]]:
-    """(packets, bytes) per policy rule id, summed over its kernel rules, from a table listing."""
-    hits: dict[str, tuple[int, int]] = {}
-    for item in items:
-        rule = item.get("rule")
-        if not rule or not rule.get("comment"):
-            continue
-        rid = names.rule_id(rule["comment"])
-        p = sum(e["counter"].get("packets", 0) for e in rule.get("expr", []) if isinstance(e.get("counter"), dict))
-        b = sum(e["counter"].get("bytes", 0) for e in rule.get("expr", []) if isinstance(e.get("counter"), dict))
-        old = hits.get(rid, (0, 0))
-        hits[rid] = (old[0] + p, old[1] + b)
-    return hits
-
-
-def _in_table(item: dict, name: str) -> bool:
-    (kind, body), = item.items()
-    if kind == "table":
-        return body["family"] == "inet" and body["name"] == name
-    return body.get("family") == "inet" and body.get("table") == name
+    for v in inspection.views:
+        for d in compare(v.want, v.have, origins, v.where):
+            drifts.append(replace(d, subject=v.subject_prefix + d.subject) if v.subject_prefix else d)
+    return drifts, list(inspection.foreign)
 
 
 # ------------------------------------------------------------------ toggles
 
-def toggle_findings(compiled: Compiled, netns: str | None, backend: str, variant: str) -> list[Finding]:
+def toggle_findings(compiled: Compiled, netns: str | None, backend: Backend) -> list[Finding]:
     """Toggles switched away from the policy file's value (by `ctkit toggle`): worth knowing, not drift."""
     toggles = compiled.plan.table.toggles
     if not toggles:
         return []
-    if backend == "iptables":
-        from ctkit.backends.iptables import kernel as ipt_kernel
-        _, states = ipt_kernel.toggle_states(names.chain_prefix(compiled.plan.table.name), netns, variant)
-    else:
-        states = nft_kernel.toggle_states(compiled.plan.table.name, netns)
+    states = backend.toggle_states(compiled.plan.table.name, netns)
     out = []
     for t in toggles:
         if t.name not in states:
@@ -298,13 +248,15 @@ def save_state(path: Path, netns: str | None, figures: HostFigures, peak: int) -
 
 # ------------------------------------------------------------------ audit
 
-def audit(compiled: Compiled, netns: str | None, state: Path | None = None, check_flows: bool = True,
-          flush_denied: bool = False, backend: str = "nft", variant: str = "auto") -> AuditReport:
-    if backend == "iptables":
-        drift, interference = iptables_drift(compiled, netns, variant)
-    else:
-        drift, ruleset = ruleset_drift(compiled, netns)
-        interference = foreign.interference(ruleset, compiled.plan.table)
+def _ordered(findings: list[Finding]) -> list[Finding]:
+    order = {"critical": 0, "warning": 1, "info": 2}
+    return sorted(findings, key=lambda f: order[f.severity])
+
+
+def audit(compiled: Compiled, backend: Backend, netns: str | None, state: Path | None = None,
+          check_flows: bool = True) -> AuditReport:
+    """Read the kernel and report; changes nothing but the state file (ctkit/service.py flushes)."""
+    drift, interference = ruleset_drift(compiled, backend, netns)
     settings = read_settings(compiled.plan.settings, netns)
     for s in settings:
         if not s.met:
@@ -323,16 +275,13 @@ def audit(compiled: Compiled, netns: str | None, state: Path | None = None, chec
     findings += health.helpers_everywhere(compiled.policy)
     findings += health.expectations(figures.expectations, figures.expect_max)
     findings += health.untracked_icmp(compiled.policy)
-    findings += toggle_findings(compiled, netns, backend, variant)
-    if (check_flows or flush_denied) and figures.count:
+    findings += toggle_findings(compiled, netns, backend)
+    denied: list[DeniedFlow] = []
+    if check_flows and figures.count:
         denied = denied_flows(compiled, netns)
-        flushed = None
-        if flush_denied and denied:
-            from ctkit.kernel import conntrack
-            flushed = conntrack.delete(netns, [f.entry for f in denied])
-        findings += flows_finding(denied, flushed)
+        findings += flows_finding(denied, None)
     if state is not None:
         save_state(state, netns, figures, peak)
-    order = {"critical": 0, "warning": 1, "info": 2}
-    findings.sort(key=lambda f: order[f.severity])
-    return AuditReport(netns, backend, compiled.plan.table.name, drift, settings, findings, figures)
+    table = compiled.plan.table.name
+    return AuditReport(netns, backend.name, table, backend.owned(table), drift, settings, _ordered(findings),
+                       figures, tuple(denied))

@@ -28,19 +28,16 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
           variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto."),
           as_json: bool = JsonOption) -> None:
     """Compare a policy with the live kernel and check conntrack health. Exit 1 on drift or findings."""
+    from ctkit import service
     from ctkit.audit.report import render
-    from ctkit.audit.run import audit as run_audit
-    registry.check(backend)
+    chosen = registry.get(backend, variant)
     compiled = pipeline.compile_file(policy)
-    report = run_audit(compiled, netns, state, check_flows=not no_flows, flush_denied=flush_denied,
-                       backend=backend, variant=variant)
+    report = service.audit(compiled, chosen, netns, state, check_flows=not no_flows, flush_denied=flush_denied)
     if as_json:
         print_json(report.as_dict())
     else:
         render(report)
     raise typer.Exit(report.exit_code)
-
-
 
 
 @handle_errors
@@ -57,14 +54,18 @@ def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR
              variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto.")
              ) -> None:
     """Serve Prometheus metrics for one or more namespaces (or write them once with --textfile)."""
-    from prometheus_client import CollectorRegistry, start_http_server, write_to_textfile
+    from prometheus_client import (
+        CollectorRegistry,
+        start_http_server,
+        write_to_textfile,
+    )
 
     from ctkit.audit.metrics import ConntrackCollector
 
     compiled = pipeline.compile_file(policy) if policy else None
-    registry.check(backend)
+    chosen = registry.get(backend, variant)
     metrics = CollectorRegistry()
-    metrics.register(ConntrackCollector(list(netns) or [None], compiled, table, backend, variant))
+    metrics.register(ConntrackCollector(list(netns) or [None], chosen, compiled, table))
     if textfile:
         _check_textfile(textfile)
         try:

@@ -10,11 +10,12 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import typer
 
 from ctkit.errors import EXIT_KERNEL, CtkitError, PolicyError
+from ctkit.terminal import printable
 
 NetnsOption = typer.Option(None, "--netns", "-n", help="Network namespace (name under /run/netns, a path, "
                            "or pid:N). Default: the current one.", show_default=False)
@@ -23,6 +24,11 @@ JsonOption = typer.Option(False, "--json", help="Machine-readable JSON output.")
 
 def err(text: str) -> None:
     print(text, file=sys.stderr)
+
+
+def warn(text: str) -> None:
+    """A warning about something in the kernel (a foreign chain with ctkit's prefix...), on stderr."""
+    err(f"warning: {printable(text)}")
 
 
 def print_toggles(states: dict) -> None:
@@ -63,6 +69,3 @@ def handle_errors(fn: Callable) -> Callable:
             raise typer.Exit(EXIT_KERNEL)
     return wrapper
 
-
-def optional_str(value: Optional[str]) -> Optional[str]:
-    return value or None

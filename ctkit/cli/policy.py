@@ -1,21 +1,28 @@
-"""Policy commands: validate, compile, apply, show, remove."""
+"""Policy commands: validate, compile, apply, show, remove, toggle, set.
+
+Each command parses its arguments, picks the backend (ctkit/backends/registry.py),
+calls ctkit/service.py and prints the result; none knows which backend it has.
+"""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from ctkit import pipeline
+from ctkit import pipeline, service
 from ctkit.backends import registry
-from ctkit.backends.nft import generate as nft_backend
-from ctkit.backends.nft import kernel as nft_kernel
-from ctkit.backends.nft import text as nft_text
-from ctkit.cli import iptables_cmd
-from ctkit.cli.common import JsonOption, NetnsOption, err, handle_errors, print_json, print_toggles
-from ctkit.compile.toggles import LiveToggle, keep_live
+from ctkit.cli.common import (
+    JsonOption,
+    NetnsOption,
+    err,
+    handle_errors,
+    print_json,
+    print_toggles,
+    warn,
+)
 from ctkit.errors import EXIT_INVALID, PolicyError, UsageError
-from ctkit.kernel.settings import apply_settings
 
 PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
 BackendOption = typer.Option("nft", "--backend", "-b", help="Kernel backend: nft or iptables.")
@@ -70,27 +77,14 @@ def compile_(policy: Path = PolicyArg, backend: str = BackendOption,
                                                   help="iptables backend: only ipv4 (iptables-restore) or "
                                                        "ipv6 (ip6tables-restore). Default: both.")) -> None:
     """Compile a policy and print what the backend would send to the kernel."""
-    registry.check(backend)
+    chosen = registry.get(backend)
     compiled = pipeline.compile_file(policy)
     _print_warnings(compiled)
-    if family is not None and backend != "iptables":
-        raise UsageError("--family is for --backend iptables (the nft table is inet: both families)")
-    if backend == "iptables":
-        iptables_cmd.compile_(compiled, policy, fmt or "restore", family)
-        return
-    fmt = fmt or "json"
-    document = nft_backend.generate(compiled.plan)
-    if fmt == "json":
-        print_json(document)
-    elif fmt == "nft":
-        print(nft_text.render(document), end="")
-    elif fmt == "plan":
-        print_json({"backend": backend, "table": compiled.plan.table.name, "ruleset": document,
-                    "settings": [{"key": s.key, "sysctl": f"net.netfilter.{s.sysctl}", "value": s.value,
-                                  "absent_ok": s.absent_ok} for s in compiled.plan.settings]})
-    else:
-        err(f"ctkit: unknown format {fmt!r} (valid: json, nft, plan)")
-        raise typer.Exit(EXIT_INVALID)
+    sys.stdout.write(chosen.render(compiled.plan, fmt or chosen.formats[0], family, Path(policy).name))
+
+
+def _in_netns(netns: Optional[str]) -> str:
+    return f" in netns {netns}" if netns else ""
 
 
 @handle_errors
@@ -99,35 +93,19 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
                                        help="Let the kernel validate the transaction; change nothing."),
           as_json: bool = JsonOption, variant: str = VariantOption) -> None:
     """Apply a policy atomically: ctkit's table is replaced in one kernel transaction."""
-    registry.check(backend)
+    chosen = registry.get(backend, variant)
     compiled = pipeline.compile_file(policy)
     _print_warnings(compiled)
-    if backend == "iptables":
-        results = iptables_cmd.apply(compiled, netns, variant, dry_run, as_json)
-        if not as_json:
-            _print_settings(results)
-        return
-    table = compiled.plan.table.name
-    plan = compiled.plan
-    if plan.table.toggles:  # keep live toggle states unless the file changed them
-        plan = keep_live(plan, _live(nft_kernel.toggle_states(table, netns)))
-    document = nft_backend.generate(plan)
-    nft_kernel.apply(table, document, netns, dry_run=dry_run)
-    results = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
-    rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
+    result = service.apply(compiled, chosen, netns, dry_run=dry_run)
+    for line in result.warnings:
+        warn(line)
     if as_json:
-        print_json({"table": f"inet {table}", "netns": netns, "dry_run": dry_run, "kernel_rules": rules,
-                    "settings": [r.as_dict() for r in results]})
+        print_json(result.as_dict())
         return
     verb = "checked (nothing changed)" if dry_run else "applied"
-    print(f"{verb}: table inet {table}, {len(compiled.plan.table.chains)} chains, {rules} rules"
-          + (f" in netns {netns}" if netns else ""))
-    print_toggles({t.name: (t.on, t.policy_on) for t in plan.table.toggles})
-    _print_settings(results)
-
-
-def _live(states: dict) -> dict:
-    return {name: LiveToggle(name, on, policy) for name, (on, policy) in states.items()}
+    print(f"{verb}: {result.summary}{_in_netns(netns)}")
+    print_toggles(result.toggles)
+    _print_settings(result.settings)
 
 
 def _print_settings(results) -> None:
@@ -143,24 +121,20 @@ def _print_settings(results) -> None:
 def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: bool = JsonOption,
          backend: str = BackendOption, variant: str = VariantOption) -> None:
     """Show what ctkit owns in the kernel, with rule counters."""
-    if registry.check(backend) == "iptables":
-        iptables_cmd.show(table, netns, variant, as_json)
-        return
+    shown = service.show(registry.get(backend, variant), table, netns)
+    for line in shown.warnings:
+        warn(line)
     if as_json:
-        items = nft_kernel.list_table(table, netns)
-        toggles = nft_kernel.toggle_states(table, netns) if items is not None else {}
-        print_json({"table": f"inet {table}", "present": items is not None, "nftables": items or [],
-                    "toggles": {n: {"on": on, "policy": p} for n, (on, p) in toggles.items()}})
+        print_json({**shown.details,
+                    "toggles": {n: {"on": on, "policy": p} for n, (on, p) in shown.toggles.items()}})
         return
-    text = nft_kernel.list_table_text(table, netns)
-    if text is None:
-        print(f"ctkit owns nothing here: no table inet {table}")
+    if not shown.present:
+        print(shown.absent)
         return
-    print(text, end="")
-    toggles = nft_kernel.toggle_states(table, netns)
-    if toggles:
+    sys.stdout.write(shown.listing)
+    if shown.toggles:
         print("# toggles")
-        print_toggles(toggles)
+        print_toggles(shown.toggles)
 
 
 @handle_errors
@@ -171,77 +145,25 @@ def toggle(name: str = typer.Argument(..., help="Toggle name (declared in the po
     """Switch a toggle on or off: one small atomic kernel update, no policy reload."""
     if state not in ("on", "off"):
         raise UsageError(f"state must be on or off, not {state!r}")
-    on = state == "on"
-    if registry.check(backend) == "iptables":
-        where = iptables_cmd.toggle(table, name, on, netns, variant)
-    else:
-        nft_kernel.set_toggle(table, name, on, netns)
-        where = f"table inet {table}"
+    result = service.toggle(registry.get(backend, variant), name, state == "on", table, netns)
     if as_json:
-        print_json({"toggle": name, "on": on, "where": where, "netns": netns})
+        print_json(result.as_dict())
     else:
-        print(f"toggle {name}: {state} ({where}" + (f", netns {netns})" if netns else ")"))
+        print(f"toggle {name}: {state} ({result.where}" + (f", netns {netns})" if netns else ")"))
 
 
 @handle_errors
 def remove(netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
            variant: str = VariantOption) -> None:
     """Remove everything ctkit owns (its table); nothing else is touched."""
-    if registry.check(backend) == "iptables":
-        iptables_cmd.remove(table, netns, variant)
-        return
-    if nft_kernel.delete_table(table, netns):
-        print(f"removed table inet {table}")
-    else:
-        print(f"nothing to remove: no table inet {table}")
+    removed = service.remove(registry.get(backend, variant), table, netns)
+    for line in removed.warnings:
+        warn(line)
+    print(removed.message)
 
 
 set_app = typer.Typer(help="Change the members of a named set at run time (no reload; an apply resets them "
                            "to the policy file).", no_args_is_help=True)
-
-
-def _member_types(name: str, netns: Optional[str], table: str, backend: str):
-    """The set's member type as the kernel has it (nft: `list set` type and flags; ipset: its header)."""
-    from ctkit import members
-    from ctkit.errors import KernelError
-    from ctkit.kernel.netns import entered
-    members.check_set_name(name)
-    if backend == "iptables":
-        from ctkit.backends.iptables import ipset as ipset_kernel
-        from ctkit.names import chain_prefix, ipset_name
-        set_name = ipset_name(chain_prefix(table), name)
-        proc = ipset_kernel._run(["list", "-t", set_name], netns, f"cannot read ipset {set_name}", check=False)
-        if proc.returncode != 0:
-            if "does not exist" in proc.stderr:
-                raise UsageError(f"no set {set_name} (apply a policy that declares it)")
-            raise KernelError(f"cannot read ipset {set_name}: {proc.stderr.strip()}")
-        return members.set_type_from_ipset(proc.stdout, set_name)
-    nft_kernel.check_table(table)
-    with entered(netns):  # the libnftables context must be created inside
-        ctx = nft_kernel._context()
-        items = nft_kernel._cmd_json(ctx, f"list set {nft_kernel.FAMILY} {table} {name}")
-    if not items:
-        raise UsageError(f"no set {name!r} in table {nft_kernel.FAMILY} {table} (apply a policy that declares it)")
-    return members.set_type_from_nft(items, name)
-
-
-def _set_change(name: str, value: str, add: bool, timeout: Optional[int], netns: Optional[str], table: str,
-                backend: str, variant: str) -> str:
-    """Parse `value` with the set's own type (never a name lookup), then add or delete it."""
-    from ctkit import members
-    kind = registry.check(backend)
-    member = members.parse(value, _member_types(name, netns, table, kind))
-    if kind == "iptables":
-        from ctkit.backends.iptables import ipset as ipset_kernel
-        from ctkit.names import chain_prefix, ipset_name
-        set_name = ipset_name(chain_prefix(table), name)
-        if add:
-            ipset_kernel.add(set_name, member.text(), timeout, netns)
-        else:
-            ipset_kernel.delete(set_name, member.text(), netns)
-        return f"ipset {set_name}"
-    nft_kernel.set_element(table, name, member.nft(), add, timeout, netns)
-    return f"set inet {table} {name}"
 
 
 @set_app.command("add")
@@ -254,8 +176,8 @@ def set_add(name: str = typer.Argument(..., help="Set name (declared in the poli
             netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
             variant: str = VariantOption) -> None:
     """Add a member to a named set."""
-    where = _set_change(name, value, True, timeout, netns, table, backend, variant)
-    print(f"added {value} to {where}" + (f" (netns {netns})" if netns else ""))
+    result = service.set_member(registry.get(backend, variant), name, value, True, timeout, table, netns)
+    print(f"added {value} to {result.where}" + (f" (netns {netns})" if netns else ""))
 
 
 @set_app.command("del")
@@ -264,8 +186,8 @@ def set_del(name: str = typer.Argument(..., help="Set name."), value: str = type
             netns: Optional[str] = NetnsOption, table: str = TableOption, backend: str = BackendOption,
             variant: str = VariantOption) -> None:
     """Delete a member from a named set."""
-    where = _set_change(name, value, False, None, netns, table, backend, variant)
-    print(f"deleted {value} from {where}" + (f" (netns {netns})" if netns else ""))
+    result = service.set_member(registry.get(backend, variant), name, value, False, None, table, netns)
+    print(f"deleted {value} from {result.where}" + (f" (netns {netns})" if netns else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -794,26 +794,6 @@ def generate(plan: ir.Plan) -> Ruleset:
     return Ruleset(kname.chain_prefix(plan.table.name), generate_family(plan, "ipv4"), generate_family(plan, "ipv6"))
 
 
-# ------------------------------------------------------------------- text
-
 def jump_spec(chain: Chain) -> str:
+    """The rule in a built-in chain that sends packets to one of ctkit's chains."""
     return f"-j {chain.name}"
-
-
-def render(doc: Document, source: str | None = None) -> str:
-    """The document as iptables-restore --noflush input that creates ctkit's chains and jumps.
-
-    Run once on a host without ctkit's chains; `ctkit apply --backend iptables`
-    replaces them in place and never duplicates a jump.
-    """
-    tool = "iptables-restore" if doc.family == "ipv4" else "ip6tables-restore"
-    lines = [f"# ctkit: chains {doc.prefix}* ({doc.family}){' from ' + source if source else ''}",
-             f"# {tool} --noflush < this file (once; ctkit apply --backend iptables re-applies safely)"]
-    for table in doc.tables:
-        lines.append(f"*{table.name}")
-        lines += [f":{c.name} - [0:0]" for c in table.chains]
-        for c in table.chains:
-            lines += [f"-A {c.name} {spec}" for spec in c.rules]
-        lines += [f"-I {c.builtin} 1 {jump_spec(c)}" for c in table.chains if c.builtin]
-        lines.append("COMMIT")
-    return "\n".join(lines) + "\n"

@@ -50,6 +50,16 @@ def names(netns: str | None) -> list[str]:
     return [n for n in _run(["list", "-n"], netns, "cannot list ipsets").stdout.split("\n") if n]
 
 
+def header(name: str, netns: str | None) -> str:
+    """`ipset list -t NAME`: the set's type and header, without its members."""
+    proc = _run(["list", "-t", name], netns, f"cannot read ipset {name}", check=False)
+    if proc.returncode != 0:
+        if "does not exist" in proc.stderr:
+            raise UsageError(f"no set {name} (apply a policy that declares it)")
+        raise KernelError(f"cannot read ipset {name}: {proc.stderr.strip()}")
+    return proc.stdout
+
+
 def temporary(name: str) -> str:
     """The set sync fills before swapping it with `name`."""
     return name[:27] + "-new"

@@ -196,6 +196,13 @@ def set_toggle(table: str, name: str, on: bool, netns: str | None = None) -> Non
 
 # -------------------------------------------------------------- named sets
 
+def list_set(table: str, name: str, netns: str | None = None) -> list[dict] | None:
+    """`list set` as libnftables JSON objects (type, flags, members), or None when there is no such set."""
+    check_table(table)  # both names go into nft command text: checked first
+    with entered(netns):  # the libnftables context must be created inside
+        return _cmd_json(_context(), f"list set {FAMILY} {table} {name}")
+
+
 def set_element(table: str, name: str, value, add: bool, timeout: int | None = None,
                 netns: str | None = None) -> None:
     """Add or delete one member of a named set (value: libnftables JSON), one small transaction."""

@@ -47,3 +47,18 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
                 RuleView(r["chain"], rule_id(r.get("comment"), known_ids), canonical_rule(r.get("expr", [])),
                          r, _rule_text))
     return TableView(True, chains, rules, objects, texts)
+
+
+def rule_hits(items: list[dict]) -> dict[str, tuple[int, int]]:
+    """(packets, bytes) per policy rule id, summed over its kernel rules, from a table listing."""
+    hits: dict[str, tuple[int, int]] = {}
+    for item in items:
+        rule = item.get("rule")
+        if not rule or not rule.get("comment"):
+            continue
+        rid = names.rule_id(rule["comment"])
+        counters = [e["counter"] for e in rule.get("expr", []) if isinstance(e.get("counter"), dict)]
+        old = hits.get(rid, (0, 0))
+        hits[rid] = (old[0] + sum(c.get("packets", 0) for c in counters),
+                     old[1] + sum(c.get("bytes", 0) for c in counters))
+    return hits

@@ -1,0 +1,145 @@
+"""The iptables backend behind the seam (ctkit/backends/base.py): chains named with ctkit's prefix,
+one jump into each from the built-in chain it extends, ipsets and cttimeout objects beside them.
+
+One object per variant: iptables-nft and iptables-legacy are different rulesets in the kernel, and
+`auto` means what the host's iptables command is (resolved at each kernel call, never at start).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ctkit import members
+from ctkit.backends.base import (
+    Applied,
+    Inspection,
+    LiveView,
+    Removed,
+    Shown,
+    ToggleStates,
+)
+from ctkit.backends.iptables import generate as gen
+from ctkit.backends.iptables import ipset, kernel
+from ctkit.backends.iptables import text as ipt_text
+from ctkit.backends.iptables import view as ipt_view
+from ctkit.compile import ir
+from ctkit.errors import UsageError
+from ctkit.names import chain_prefix, ipset_name
+
+
+def _live_dict(live: kernel.Live) -> dict:
+    tables = {}
+    for table in live.document.tables:
+        chains = {}
+        for chain in table.chains:
+            rules = []
+            for i, spec in enumerate(chain.rules):
+                packets, nbytes = live.counters.get((table.name, chain.name, i), (0, 0))
+                rules.append({"spec": spec, "packets": packets, "bytes": nbytes})
+            jumps = [r.chain for t, r in live.jumps if t == table.name and r.target == chain.name]
+            chains[chain.name] = {"jumped_from": jumps, "rules": rules}
+        tables[table.name] = chains
+    return {"tool": live.tool, "tables": tables}
+
+
+class IptablesBackend:
+    name = gen.BACKEND
+    formats = ("restore", "json")
+
+    def __init__(self, variant: str = "auto") -> None:
+        self.variant = variant  # auto | nft | legacy; checked by kernel.resolve_variant when used
+
+    def owned(self, table: str) -> str:
+        return f"chains {chain_prefix(table)}* (iptables)"
+
+    def generate(self, plan: ir.Plan) -> gen.Ruleset:
+        return gen.generate(plan)
+
+    def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
+        if fmt not in self.formats:
+            raise UsageError(f"unknown format {fmt!r} for --backend iptables (valid: {', '.join(self.formats)})")
+        ruleset = gen.generate(plan)
+        if family is not None and family not in gen.FAMILIES:
+            raise UsageError(f"unknown family {family!r} (valid: {', '.join(gen.FAMILIES)})")
+        texts = {f: ipt_text.render(ruleset.document(f), source)
+                 for f in (gen.FAMILIES if family is None else (family,))}
+        if fmt == "json":
+            return json.dumps({"backend": self.name, "prefix": ruleset.prefix, **texts}, indent=2) + "\n"
+        return "\n".join(texts.values())
+
+    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False) -> Applied:
+        ruleset = gen.generate(plan)
+        findings: list[str] = []
+        variant, changes = kernel.apply(ruleset.ipv4, ruleset.ipv6, netns, self.variant, dry_run=dry_run,
+                                        findings=findings)
+        counts = {f: ruleset.document(f).rule_count for f in gen.FAMILIES}
+        details: dict[str, Any] = {
+            "backend": self.name, "variant": variant, "prefix": ruleset.prefix, "netns": netns,
+            "dry_run": dry_run, "kernel_rules": counts, "changed": {c.family: bool(c.document) for c in changes}}
+        return Applied(f"iptables-{variant} chains {ruleset.prefix}*, {counts['ipv4']} IPv4 and "
+                       f"{counts['ipv6']} IPv6 rules", details, tuple(findings))
+
+    def remove(self, table: str, netns: str | None) -> Removed:
+        prefix = chain_prefix(table)
+        findings: list[str] = []
+        variant, changes = kernel.remove(prefix, netns, self.variant, findings=findings)
+        removed = [c.family for c in changes if c.document]
+        if removed:
+            return Removed(True, f"removed chains {prefix}* and their jumps ({', '.join(removed)}; "
+                                 f"iptables-{variant})", tuple(findings))
+        return Removed(False, f"nothing to remove: no {prefix}* chains (iptables-{variant})", tuple(findings))
+
+    def show(self, table: str, netns: str | None) -> Shown:
+        prefix = chain_prefix(table)
+        findings: list[str] = []
+        variant, lives = kernel.show(prefix, netns, self.variant, findings=findings)
+        _v, toggles = kernel.toggle_states(prefix, netns, variant)
+        present = any(live.document.tables for live in lives)
+        details = {"backend": self.name, "variant": variant, "prefix": prefix, "present": present,
+                   "families": {live.family: _live_dict(live) for live in lives}}
+        return Shown(present, ipt_text.listing(lives), f"ctkit owns nothing here: no {prefix}* chains "
+                     f"(iptables-{variant})", details, toggles, tuple(findings))
+
+    def toggle_states(self, table: str, netns: str | None) -> ToggleStates:
+        return kernel.toggle_states(chain_prefix(table), netns, self.variant)[1]
+
+    def set_toggle(self, table: str, name: str, on: bool, netns: str | None) -> str:
+        prefix = chain_prefix(table)
+        variant = kernel.set_toggle(prefix, name, on, netns, self.variant)
+        return f"chains {prefix}TG-{name}-*, iptables-{variant}"
+
+    def member_type(self, table: str, name: str, netns: str | None) -> members.SetType:
+        set_name = ipset_name(chain_prefix(table), name)
+        return members.set_type_from_ipset(ipset.header(set_name, netns), set_name)
+
+    def set_member(self, table: str, name: str, member: members.Member, add: bool, timeout: int | None,
+                   netns: str | None) -> str:
+        set_name = ipset_name(chain_prefix(table), name)
+        if add:
+            ipset.add(set_name, member.text(), timeout, netns)
+        else:
+            ipset.delete(set_name, member.text(), netns)
+        return f"ipset {set_name}"
+
+    def inspect(self, plan: ir.Plan, netns: str | None) -> Inspection:
+        """Per family: ctkit's chains against the compiled documents, and foreign rules ahead of the jumps."""
+        ruleset = gen.generate(plan)
+        variant = kernel.resolve_variant(self.variant)
+        table = plan.table
+        # a base chain's policy rule carries the chain name as its id ("input: policy drop")
+        ids = {r.id for c in table.chains for r in c.rules} | {c.name for c in table.chains}
+        views, found = [], []
+        for family in gen.FAMILIES:
+            current = kernel.parse_save(kernel.save(family, variant, netns))
+            want = ipt_view.view(ruleset.document(family), None, ids)
+            have = ipt_view.live(current, ruleset.prefix, family, ids)
+            if not want.present and not have.present:
+                continue  # neither the policy nor the kernel has ctkit chains in this family
+            views.append(LiveView(f"{ruleset.prefix}* ({family})", f"{family} ", want, have))
+            found += ipt_view.foreign_first(current, ruleset.prefix, family)
+        return Inspection(tuple(views), tuple(found))
+
+    def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
+        variant = kernel.resolve_variant(self.variant)
+        current = {f: kernel.parse_save(kernel.save(f, variant, netns, counters=True)) for f in gen.FAMILIES}
+        return ipt_view.rule_hits(current, chain_prefix(table))

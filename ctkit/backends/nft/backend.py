@@ -1,0 +1,109 @@
+"""The nftables backend behind the seam (ctkit/backends/base.py): one inet table that ctkit owns whole."""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ctkit.backends.base import (
+    Applied,
+    Inspection,
+    LiveView,
+    Removed,
+    Shown,
+    ToggleStates,
+)
+from ctkit.backends.nft import foreign, kernel
+from ctkit.backends.nft import generate as gen
+from ctkit.backends.nft import text as nft_text
+from ctkit.backends.nft import view as nft_view
+from ctkit.compile import ir
+from ctkit.errors import UsageError
+
+
+def _in_table(item: dict, name: str) -> bool:
+    (kind, body), = item.items()
+    if kind == "table":
+        return body["family"] == gen.FAMILY and body["name"] == name
+    return body.get("family") == gen.FAMILY and body.get("table") == name
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2) + "\n"
+
+
+class NftBackend:
+    name = gen.BACKEND
+    formats = ("json", "nft", "plan")
+
+    def owned(self, table: str) -> str:
+        return f"table {gen.FAMILY} {table}"
+
+    def generate(self, plan: ir.Plan) -> dict:
+        return gen.generate(plan)
+
+    def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
+        if family is not None:
+            raise UsageError("--family is for --backend iptables (the nft table is inet: both families)")
+        document = gen.generate(plan)
+        if fmt == "json":
+            return _json(document)
+        if fmt == "nft":
+            return nft_text.render(document)
+        if fmt == "plan":
+            return _json({"backend": self.name, "table": plan.table.name, "ruleset": document,
+                          "settings": [{"key": s.key, "sysctl": f"net.netfilter.{s.sysctl}", "value": s.value,
+                                        "absent_ok": s.absent_ok} for s in plan.settings]})
+        raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(self.formats)})")
+
+    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False) -> Applied:
+        table = plan.table.name
+        document = gen.generate(plan)
+        kernel.apply(table, document, netns, dry_run=dry_run)
+        rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
+        return Applied(f"{self.owned(table)}, {len(plan.table.chains)} chains, {rules} rules",
+                       {"table": f"{gen.FAMILY} {table}", "netns": netns, "dry_run": dry_run, "kernel_rules": rules})
+
+    def remove(self, table: str, netns: str | None) -> Removed:
+        if kernel.delete_table(table, netns):
+            return Removed(True, f"removed {self.owned(table)}")
+        return Removed(False, f"nothing to remove: no {self.owned(table)}")
+
+    def show(self, table: str, netns: str | None) -> Shown:
+        items = kernel.list_table(table, netns)
+        absent = f"ctkit owns nothing here: no {self.owned(table)}"
+        if items is None:
+            return Shown(False, "", absent, {"table": f"{gen.FAMILY} {table}", "present": False, "nftables": []})
+        listing = kernel.list_table_text(table, netns) or ""
+        return Shown(True, listing, absent, {"table": f"{gen.FAMILY} {table}", "present": True, "nftables": items},
+                     kernel.toggle_states(table, netns))
+
+    def toggle_states(self, table: str, netns: str | None) -> ToggleStates:
+        return kernel.toggle_states(table, netns)
+
+    def set_toggle(self, table: str, name: str, on: bool, netns: str | None) -> str:
+        kernel.set_toggle(table, name, on, netns)
+        return self.owned(table)
+
+    def member_type(self, table: str, name: str, netns: str | None):
+        from ctkit import members
+        items = kernel.list_set(table, name, netns)
+        if not items:
+            raise UsageError(f"no set {name!r} in {self.owned(table)} (apply a policy that declares it)")
+        return members.set_type_from_nft(items, name)
+
+    def set_member(self, table: str, name: str, member, add: bool, timeout: int | None,
+                   netns: str | None) -> str:
+        kernel.set_element(table, name, member.nft(), add, timeout, netns)
+        return f"set {gen.FAMILY} {table} {name}"
+
+    def inspect(self, plan: ir.Plan, netns: str | None) -> Inspection:
+        table = plan.table
+        ids = {r.id for c in table.chains for r in c.rules}
+        want = nft_view.view(gen.generate(plan)["nftables"], ids)
+        ruleset = kernel.list_ruleset(netns)
+        mine = [i for i in ruleset if _in_table(i, table.name)]
+        have = nft_view.view(mine if any("table" in i for i in mine) else None, ids)
+        return Inspection((LiveView(table.name, "", want, have),), tuple(foreign.interference(ruleset, table)))
+
+    def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
+        return nft_view.rule_hits(kernel.list_table(table, netns) or [])
