@@ -17,6 +17,7 @@ import struct
 
 from ctkit.errors import KernelError
 from ctkit.kernel.netns import entered
+from ctkit.netfilter import TIMEOUT_STATES
 
 NETLINK_NETFILTER = 12
 NFNL_SUBSYS_CTNETLINK_TIMEOUT = 8
@@ -27,11 +28,7 @@ NLA_F_NESTED = 0x8000
 CTA_TIMEOUT_NAME, CTA_TIMEOUT_L3PROTO, CTA_TIMEOUT_L4PROTO, CTA_TIMEOUT_DATA = 1, 2, 3, 4
 L4PROTO = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
 #: policy state -> CTA_TIMEOUT_<PROTO>_<STATE> (include/uapi/linux/netfilter/nfnetlink_cttimeout.h)
-STATE_ATTR = {
-    "tcp": {s: i + 1 for i, s in enumerate(("syn_sent", "syn_recv", "established", "fin_wait", "close_wait",
-                                            "last_ack", "time_wait", "close", "syn_sent2", "retrans", "unack"))},
-    "udp": {"unreplied": 1, "replied": 2},
-}
+STATE_ATTR = {proto: {s: i + 1 for i, s in enumerate(states)} for proto, states in TIMEOUT_STATES.items()}
 L3 = {"ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from ctkit.audit.findings import Finding
 from ctkit.compile import ir
+from ctkit.netfilter import BASE_CHAINS
 
 CONNTRACK_PRIORITY = -200
 _FAMILIES = ("ip", "ip6", "inet")
@@ -53,7 +54,7 @@ def _helper_ports(table: ir.Table) -> dict[str, list[tuple[int, int]]]:
 
 def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
     ours = {c.hook.hook: c.hook.priority for c in table.chains if c.hook and c.hook.priority >= 0 and
-            c.name in ("input", "forward", "output", "prerouting", "postrouting")}
+            c.name in BASE_CHAINS}
     helper_ports = _helper_ports(table)
     chains = {}
     rules: dict[tuple, list[dict]] = {}

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from ctkit import names as kname
 from ctkit.compile import ir
 from ctkit.errors import CompileError
+from ctkit.netfilter import DSCP_NAMES
 
 BACKEND = "nft"
 FAMILY = "inet"  # ctkit owns one inet table: IPv4 and IPv6 in one place
@@ -241,13 +242,8 @@ def _clamp_mss(s: ir.ClampMss, rule: ir.Rule) -> list[dict]:
     return [{"mangle": {"key": {"tcp option": {"name": "maxseg", "field": "size"}}, "value": value}}]
 
 
-#: the DSCP values nft names (and lists by name): written the same way so the listing compares equal
-_DSCP_NAMES = {**{8 * i: f"cs{i}" for i in range(8)},
-               **{8 * c + 2 * d: f"af{c}{d}" for c in range(1, 5) for d in range(1, 4)}, 46: "ef"}
-
-
 def _set_dscp(s: ir.SetDscp, rule: ir.Rule) -> list[dict]:
-    value = _DSCP_NAMES.get(s.value, s.value)
+    value = DSCP_NAMES.get(s.value, s.value)  # nft lists a named value by name: written the same way
     return [{"mangle": {"key": {"payload": {"protocol": _ADDR_PROTO[s.family], "field": "dscp"}}, "value": value}}]
 
 
