@@ -36,12 +36,12 @@ class SetType:
     types: tuple[str, ...]
     interval: bool = False  # prefixes and ranges allowed
     name: str | None = None  # for messages
-    backend: str = "nft"  # nft | ipset (for messages)
-    kind: str | None = None  # the ipset type (hash:ip, hash:net, bitmap:port)
+    kind: str | None = None  # an ipset's own type (hash:ip, hash:net, bitmap:port); None for an nft set
 
     def describe(self) -> str:
-        what = " . ".join(self.types) if self.backend == "nft" else f"{self.kind} ({self.types[0]})"
-        return what + (", interval" if self.interval and self.backend == "nft" else "")
+        if self.kind is not None:  # an ipset: its type already says whether it takes ranges
+            return f"{self.kind} ({self.types[0]})"
+        return " . ".join(self.types) + (", interval" if self.interval else "")
 
     def examples(self) -> list[str]:
         per = [_examples(t, self.interval) for t in self.types]
@@ -246,4 +246,4 @@ def set_type_from_ipset(header: str, name: str | None = None) -> SetType:
         if family not in ("inet", "inet6"):
             raise UsageError(f"ipset {set_name}: no family inet or inet6 in its header")
         types = (IPV4 if family == "inet" else IPV6,)
-    return SetType(types, _IPSET_KINDS[kind], set_name, "ipset", kind)
+    return SetType(types, _IPSET_KINDS[kind], set_name, kind)
