@@ -18,7 +18,23 @@ from dataclasses import dataclass, field
 from pyroute2 import IPRoute, NetNS
 from pyroute2 import netns as pr_netns
 
+from ctkit.backends import registry
 from ctkit.kernel.netns import entered
+
+#: the backends every differential test runs on: nft, and iptables in both of its kernel variants
+BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
+
+
+def backend_named(name: str):
+    """A test backend name ("iptables-legacy") as the Backend object the registry gives."""
+    kind, _, variant = name.partition("-")
+    return registry.get(kind, variant or "auto")
+
+
+def backend_args(name: str) -> list[str]:
+    """The same backend as ctkit command-line options."""
+    kind, _, variant = name.partition("-")
+    return ["--backend", kind] + (["--iptables-variant", variant] if variant else [])
 
 _counter = itertools.count()
 

@@ -13,17 +13,23 @@ from pathlib import Path
 
 import pytest
 from conftest import CLIENT4, CLIENT6, CLIENT_LAN4, SERVER4, SERVER6, SERVER_LAN4
-from lab import conntrack_list, ftp_passive, icmp_echo, run, tcp_listen, tcp_probe, udp_exchange, udp_server
+from lab import (
+    BACKENDS,
+    backend_named,
+    conntrack_list,
+    ftp_passive,
+    icmp_echo,
+    run,
+    tcp_listen,
+    tcp_probe,
+    udp_exchange,
+    udp_server,
+)
 from matrix import CASES, NETS, Case, Outcome, Probe
 
 from ctkit import pipeline
-from ctkit.backends.iptables import generate as ipt_backend
-from ctkit.backends.iptables import kernel as ipt_kernel
-from ctkit.backends.nft import generate as nft_backend
-from ctkit.backends.nft import kernel as nft_kernel
 
 ROOT = Path(__file__).resolve().parent.parent
-BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 TIMEOUT = 0.5  # a lost packet on a veth between two namespaces does not take longer
 
 
@@ -35,13 +41,9 @@ def make_pair(lab) -> tuple[str, str]:
     return client, server
 
 
-def apply(backend: str, policy: Path, ns: str) -> None:
-    plan = pipeline.compile_file(policy).plan
-    if backend == "nft":
-        nft_kernel.apply(plan.table.name, nft_backend.generate(plan), ns)
-    else:
-        rs = ipt_backend.generate(plan)
-        ipt_kernel.apply(rs.ipv4, rs.ipv6, ns, variant=backend.split("-", 1)[1])
+def apply(name: str, policy: Path, ns: str) -> None:
+    """The policy's ruleset into namespace `ns` with one backend (no host settings, no toggle keeping)."""
+    backend_named(name).apply(pipeline.compile_file(policy).plan, ns)
 
 
 def _conntrack(ns: str, probe: Probe) -> str:

@@ -8,20 +8,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from lab import nft_json, run
+from lab import BACKENDS, backend_args, nft_json, run
 
 ROOT = Path(__file__).resolve().parent.parent
 CTKIT = str(ROOT / ".venv" / "bin" / "ctkit")
 POLICY = ROOT / "examples" / "blocklist-set.json"  # blocklist: ipv4_addr, interval; web_ports: inet_service
-BACKENDS = ("nft", "iptables-nft", "iptables-legacy")
 
 
 def ctkit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([CTKIT, *args], capture_output=True, text=True, timeout=60)
-
-
-def backend_args(backend: str) -> list[str]:
-    return [] if backend == "nft" else ["--backend", "iptables", "--iptables-variant", backend.split("-", 1)[1]]
 
 
 def kernel_members(ns: str, backend: str, name: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CLIENT4, SERVER4
-from lab import run, tcp_listen, tcp_probe
+from lab import backend_args, run, tcp_listen, tcp_probe
 from test_differential import BACKENDS, make_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,10 +20,6 @@ def ctkit(*args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "ctkit", *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def backend_args(backend: str) -> list[str]:
-    return [] if backend == "nft" else ["--backend", "iptables", "--iptables-variant", backend.split("-", 1)[1]]
 
 
 def web(client: str, server: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SERVER4, SERVER6
-from lab import tcp_listen, tcp_probe
+from lab import backend_args, tcp_listen, tcp_probe
 from test_differential import BACKENDS, make_pair
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,12 +21,6 @@ def ctkit(*args: str) -> str:
     proc = subprocess.run([sys.executable, "-m", "ctkit", *args], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def backend_args(backend: str) -> list[str]:
-    if backend == "nft":
-        return []
-    return ["--backend", "iptables", "--iptables-variant", backend.split("-", 1)[1]]
 
 
 def web(client: str, server: str) -> tuple[str, str]:
