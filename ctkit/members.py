@@ -184,7 +184,7 @@ def _parse(text: str, set_type: SetType) -> tuple[Part, ...]:
     if len(pieces) != len(set_type.types):
         raise _Bad(f"{len(set_type.types)} parts separated by ' . ' expected, not {len(pieces)}")
     parts = []
-    for kind, piece in zip(set_type.types, pieces):
+    for kind, piece in zip(set_type.types, pieces, strict=True):
         if not piece:
             raise _Bad("empty")
         if not _PRINTABLE.fullmatch(piece):

@@ -111,7 +111,7 @@ def test_backends_agree_on_real_packets(lab, case):
     for backend in BACKENDS[1:]:
         assert results[backend] == results["nft"], f"{backend} differs from nft:\n{table}"
     wrong = []
-    for probe, got in zip(case.probes, results["nft"]):
+    for probe, got in zip(case.probes, results["nft"], strict=True):
         for key, want in probe.expect.items():
             if getattr(got, key) != want:
                 wrong.append(f"  {probe.name}: {key} is {getattr(got, key)!r}, the policy means {want!r}"

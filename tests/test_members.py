@@ -104,7 +104,7 @@ def test_arbitrary_text_is_a_member_or_a_usage_error(text, set_type):
         return
     # what was accepted is canonical and parses to itself
     assert m.parse(member.text(), set_type) == member
-    for part, kind in zip(member.parts, set_type.types):
+    for part, kind in zip(member.parts, set_type.types, strict=True):
         assert part.kind == kind
 
 

@@ -54,18 +54,18 @@ def handle_errors(fn: Callable) -> Callable:
         except PolicyError as exc:
             for p in exc.problems:
                 err(p.render())
-            raise typer.Exit(exc.exit_code)
+            raise typer.Exit(exc.exit_code) from None
         except CtkitError as exc:
             err(f"ctkit: {exc}")
-            raise typer.Exit(exc.exit_code)
+            raise typer.Exit(exc.exit_code) from None
         except BrokenPipeError:
-            raise typer.Exit(0)
+            raise typer.Exit(0) from None
         except KeyboardInterrupt:
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except Exception as exc:  # noqa: BLE001 - last line of defence before the user
             if os.environ.get("CTKIT_DEBUG"):
                 raise
             err(f"ctkit: internal error: {type(exc).__name__}: {exc} (set CTKIT_DEBUG=1 for details)")
-            raise typer.Exit(EXIT_KERNEL)
+            raise typer.Exit(EXIT_KERNEL) from None
     return wrapper
 

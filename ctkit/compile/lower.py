@@ -253,13 +253,13 @@ def lower_zone(entry: model.Zone, direction: str) -> list[ir.Rule]:
 def lower_nat(entry: model.Nat) -> list[ir.Rule]:
     """A nat rule: the matches, then the translation (which ends the nat chain for the packet)."""
     to = entry.to_addr
-    family = to.family if to is not None else entry.family
+    families = to.family if to is not None else entry.family  # a NAT address decides the family
     nat = ir.Nat(entry.type, to.family if to is not None else None,
                  str(to.lo) if to is not None else None, str(to.hi) if to is not None else None,
                  entry.to_port)
     statements = ((ir.Counter(),) if entry.counter else ()) + (nat,)
     out = []
-    for family, addr_matches in _family_parts(family, {"saddr": entry.saddr, "daddr": entry.daddr}):
+    for family, addr_matches in _family_parts(families, {"saddr": entry.saddr, "daddr": entry.daddr}):
         matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
         if entry.sport:
             matches.append(ir.Port("sport", entry.sport))

@@ -129,7 +129,7 @@ def _set_lookup(m: ir.SetLookup, rule: ir.Rule) -> list[dict]:
 def member_value(types: tuple[str, ...], parts: tuple[str, ...]) -> Any:
     """A set member in libnftables JSON: 80, "192.0.2.1", a prefix, a range, or a concatenation."""
     out = []
-    for kind, text in zip(types, parts):
+    for kind, text in zip(types, parts, strict=True):
         if kind == "inet_service":
             lo, _, hi = text.partition("-")
             out.append(int(lo) if not hi else {"range": [int(lo), int(hi)]})
@@ -172,7 +172,7 @@ def _verdict_map(s: ir.VerdictMap, rule: ir.Rule) -> list[dict]:
         key, values = _VMAP_KEYS[s.key], [k for k, _v in s.entries]
     else:
         key, values = _field(s.key, None, rule), [int(k) for k, _v in s.entries]
-    data = [[value, _verdict(v, rule)[0]] for value, (_k, v) in zip(values, s.entries)]
+    data = [[value, _verdict(v, rule)[0]] for value, (_k, v) in zip(values, s.entries, strict=True)]
     return [{"vmap": {"key": key, "data": {"set": data}}}]
 
 
