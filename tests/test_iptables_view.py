@@ -106,9 +106,8 @@ def test_a_rule_added_by_hand_a_rule_deleted_and_a_second_jump(ruleset):
                        "[0:0] -A CTKIT-INPUT -p tcp -m tcp --dport 8080 -j ACCEPT\n[40:6400] -A CTKIT-INPUT -m comment")
               .replace(":CTKIT-INPUT - [0:0]\n", ":CTKIT-INPUT - [0:0]\n[0:0] -A INPUT -i eth0 -j CTKIT-INPUT\n"))
     assert drift(ruleset, edited) == [
-        # origin None: audit/run.py keys chain origins "chain/input", the iptables view keys chains
-        # "filter/CTKIT-INPUT", so an iptables chain drift never names its policy chain (nft's does)
-        Drift("changed-chain", "filter/CTKIT-INPUT", None,
+        # the view keys chains "filter/CTKIT-INPUT"; the compiled chain carries its policy chain's pointer
+        Drift("changed-chain", "filter/CTKIT-INPUT", "/chains/input",
               "jumped to from INPUT (1 jump)", "jumped to from INPUT (2 jumps)"),
         Drift("missing", "filter/CTKIT-INPUT/dns", "/chains/input/rules/2",
               "-p tcp -m tcp --dport 53 -m comment --comment dns -j ACCEPT", None),

@@ -35,6 +35,9 @@ class TableView:
     rules: dict[str, list[RuleView]] = field(default_factory=dict)  # chain -> rules in order
     objects: dict[str, Any] = field(default_factory=dict)  # helper name -> canonical object
     chain_text: dict[str, str] = field(default_factory=dict)
+    #: chain -> JSON pointer of its policy chain, where the view's chain names are not the policy's
+    #: (iptables: filter/CTKIT-INPUT is chain input); otherwise origins["chain/<name>"] is used
+    chain_origins: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -131,12 +134,13 @@ def compare(want: TableView, have: TableView, origins: dict[str, str] | None = N
         if name not in want.objects:
             drifts.append(Drift("extra-object", name, None, None, str(obj)))
     for name, chain in want.chains.items():
+        origin = want.chain_origins.get(name, origins.get(f"chain/{name}"))
         if name not in have.chains:
-            drifts.append(Drift("missing-chain", name, origins.get(f"chain/{name}"),
+            drifts.append(Drift("missing-chain", name, origin,
                                 want.chain_text.get(name, str(chain)), None))
             continue
         if have.chains[name] != chain:
-            drifts.append(Drift("changed-chain", name, origins.get(f"chain/{name}"),
+            drifts.append(Drift("changed-chain", name, origin,
                                 want.chain_text.get(name, str(chain)), have.chain_text.get(name, str(have.chains[name]))))
         drifts.extend(_compare_chain(name, want.rules.get(name, []), have.rules.get(name, []), origins))
     for name in have.chains:

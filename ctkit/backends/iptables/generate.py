@@ -118,6 +118,8 @@ class Chain:
     name: str
     rules: tuple[str, ...]
     builtin: str | None = None  # the built-in chain that jumps here, or None (user-defined)
+    #: JSON pointer of the policy chain behind it, for drift; not part of what the kernel holds
+    origin: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -770,13 +772,14 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
         rules = [r for c in members for r in _chain_rules(c, family, tbl, names, objects, toggles)]
         if not rules and all(c.policy != "drop" for c in members) and all(c.kind == "section" for c in members):
             continue  # an internal chain with nothing for this family
-        by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin))
+        origin = next((c.origin for c in members if c.origin), None)
+        by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin, origin))
     for c in table.chains:
         if c.hook is not None:
             continue
         for tbl in user_tables[c.name]:
             by_table.setdefault(tbl, []).append(
-                Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, objects, toggles))))
+                Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, objects, toggles)), None, c.origin))
     for tbl, chains in toggles.chains.items():
         by_table.setdefault(tbl, []).extend(chains)
     tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)

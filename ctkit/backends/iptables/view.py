@@ -42,12 +42,14 @@ def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_id
     """jump_counts None: the desired side (one jump per chain with a built-in parent)."""
     if not doc.tables:
         return TableView(False)
-    chains, rules, texts = {}, {}, {}
+    chains, rules, texts, origins = {}, {}, {}, {}
     for table in doc.tables:
         for chain in table.chains:
             key = f"{table.name}/{chain.name}"
             n = (1 if chain.builtin else 0) if jump_counts is None else jump_counts.get((table.name, chain.name), 0)
             chains[key] = (chain.builtin, n)
+            if chain.origin:
+                origins[key] = chain.origin
             texts[key] = (f"jumped to from {chain.builtin} ({n} jump{'s' if n != 1 else ''})"
                           if chain.builtin else f"user chain ({n} jumps from built-in chains)")
             views = []
@@ -57,7 +59,7 @@ def view(doc: Document, jump_counts: dict[tuple[str, str], int] | None, known_id
                 comment, canon = _split(spec)
                 views.append(RuleView(key, _rule_id(comment, known_ids), canon, spec))  # text: the spec
             rules[key] = views
-    return TableView(True, chains, rules, {}, texts)
+    return TableView(True, chains, rules, {}, texts, origins)
 
 
 def live(current: dict[str, SavedTable], prefix: str, family: str, known_ids: set[str]) -> TableView:
