@@ -14,6 +14,7 @@ from ctkit import pipeline
 from ctkit.backends.iptables import generate as backend
 from ctkit.backends.iptables import kernel as kernel
 from ctkit.backends.iptables import text as ipt_text
+from ctkit.backends.iptables.document import FAMILIES
 from ctkit.errors import KernelError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +87,7 @@ def ruleset(path: Path) -> backend.Ruleset:
 
 def check_owned_is_generated(ns: str, variant: str, rs: backend.Ruleset) -> None:
     """The kernel holds exactly the generated chains, rules in order, and one jump per chain."""
-    for family in backend.FAMILIES:
+    for family in FAMILIES:
         current = kernel.parse_save(save(ns, family, variant))
         live = kernel.owned(current, rs.prefix, family)
         want = rs.document(family)
@@ -108,11 +109,11 @@ def ns(lab):
 def test_restore_test_accepts_every_golden(ns, variant, path):
     """iptables-restore --test (which needs the kernel's tables) accepts each generated document."""
     rs = ruleset(path)
-    sets = {s.name: s for f in backend.FAMILIES for s in rs.document(f).ipsets}
+    sets = {s.name: s for f in FAMILIES for s in rs.document(f).ipsets}
     if sets:  # -m set needs the sets, which the kernel stage creates before the restore
         from ctkit.backends.iptables import ipset
         ipset.sync(sets.values(), rs.prefix.lower(), ns)
-    for family in backend.FAMILIES:
+    for family in FAMILIES:
         text = ipt_text.render(rs.document(family))
         proc = run(ns, f"{TOOL[family]}-{variant}-restore", "--noflush", "--test", input=text, check=False)
         assert proc.returncode == 0, f"{family}: {proc.stderr}"
@@ -126,7 +127,7 @@ def test_every_example_applies_and_reads_back(ns, variant, path):
     check_owned_is_generated(ns, variant, ruleset(path))
     r = ctkit("remove", "--backend", "iptables", "--iptables-variant", variant, "--netns", ns)
     assert r.returncode == 0, r.stderr
-    for family in backend.FAMILIES:
+    for family in FAMILIES:
         assert "CTKIT" not in save(ns, family, variant)
 
 
@@ -135,24 +136,24 @@ def test_reapply_leaves_iptables_save_identical(ns, variant):
     path = ROOT / "examples" / "server-baseline.json"
     rs = ruleset(path)
     kernel.apply(rs.ipv4, rs.ipv6, ns, variant)
-    first = {f: save(ns, f, variant) for f in backend.FAMILIES}
+    first = {f: save(ns, f, variant) for f in FAMILIES}
     for _ in range(2):
         kernel.apply(rs.ipv4, rs.ipv6, ns, variant)
-        assert {f: save(ns, f, variant) for f in backend.FAMILIES} == first
+        assert {f: save(ns, f, variant) for f in FAMILIES} == first
     assert first["ipv4"].count("-j CTKIT-INPUT") == 1
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_foreign_rules_survive_apply_reapply_change_and_remove(ns, variant):
-    for family in backend.FAMILIES:
+    for family in FAMILIES:
         run(ns, f"{TOOL[family]}-{variant}-restore", input=FOREIGN[family])
-    before = {f: save(ns, f, variant) for f in backend.FAMILIES}
+    before = {f: save(ns, f, variant) for f in FAMILIES}
     assert before["ipv4"].count("\n-A ") == 8
     for name in ("server-baseline.json", "server-baseline.json", "ftp-helper.json", "dns-server.json"):
         rs = ruleset(ROOT / "examples" / name)
         kernel.apply(rs.ipv4, rs.ipv6, ns, variant)
         check_owned_is_generated(ns, variant, rs)
-        for family in backend.FAMILIES:
+        for family in FAMILIES:
             now = save(ns, family, variant)
             assert foreign_lines(now) == foreign_lines(before[family]), f"{name} {family}"
             # ctkit decides first: its jump is the first rule of each built-in chain it extends
@@ -161,7 +162,7 @@ def test_foreign_rules_survive_apply_reapply_change_and_remove(ns, variant):
                 if any("CTKIT-" in ln for ln in rules):
                     assert rules[0] == f"-A {chain} -j CTKIT-{chain}"
     kernel.remove(rs.prefix, ns, variant)
-    assert {f: save(ns, f, variant) for f in backend.FAMILIES} == before
+    assert {f: save(ns, f, variant) for f in FAMILIES} == before
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -170,7 +171,7 @@ def test_dry_run_changes_nothing(ns, variant):
               "-n", ns, "--dry-run")
     assert r.returncode == 0, r.stderr
     assert "checked (nothing changed)" in r.stdout
-    for family in backend.FAMILIES:
+    for family in FAMILIES:
         assert content(save(ns, family, variant)) == []
 
 
@@ -178,12 +179,12 @@ def test_dry_run_changes_nothing(ns, variant):
 def test_a_refused_apply_changes_nothing(ns, variant):
     rs = ruleset(ROOT / "examples" / "dns-server.json")
     kernel.apply(rs.ipv4, rs.ipv6, ns, variant)
-    before = {f: save(ns, f, variant) for f in backend.FAMILIES}
+    before = {f: save(ns, f, variant) for f in FAMILIES}
     bad = backend.Document("ipv6", "CTKIT-", (backend.Table("filter", (
         backend.Chain("CTKIT-INPUT", ("-p tcp -j NO-SUCH-TARGET",), "INPUT"),)),))
     with pytest.raises(KernelError, match="NO-SUCH-TARGET"):
         kernel.apply(rs.ipv4.__class__("ipv4", "CTKIT-", ()), bad, ns, variant)
-    after = {f: save(ns, f, variant) for f in backend.FAMILIES}
+    after = {f: save(ns, f, variant) for f in FAMILIES}
     assert {f: sorted(content(t)) for f, t in after.items()} == {f: sorted(content(t)) for f, t in before.items()}
     check_owned_is_generated(ns, variant, rs)
 

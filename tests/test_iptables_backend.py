@@ -10,6 +10,7 @@ from goldens import EXAMPLES, ROOT, golden
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as iptables
 from ctkit.backends.iptables import text as ipt_text
+from ctkit.backends.iptables.document import FAMILIES, Ruleset
 from ctkit.compile.lower import lower
 from ctkit.errors import CompileError
 from ctkit.policy.load import load_document
@@ -17,7 +18,7 @@ from ctkit.policy.load import load_document
 GOLDEN = ROOT / "tests" / "golden" / "iptables"
 
 
-def _ruleset(doc: dict) -> iptables.Ruleset:
+def _ruleset(doc: dict) -> Ruleset:
     return iptables.generate(lower(load_document({"version": 1, **doc})))
 
 
@@ -31,7 +32,7 @@ def _rules(doc: dict, family: str = "ipv4", chain: str | None = None) -> list[st
     return out
 
 
-@pytest.mark.parametrize("family", iptables.FAMILIES)
+@pytest.mark.parametrize("family", FAMILIES)
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_iptables_golden(path, family):
     ruleset = iptables.generate(pipeline.compile_file(path).plan)
@@ -45,7 +46,7 @@ def test_every_iptables_rule_names_its_policy_rule(path):
     ids |= {f"{c.name}: policy drop" for c in compiled.plan.table.chains}
     ids |= {f"toggle/{t.name}" for t in compiled.plan.table.toggles}  # switch chains and their markers
     ruleset = iptables.generate(compiled.plan)
-    for family in iptables.FAMILIES:
+    for family in FAMILIES:
         for table in ruleset.document(family).tables:
             for chain in table.chains:
                 assert chain.name.startswith("CTKIT-")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ctkit.backends.iptables import kernel as k
-from ctkit.backends.iptables.generate import Chain, Document, Table
+from ctkit.backends.iptables.document import Chain, Document, Table
 from ctkit.errors import KernelError
 
 # captured from iptables-nft-save 1.8.9 after

@@ -7,6 +7,7 @@ import pytest
 from ctkit.audit.drift import Drift, compare
 from ctkit.backends.iptables import generate as iptables
 from ctkit.backends.iptables import view
+from ctkit.backends.iptables.document import Ruleset
 from ctkit.backends.iptables.kernel import parse_save
 from ctkit.compile.lower import lower
 from ctkit.policy.load import load_document
@@ -56,7 +57,7 @@ COMMIT
 
 
 @pytest.fixture(scope="module")
-def ruleset() -> iptables.Ruleset:
+def ruleset() -> Ruleset:
     return iptables.generate(lower(load_document(POLICY)))
 
 

@@ -22,6 +22,7 @@ from ctkit.backends.iptables import generate as gen
 from ctkit.backends.iptables import ipset, kernel
 from ctkit.backends.iptables import text as ipt_text
 from ctkit.backends.iptables import view as ipt_view
+from ctkit.backends.iptables.document import BACKEND, FAMILIES, Ruleset
 from ctkit.compile import ir
 from ctkit.errors import UsageError
 from ctkit.names import chain_prefix, ipset_name
@@ -43,7 +44,7 @@ def _live_dict(live: kernel.Live) -> dict:
 
 
 class IptablesBackend:
-    name = gen.BACKEND
+    name = BACKEND
     formats = ("restore", "json")
 
     def __init__(self, variant: str = "auto") -> None:
@@ -52,17 +53,17 @@ class IptablesBackend:
     def owned(self, table: str) -> str:
         return f"chains {chain_prefix(table)}* (iptables)"
 
-    def generate(self, plan: ir.Plan) -> gen.Ruleset:
+    def generate(self, plan: ir.Plan) -> Ruleset:
         return gen.generate(plan)
 
     def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
         if fmt not in self.formats:
             raise UsageError(f"unknown format {fmt!r} for --backend iptables (valid: {', '.join(self.formats)})")
         ruleset = gen.generate(plan)
-        if family is not None and family not in gen.FAMILIES:
-            raise UsageError(f"unknown family {family!r} (valid: {', '.join(gen.FAMILIES)})")
+        if family is not None and family not in FAMILIES:
+            raise UsageError(f"unknown family {family!r} (valid: {', '.join(FAMILIES)})")
         texts = {f: ipt_text.render(ruleset.document(f), source)
-                 for f in (gen.FAMILIES if family is None else (family,))}
+                 for f in (FAMILIES if family is None else (family,))}
         if fmt == "json":
             return json.dumps({"backend": self.name, "prefix": ruleset.prefix, **texts}, indent=2) + "\n"
         return "\n".join(texts.values())
@@ -72,7 +73,7 @@ class IptablesBackend:
         findings: list[str] = []
         variant, changes = kernel.apply(ruleset.ipv4, ruleset.ipv6, netns, self.variant, dry_run=dry_run,
                                         findings=findings)
-        counts = {f: ruleset.document(f).rule_count for f in gen.FAMILIES}
+        counts = {f: ruleset.document(f).rule_count for f in FAMILIES}
         details: dict[str, Any] = {
             "backend": self.name, "variant": variant, "prefix": ruleset.prefix, "netns": netns,
             "dry_run": dry_run, "kernel_rules": counts, "changed": {c.family: bool(c.document) for c in changes}}
@@ -129,7 +130,7 @@ class IptablesBackend:
         # a base chain's policy rule carries the chain name as its id ("input: policy drop")
         ids = {r.id for c in table.chains for r in c.rules} | {c.name for c in table.chains}
         views, found = [], []
-        for family in gen.FAMILIES:
+        for family in FAMILIES:
             current = kernel.parse_save(kernel.save(family, variant, netns))
             want = ipt_view.view(ruleset.document(family), None, ids)
             have = ipt_view.live(current, ruleset.prefix, family, ids)
@@ -141,5 +142,5 @@ class IptablesBackend:
 
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
         variant = kernel.resolve_variant(self.variant)
-        current = {f: kernel.parse_save(kernel.save(f, variant, netns, counters=True)) for f in gen.FAMILIES}
+        current = {f: kernel.parse_save(kernel.save(f, variant, netns, counters=True)) for f in FAMILIES}
         return ipt_view.rule_hits(current, chain_prefix(table))

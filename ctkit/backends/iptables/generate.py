@@ -65,14 +65,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ctkit import names as kname
+from ctkit.backends.iptables.document import BACKEND, TABLE_ORDER, Chain, Document, IpSet, Ruleset, Table, TimeoutObject
+from ctkit.backends.iptables.layout import check_name, layout
 from ctkit.compile import ir
 from ctkit.errors import CompileError
 from ctkit.values import PortRange
 
-BACKEND = "iptables"
-FAMILIES = ("ipv4", "ipv6")
-TABLE_ORDER = ("raw", "mangle", "nat", "filter")
-MAX_CHAIN_NAME = 28  # iptables: "chain name too long (must be under 29 chars)"
 MAX_LOG_PREFIX = 29  # xt_LOG: 30 bytes with the terminating NUL
 MAX_COMMENT = 255  # xt_comment: 256 bytes with the terminating NUL
 MAX_MULTIPORT = 15  # XT_MULTI_PORTS; a range takes two slots
@@ -99,78 +97,9 @@ _REJECT_WITH = {
 }
 #: where REJECT may be used (ipt_REJECT: filter table, INPUT/FORWARD/OUTPUT)
 _REJECT_TABLES = frozenset({"filter"})
-_BUILTINS = {
-    "raw": ("PREROUTING", "OUTPUT"),
-    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
-    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
-    "filter": ("INPUT", "FORWARD", "OUTPUT"),
-}
 
 # order of the parts of a rule in iptables-save output
 _SLOT_SRC, _SLOT_DST, _SLOT_IN, _SLOT_OUT, _SLOT_PROTO, _SLOT_MATCH, _SLOT_COMMENT, _SLOT_TARGET = range(8)
-
-
-# ------------------------------------------------------------ output model
-
-@dataclass(frozen=True)
-class Chain:
-    """One chain ctkit owns; rules are iptables-save specs without the leading `-A NAME`."""
-    name: str
-    rules: tuple[str, ...]
-    builtin: str | None = None  # the built-in chain that jumps here, or None (user-defined)
-    #: JSON pointer of the policy chain behind it, for drift; not part of what the kernel holds
-    origin: str | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class Table:
-    name: str  # raw | mangle | filter
-    chains: tuple[Chain, ...]
-
-
-@dataclass(frozen=True)
-class TimeoutObject:
-    """A conntrack timeout policy the kernel stage creates over nfnetlink_cttimeout."""
-    name: str  # as -j CT --timeout names it
-    protocol: str  # tcp | udp
-    policy: tuple[tuple[str, int], ...]
-
-
-@dataclass(frozen=True)
-class IpSet:
-    """An ipset the kernel stage creates (ctkit/backends/iptables/ipset.py): kind hash:ip | hash:net | bitmap:port."""
-    name: str
-    kind: str
-    family: str | None  # ipv4 | ipv6; None for bitmap:port
-    timeout: int | None
-    elements: tuple  # ((ipset member text, timeout or None), ...)
-
-
-@dataclass(frozen=True)
-class Document:
-    """What ctkit owns in one family (iptables or ip6tables)."""
-    family: str
-    prefix: str
-    tables: tuple[Table, ...]
-    timeouts: tuple[TimeoutObject, ...] = ()
-    ipsets: tuple[IpSet, ...] = ()
-
-    @property
-    def rule_count(self) -> int:
-        return sum(len(c.rules) for t in self.tables for c in t.chains)
-
-    def table(self, name: str) -> Table | None:
-        return next((t for t in self.tables if t.name == name), None)
-
-
-@dataclass(frozen=True)
-class Ruleset:
-    prefix: str
-    ipv4: Document
-    ipv6: Document
-
-    def document(self, family: str) -> Document:
-        return self.ipv4 if family == "ipv4" else self.ipv6
 
 
 # ------------------------------------------------------------ rendering ctx
@@ -642,7 +571,7 @@ def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, cha
                    rule.comment)
     k = toggles.count.get(toggle.name, 0)
     toggles.count[toggle.name] = k + 1
-    switch, body = (_check_name(n, rule.origin) for n in kname.toggle_chain_names(toggles.prefix, toggle.name, k))
+    switch, body = (check_name(n, rule.origin) for n in kname.toggle_chain_names(toggles.prefix, toggle.name, k))
     concretes = _expand(bare)
     specs = [spec for c in concretes
              for spec in _render_rule(c, _Ctx(c, family, table, chain, names, objects, len(concretes)))]
@@ -672,99 +601,10 @@ def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, objects:
     return out
 
 
-# ------------------------------------------------------------------ layout
-
-def _placement(chain: ir.Chain) -> tuple[str, str]:
-    """(iptables table, built-in chain) for an IR base chain."""
-    hook = chain.hook
-    assert hook is not None
-    sets_template = any(isinstance(s, (ir.Notrack, ir.SetCtHelper, ir.SetCtTimeout, ir.SetCtZone))
-                        for r in chain.rules for s in r.statements)
-    builtin = hook.hook.upper()
-    if hook.type == "nat":
-        table = "nat"
-    elif hook.type != "filter":
-        raise CompileError(BACKEND, f"{hook.type} chain", chain.origin or chain.name, "no iptables table for it")
-    elif sets_template or hook.priority <= ir.PRIORITY_RAW:
-        table = "raw"
-    elif hook.hook in ("input", "forward", "output"):
-        table = "filter"
-    else:
-        table = "mangle"
-    if builtin not in _BUILTINS[table]:
-        raise CompileError(BACKEND, f"{hook.hook} hook", chain.origin or chain.name,
-                           f"the {table} table has no {builtin} chain")
-    return table, builtin
-
-
-def _reachable(start: str, chains: dict[str, ir.Chain]) -> set[str]:
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        name = todo.pop()
-        for rule in chains[name].rules:
-            for s in rule.statements:
-                verdicts = [v for _k, v in s.entries] if isinstance(s, ir.VerdictMap) else [s]
-                for v in verdicts:
-                    if isinstance(v, ir.Verdict) and v.target and v.target not in seen and v.target in chains:
-                        seen.add(v.target)
-                        todo.append(v.target)
-    return seen
-
-
-def _check_name(name: str, where: str) -> str:
-    if len(name) > MAX_CHAIN_NAME:
-        raise CompileError(BACKEND, "chain name", where,
-                           f"{name!r} is {len(name)} characters; iptables allows {MAX_CHAIN_NAME}: "
-                           "shorten the policy's table or the chain's name")
-    return name
-
-
-def _layout(table: ir.Table) -> tuple[dict[str, str], dict[tuple[str, str], list[ir.Chain]], dict[str, list[str]]]:
-    """Names of ctkit's chains, the IR base chains behind each built-in chain, and
-    the iptables tables each user-defined chain must exist in."""
-    prefix = kname.chain_prefix(table.name)
-    by_name = {c.name: c for c in table.chains}
-    groups: dict[tuple[str, str], list[ir.Chain]] = {}
-    for c in table.chains:
-        if c.hook is not None:
-            groups.setdefault(_placement(c), []).append(c)
-    names: dict[str, str] = {}
-    owner: dict[tuple[str, str], str] = {}  # (iptables table, chain) -> IR chain
-    for (tbl, builtin), members in groups.items():
-        for c in members[:-1]:  # merged chains must fall through to the next one
-            if c.policy == "drop" or any(isinstance(s, ir.Verdict) and s.kind in ("return", "goto")
-                                         for r in c.rules for s in r.statements):
-                raise CompileError(BACKEND, "chain", c.origin or c.name,
-                                   f"{c.name} shares {tbl} {builtin} with {members[-1].name} and cannot end early")
-        for c in members:
-            names[c.name] = prefix + builtin
-        owner[(tbl, prefix + builtin)] = members[0].name
-    user_tables: dict[str, list[str]] = {}
-    for (tbl, _builtin), members in groups.items():
-        for c in members:
-            for target in sorted(_reachable(c.name, by_name)):
-                tbls = user_tables.setdefault(target, [])
-                if by_name[target].hook is None and tbl not in tbls:
-                    tbls.append(tbl)
-    for c in table.chains:
-        if c.hook is not None:
-            continue
-        names[c.name] = _check_name(prefix + c.name, c.origin or c.name)
-        if not user_tables.get(c.name):
-            user_tables[c.name] = ["filter"]  # never reached: kept beside the filter chains
-        for tbl in user_tables[c.name]:
-            other = owner.setdefault((tbl, names[c.name]), c.name)
-            if other != c.name:
-                raise CompileError(BACKEND, "chain name", c.origin or c.name,
-                                   f"{names[c.name]} is also the chain ctkit uses for {other}; rename {c.name!r}")
-    return names, groups, user_tables
-
-
 def generate_family(plan: ir.Plan, family: str) -> Document:
     table = plan.table
     prefix = kname.chain_prefix(table.name)
-    names, groups, user_tables = _layout(table)
+    names, groups, user_tables = layout(table)
     objects = Objects(table.name, {o.name: o for o in table.helpers + table.timeouts})
     toggles = _Toggles(prefix, {t.name: t for t in table.toggles})
     by_table: dict[str, list[Chain]] = {}
@@ -795,8 +635,3 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
 def generate(plan: ir.Plan) -> Ruleset:
     """ctkit's chains for IPv4 and IPv6."""
     return Ruleset(kname.chain_prefix(plan.table.name), generate_family(plan, "ipv4"), generate_family(plan, "ipv6"))
-
-
-def jump_spec(chain: Chain) -> str:
-    """The rule in a built-in chain that sends packets to one of ctkit's chains."""
-    return f"-j {chain.name}"

@@ -71,14 +71,14 @@ from typing import Iterator
 
 from ctkit import names
 from ctkit.backends.iptables import ipset
-from ctkit.backends.iptables.generate import TABLE_ORDER, Chain, Document, Table, jump_spec, toggle_switch_spec
+from ctkit.backends.iptables.document import FAMILIES, TABLE_ORDER, Chain, Document, Table, jump_spec
+from ctkit.backends.iptables.generate import toggle_switch_spec
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel import cttimeout
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_prefix
 
 VARIANTS = ("auto", "nft", "legacy")
-FAMILIES = ("ipv4", "ipv6")
 TIMEOUT = 60  # seconds for one iptables tool run
 _TOOL = {"ipv4": "iptables", "ipv6": "ip6tables"}
 _INSTALL = "install the Debian package iptables (apt-get install iptables)"

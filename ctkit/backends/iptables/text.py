@@ -5,7 +5,7 @@ from its generate.py: what the user reads is written here.
 """
 from __future__ import annotations
 
-from ctkit.backends.iptables.generate import Document, jump_spec
+from ctkit.backends.iptables.document import Document, jump_spec
 from ctkit.terminal import printable
 
 

@@ -13,7 +13,7 @@ import shlex
 from ctkit import names
 from ctkit.audit.drift import RuleView, TableView
 from ctkit.audit.findings import Finding
-from ctkit.backends.iptables.generate import Document
+from ctkit.backends.iptables.document import Document
 from ctkit.backends.iptables.kernel import SavedTable, jumps, owned
 
 _DECIDING = ("ACCEPT", "DROP", "REJECT")
