@@ -17,9 +17,7 @@ class SettingState:
 
     @property
     def met(self) -> bool:
-        if not self.exists:
-            return self.setting.absent_ok
-        return self.live == str(self.setting.value)
+        return self.setting.met_by(self.live if self.exists else None)
 
     @property
     def note(self) -> str:

@@ -337,6 +337,16 @@ class SysctlSetting:
     origin: str
     absent_ok: bool = False
 
+    def met_by(self, live: str | None) -> bool:
+        """Whether a live value meets the wish (None: the kernel has no such sysctl). Compared as numbers:
+        the one rule for `ctkit apply` (change it or not) and for the audit (met or drift)."""
+        if live is None:
+            return self.absent_ok
+        try:
+            return int(live.strip()) == self.value
+        except ValueError:
+            return False
+
 
 @dataclass(frozen=True)
 class Plan:

@@ -27,7 +27,7 @@ class SettingResult:
     @property
     def ok(self) -> bool:
         return self.result in (CHANGED, UNCHANGED, ABSENT_MET, WOULD_CHANGE) or (
-            self.result == READ_ONLY and self.before == str(self.setting.value))
+            self.result == READ_ONLY and self.setting.met_by(self.before))
 
     def as_dict(self) -> dict:
         return {"key": self.setting.key, "sysctl": f"net.netfilter.{self.setting.sysctl}",
@@ -42,7 +42,7 @@ def apply_settings(settings: tuple[SysctlSetting, ...], netns: str | None = None
             current = sysctl.read(s.sysctl)
             if not current.exists:
                 results.append(SettingResult(s, None, ABSENT_MET if s.absent_ok else ABSENT))
-            elif current.int_value == s.value:
+            elif s.met_by(current.value):
                 results.append(SettingResult(s, current.value, UNCHANGED))
             elif not current.writable:
                 results.append(SettingResult(s, current.value, READ_ONLY))
