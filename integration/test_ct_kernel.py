@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from ctkit.cli.ct import app, sysctl_app
 from ctkit.kernel import conntrack as ct
 from ctkit.kernel import procfs
+from ctkit.kernel.conntrack.dump import kernel_version
 from ctkit.kernel.netns import entered
 
 SERVER_RULES = """
@@ -233,7 +234,7 @@ def test_kernel_side_mark_filter_returns_exactly_the_marked(flows):
         sock = nl.NetlinkSocket()
     with sock:
         n = sum(1 for buf, ln in sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, 0,
-                                              flt.request(ct.kernel_version()))
+                                              flt.request(kernel_version()))
                 for _ in nl.messages(buf, ln))
     assert n == 2
 

@@ -13,6 +13,9 @@ from ctkit.errors import UsageError
 from ctkit.kernel import conntrack as ct
 from ctkit.kernel import ctnetlink as nl
 from ctkit.kernel import procfs
+from ctkit.kernel.conntrack.counters import parse_cpu_stats
+from ctkit.kernel.conntrack.dump import decode_dump
+from ctkit.kernel.conntrack.expect import parse_expectations
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "ct")
 
@@ -23,7 +26,7 @@ def fixture(name: str, mode: str = "rb"):
 
 
 def decoded(flt: ct.Filter | None = None) -> list[dict]:
-    return [e.as_dict() for e in ct.decode_dump(fixture("dump.bin"), flt)]
+    return [e.as_dict() for e in decode_dump(fixture("dump.bin"), flt)]
 
 
 def reference() -> list[procfs.ProcEntry]:
@@ -126,6 +129,29 @@ def test_bad_filters_are_usage_errors(kwargs, fragment):
         ct.Filter.parse(**kwargs)
 
 
+@pytest.mark.parametrize("kwargs, args, kernel, cli", [
+    ({"src": "10.0.0.300"}, ["--src", "10.0.0.300"], "src: not an address or CIDR: '10.0.0.300'",
+     "--src: not an address or CIDR: '10.0.0.300'"),
+    ({"family": "ipv6", "reply_dst": "10.0.0.1"}, ["--family", "ipv6", "--reply-dst", "10.0.0.1"],
+     "reply_dst 10.0.0.1 is not an ipv6 address", "--reply-dst 10.0.0.1 is not an ipv6 address"),
+    ({"sport": 70000}, ["--sport", "70000"], "sport must be 0-65535, not 70000", "--sport must be 0-65535, not 70000"),
+    ({"mark": "1/0x1ffffffff"}, ["--mark", "1/0x1ffffffff"], "mark value and mask must fit in 32 bits",
+     "--mark value and mask must fit in 32 bits"),
+    ({"zone": 70000}, ["--zone", "70000"], "zone must be 0-65535, not 70000", "--zone must be 0-65535, not 70000"),
+])
+def test_filter_errors_name_the_field_and_the_cli_its_option(kwargs, args, kernel, cli):
+    """The kernel layer knows no command line; `ctkit ct list` still names the option the user typed."""
+    from typer.testing import CliRunner
+
+    from ctkit.cli.ct import app
+    with pytest.raises(ct.FilterError) as info:
+        ct.Filter.parse(**kwargs)
+    assert str(info.value) == kernel
+    result = CliRunner().invoke(app, ["list", *args])  # refused before any socket is opened
+    assert result.exit_code == 2
+    assert f"ctkit: {cli}" in result.output
+
+
 def _attrs_of(payload: bytes) -> dict[int, bytes]:
     return {t: payload[p:p + n] for t, p, n in nl.attrs(payload, 0, len(payload))}
 
@@ -153,7 +179,7 @@ def test_ipv6_and_cidr_addresses_are_never_sent_to_the_kernel():
 
 
 def test_expectations_match_conntrack():
-    exps = ct.parse_expectations([(fixture("expect.bin"), len(fixture("expect.bin")))])
+    exps = parse_expectations([(fixture("expect.bin"), len(fixture("expect.bin")))])
     text = fixture("conntrack-L-expect.txt", "r")
     assert len(exps) == 1
     e = exps[0]
@@ -164,7 +190,7 @@ def test_expectations_match_conntrack():
 
 def test_cpu_stats_match_conntrack_S():
     data = fixture("stats-cpu.bin")
-    per_cpu = ct.parse_cpu_stats([(data, len(data))])
+    per_cpu = parse_cpu_stats([(data, len(data))])
     for line, (cpu, values) in zip(fixture("conntrack-S.txt", "r").splitlines(), per_cpu):
         fields = dict(w.split("=") for w in line.split())
         assert int(fields.pop("cpu")) == cpu

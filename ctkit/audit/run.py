@@ -71,9 +71,7 @@ class AuditReport:
 
 
 def read_figures(netns: str | None) -> HostFigures:
-    from ctkit.kernel import (
-        conntrack,  # the conntrack reader (ctnetlink), see ctkit/kernel/conntrack.py
-    )
+    from ctkit.kernel import conntrack  # the conntrack reader (ctnetlink), see ctkit/kernel/conntrack/
     with entered(netns):
         values = {n: sysctl.read(n) for n in ("nf_conntrack_count", "nf_conntrack_max", "nf_conntrack_buckets",
                                                "nf_conntrack_expect_max", "nf_conntrack_helper")}

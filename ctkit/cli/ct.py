@@ -41,9 +41,12 @@ HelperOpt = typer.Option(None, "--helper", help="Helper name, e.g. ftp.")
 
 def _filter(family, proto, src, dst, reply_src, reply_dst, sport, dport, state, status, mark, zone,
             helper) -> ct.Filter:
-    return ct.Filter.parse(family=family, proto=proto, src=src, dst=dst, reply_src=reply_src,
-                           reply_dst=reply_dst, sport=sport, dport=dport, state=state, status=status,
-                           mark=mark, zone=zone, helper=helper)
+    try:
+        return ct.Filter.parse(family=family, proto=proto, src=src, dst=dst, reply_src=reply_src,
+                               reply_dst=reply_dst, sport=sport, dport=dport, state=state, status=status,
+                               mark=mark, zone=zone, helper=helper)
+    except ct.FilterError as exc:  # the kernel layer names the field; the user typed an option
+        raise UsageError(f"--{exc.field.replace('_', '-')}{exc.detail}") from None
 
 
 # --------------------------------------------------------- conntrack format

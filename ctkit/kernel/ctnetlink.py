@@ -20,7 +20,10 @@ of the same length whose headers match exactly would be walked identically,
 so its values are read with one `unpack_from` call. A message that matches
 no known shape is walked and becomes a new shape (the cache is bounded).
 
-Nothing here knows about policies or the CLI; errors become KernelError.
+The plumbing (message and attribute packing, the socket, errors) serves every
+nfnetlink subsystem ctkit talks to: ctnetlink, its expectations and
+cttimeout (ctkit/kernel/cttimeout.py). Nothing here knows about policies or
+the CLI; errors become KernelError.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 from ctkit.errors import KernelError
+from ctkit.kernel.netns import entered
 
 NETLINK_NETFILTER = 12
 SOL_NETLINK = 270
@@ -44,6 +48,8 @@ SO_RCVBUFFORCE = 33
 NLM_F_REQUEST = 0x1
 NLM_F_MULTI = 0x2
 NLM_F_ACK = 0x4
+NLM_F_REPLACE = 0x100
+NLM_F_CREATE = 0x400
 NLM_F_DUMP = 0x300
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -126,7 +132,7 @@ def message(subsys: int, msg: int, flags: int, family: int, payload: bytes = b""
 class NetlinkSocket:
     """A NETLINK_NETFILTER socket in the namespace the calling thread is in when it is created."""
 
-    def __init__(self) -> None:
+    def __init__(self, timeout: float | None = None) -> None:
         try:
             self.sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC,
                                       NETLINK_NETFILTER)
@@ -138,6 +144,8 @@ class NetlinkSocket:
             except OSError:
                 self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_RCVBUF)
             self.sock.bind((0, 0))
+            if timeout is not None:
+                self.sock.settimeout(timeout)
         except OSError as exc:
             self.sock.close()
             raise KernelError(f"cannot set up a netfilter netlink socket: {exc.strerror}") from None
@@ -250,11 +258,18 @@ class NetlinkSocket:
                 return
 
     def request(self, subsys: int, msg: int, family: int, payload: bytes = b"", dump: bool = True,
-                what: str = "the ctnetlink request", res_id: int = 0, prefetch: bool = False
+                what: str = "the ctnetlink request", res_id: int = 0, prefetch: bool = False, flags: int = 0
                 ) -> Iterator[tuple[bytearray, int]]:
-        flags = NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
+        """Send one request (a dump, or one acknowledged message with extra `flags`); its reply chunks."""
+        flags |= NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
         self.send(subsys, msg, flags, family, payload, res_id)
         return self.chunks(what, prefetch)
+
+
+def open_in(netns: str | None, timeout: float | None = None) -> NetlinkSocket:
+    """A NetlinkSocket opened inside network namespace `netns` (None: the caller's); it stays bound there."""
+    with entered(netns):
+        return NetlinkSocket(timeout)
 
 
 def scan(buf: bytearray, n: int) -> tuple[int, int | None]:
@@ -278,6 +293,8 @@ def _recv(recv_into: Callable, buf: bytearray, what: str) -> int:
             return recv_into(buf)
         except InterruptedError:
             continue
+        except TimeoutError:  # only on a socket opened with a timeout
+            raise KernelError(f"{what}: no answer from the kernel") from None
         except OSError as exc:
             raise KernelError(f"{what} over ctnetlink failed: {exc.strerror}") from None
 
@@ -328,6 +345,17 @@ def attrs(buf: bytes | bytearray, start: int, end: int) -> Iterator[tuple[int, i
             return
         yield atype & NLA_TYPE_MASK, off + 4, alen - 4
         off += (alen + 3) & ~3
+
+
+def message_attrs(buf: bytes | bytearray, off: int) -> dict[int, tuple[int, int]]:
+    """Top-level attributes of the message at `off`: type -> (payload offset, payload length)."""
+    mlen = _NLMSGHDR.unpack_from(buf, off)[0]
+    return {t: (p, n) for t, p, n in attrs(buf, off + _HDR_LEN, off + mlen)}
+
+
+def be32(buf: bytes | bytearray, loc: tuple[int, int] | None) -> int | None:
+    """The big-endian u32 at `loc` (a `message_attrs` value), None when the attribute is absent."""
+    return None if loc is None else struct.unpack_from(">I", buf, loc[0])[0]
 
 
 # ------------------------------------------------------------ the schema

@@ -1,0 +1,32 @@
+"""The connection tracker of a network namespace, read through ctnetlink.
+
+The library API the audit, the service and the CLI build on. Every function
+takes an optional `netns` name (None: the caller's namespace); the netlink
+socket is opened inside the namespace and stays there.
+
+- `entries(netns, flt, columns)`: an iterator of `Entry` (lazy: values are
+  converted from the raw netlink bytes only when read).
+- `rows(netns, flt, columns)`: the same, as plain tuples of display values
+  (the fast path the CLI uses); `json_rows`: one JSON object per entry.
+- `summary(netns, by, flt)`: counts grouped by columns, one streaming pass.
+- `count(netns)`, `stats(netns)`, `expectations(netns)`, `delete(netns, entries)`.
+
+Where each part lives:
+- columns.py   the fields of an entry (`column`, `DEFAULT_COLUMNS`) and the kernel's names
+- filters.py   `Filter`: what to select, which part the kernel applies and which ctkit checks
+- layout.py    `Layout` (compiled row converters) and `Entry`
+- dump.py      the table dump: `entries`, `rows`, `json_rows`, `summary`, saved dumps
+- counters.py  `count` and the per-CPU `stats`
+- expect.py    the expectation table
+- deletion.py  `delete`
+The ctnetlink decoder itself is ctkit/kernel/ctnetlink.py.
+"""
+from ctkit.kernel.conntrack.columns import DEFAULT_COLUMNS, STATUS_VALUES, column
+from ctkit.kernel.conntrack.counters import count, stats
+from ctkit.kernel.conntrack.deletion import delete
+from ctkit.kernel.conntrack.dump import entries, json_rows, rows, summary
+from ctkit.kernel.conntrack.expect import expectations
+from ctkit.kernel.conntrack.filters import Filter, FilterError
+
+__all__ = ["DEFAULT_COLUMNS", "STATUS_VALUES", "Filter", "FilterError", "column", "count", "delete", "entries",
+           "expectations", "json_rows", "rows", "stats", "summary"]
