@@ -50,10 +50,6 @@ def netns_path(name: str) -> str:
     return os.path.join(NETNS_RUN_DIR, name)
 
 
-def exists(name: str) -> bool:
-    return os.path.exists(netns_path(name))
-
-
 @contextlib.contextmanager
 def entered(name: str | None) -> Iterator[None]:
     """Run the block inside network namespace `name` (None: stay where we are)."""

@@ -1,8 +1,8 @@
 """Parsers for /proc/net/nf_conntrack and /proc/net/stat/nf_conntrack.
 
 For hosts and captures where ctnetlink is not available, and for saved
-snapshots. Both parsers take text, so tests feed them recorded files; the
-`read_*` helpers read the live files of the caller's network namespace.
+snapshots. Both parsers take text, so tests feed them recorded files;
+`read_stat` reads the live stat file of the caller's network namespace.
 
 /proc/net/stat/nf_conntrack has one line per CPU under a header whose column
 names changed across kernels (searched -> clashres in 5.10, delete_list ->
@@ -19,7 +19,6 @@ from ctkit.errors import KernelError
 
 # /proc/net is /proc/self/net: the namespace of the process's main thread. A thread
 # that entered another namespace (the exporter's HTTP thread) must read its own.
-PROC_CONNTRACK = "/proc/thread-self/net/nf_conntrack"
 PROC_STAT = "/proc/thread-self/net/stat/nf_conntrack"
 
 # Header names that mean the same counter under a newer name.
@@ -77,7 +76,6 @@ def read_stat(path: str = PROC_STAT) -> StatFile | None:
 
 # ---------------------------------------------------------- nf_conntrack
 
-FLAGS = ("UNREPLIED", "ASSURED", "OFFLOAD", "HW_OFFLOAD", "UNCONFIRMED")
 DIRECTION_KEYS = ("src", "dst", "sport", "dport", "type", "code", "id", "packets", "bytes", "zone-orig",
                   "zone-reply")
 
@@ -152,13 +150,3 @@ def parse_conntrack(lines: Iterable[str]) -> Iterator[ProcEntry]:
             except ValueError as exc:
                 raise ValueError(f"line {number}: {exc}") from None
 
-
-def read_conntrack(path: str = PROC_CONNTRACK) -> Iterator[ProcEntry]:
-    try:
-        f = open(path)
-    except FileNotFoundError:
-        raise KernelError(f"{path} does not exist (CONFIG_NF_CONNTRACK_PROCFS is off): use ctnetlink") from None
-    except PermissionError:
-        raise KernelError(f"cannot read {path}: permission denied") from None
-    with f:
-        yield from parse_conntrack(f)
