@@ -115,13 +115,8 @@ def _vmap_verdict(text: str) -> ir.Verdict:
     return ir.Verdict(kind, target=target or None)
 
 
-def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = None) -> list[ir.Rule]:
-    """A filter rule. limit_name: the name of its limits' buckets (unique in the policy).
-
-    A log with its own limit becomes a rule of its own just before the rule
-    (same matches, the log's limit, the log), so the verdict still applies to
-    every packet while the log is rate-limited.
-    """
+def _rule_statements(rule: model.Rule) -> list[ir.Statement]:
+    """What a filter rule does, in the order nft runs it: counter, log, marks, MSS, then the verdict."""
     statements: list[ir.Statement] = []
     if rule.counter:
         statements.append(ir.Counter())
@@ -137,42 +132,64 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = 
         statements.append(ir.Connmark(rule.connmark))
     if rule.mss is not None:
         statements.append(ir.ClampMss(rule.mss or None))
+    verdict = _rule_verdict(rule)
+    return statements + ([verdict] if verdict is not None else [])
+
+
+def _rule_verdict(rule: model.Rule) -> ir.Statement | None:
     if rule.jump:
-        statements.append(ir.Verdict("jump", target=rule.jump))
-    elif rule.goto:
-        statements.append(ir.Verdict("goto", target=rule.goto))
-    elif rule.vmap is not None:
-        statements.append(ir.VerdictMap(rule.vmap[0], tuple((k, _vmap_verdict(v)) for k, v in rule.vmap[1])))
-    elif rule.action == "queue" and rule.queue is not None:
+        return ir.Verdict("jump", target=rule.jump)
+    if rule.goto:
+        return ir.Verdict("goto", target=rule.goto)
+    if rule.vmap is not None:
+        return ir.VerdictMap(rule.vmap[0], tuple((k, _vmap_verdict(v)) for k, v in rule.vmap[1]))
+    if rule.action == "queue" and rule.queue is not None:
         q = rule.queue
-        statements.append(ir.Queue(q.lo, q.hi, q.bypass, q.fanout))
-    elif rule.action:
-        statements.append(ir.Verdict(rule.action, reject_with=rule.reject_with))
+        return ir.Queue(q.lo, q.hi, q.bypass, q.fanout)
+    if rule.action:
+        return ir.Verdict(rule.action, reject_with=rule.reject_with)
+    return None
+
+
+def _rule_matches(rule: model.Rule, family: str | None, addr_matches: list, lookups: list) -> list[ir.Match]:
+    """What a filter rule matches in one family, in one fixed order (the goldens depend on it)."""
+    matches: list[ir.Match] = [ir.Toggle(rule.when)] if rule.when else []
+    matches += _base_matches(family, rule.protocols, bool(addr_matches))
+    matches += addr_matches
+    if rule.sport:
+        matches.append(ir.Port("sport", rule.sport))
+    if rule.dport:
+        matches.append(ir.Port("dport", rule.dport))
+    if rule.iif:
+        matches.append(ir.Iface("in", rule.iif))
+    if rule.oif:
+        matches.append(ir.Iface("out", rule.oif))
+    if rule.ct_state:
+        matches.append(ir.CtState(rule.ct_state))
+    matches += lookups
+    if rule.length:
+        matches.append(ir.Length(rule.length))
+    matches += [_payload(p) for p in rule.payload]
+    if rule.signature is not None:
+        s = rule.signature
+        matches.append(ir.Signature(s.pattern, s.algo, s.start, s.end))
+    return matches
+
+
+def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = None) -> list[ir.Rule]:
+    """A filter rule. limit_name: the name of its limits' buckets (unique in the policy).
+
+    A log with its own limit becomes a rule of its own just before the rule
+    (same matches, the log's limit, the log), so the verdict still applies to
+    every packet while the log is rate-limited.
+    """
+    statements = _rule_statements(rule)
     out = []
     lookups = _set_refs(rule, sets or {})
     family = next((x.family for x in lookups if x.family), rule.family)  # a set of addresses has one family
     parts = _family_parts(family, {"saddr": rule.saddr, "daddr": rule.daddr})
     for family, addr_matches in _split_for_limits(parts, rule):
-        matches = [ir.Toggle(rule.when)] if rule.when else []
-        matches += _base_matches(family, rule.protocols, bool(addr_matches))
-        matches += addr_matches
-        if rule.sport:
-            matches.append(ir.Port("sport", rule.sport))
-        if rule.dport:
-            matches.append(ir.Port("dport", rule.dport))
-        if rule.iif:
-            matches.append(ir.Iface("in", rule.iif))
-        if rule.oif:
-            matches.append(ir.Iface("out", rule.oif))
-        if rule.ct_state:
-            matches.append(ir.CtState(rule.ct_state))
-        matches += lookups
-        if rule.length:
-            matches.append(ir.Length(rule.length))
-        matches += [_payload(p) for p in rule.payload]
-        if rule.signature is not None:
-            s = rule.signature
-            matches.append(ir.Signature(s.pattern, s.algo, s.start, s.end))
+        matches = _rule_matches(rule, family, addr_matches, lookups)
         if rule.log is not None and rule.log.limit is not None:
             log_limit = _limit(rule.log.limit, family, limit_name + "g")
             out.append(ir.Rule(rule.id, rule.pointer, tuple(matches) + (log_limit,),
