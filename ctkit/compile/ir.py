@@ -7,8 +7,9 @@ express.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+import itertools
+from dataclasses import dataclass, replace
+from typing import Callable, Sequence, Union
 
 from ctkit.values import PortRange
 
@@ -249,6 +250,13 @@ class Rule:
     matches: tuple[Match, ...]
     statements: tuple[Statement, ...]
     comment: str | None = None  # the user's free text (the kernel comment: ctkit.names.rule_comment)
+
+    def split(self, alternatives: Callable[[Match], Sequence[Match]]) -> list[Rule]:
+        """One rule per combination of the alternatives each match stands for, in order. A backend that
+        cannot say "A or B" in one rule (nft: saddr or daddr; iptables: one protocol per rule) splits
+        the rule this way; `alternatives(m)` is (m,) for a match it can express as it is."""
+        combos = itertools.product(*(alternatives(m) for m in self.matches))
+        return [replace(self, matches=tuple(c)) for c in combos]
 
 
 @dataclass(frozen=True)

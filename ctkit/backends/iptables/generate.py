@@ -60,7 +60,6 @@ the kernel holds can be compared with what ctkit generated, line by line.
 from __future__ import annotations
 
 import ipaddress
-import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -488,22 +487,17 @@ def _in_family(rule: ir.Rule, family: str) -> ir.Rule | None:
     return ir.Rule(rule.id, rule.origin, tuple(matches), rule.statements, rule.comment)
 
 
-def _expand(rule: ir.Rule) -> list[ir.Rule]:
-    """iptables matches one protocol and one network per rule: one rule per combination."""
-    choices: list[list[ir.Match]] = []
-    for m in rule.matches:
-        if isinstance(m, ir.L4Proto):
-            choices.append([ir.L4Proto((p,)) for p in m.protocols])
-        elif isinstance(m, ir.Length):
-            choices.append([ir.Length((r,)) for r in m.ranges])
-        elif isinstance(m, ir.Addr):
-            fields = ("saddr", "daddr") if m.field == "any" else (m.field,)
-            nets = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in m.networks)]
-            choices.append([ir.Addr(f, m.family, (n,)) for f in fields for n in nets])
-        else:
-            choices.append([m])
-    return [ir.Rule(rule.id, rule.origin, tuple(combo), rule.statements, rule.comment)
-            for combo in itertools.product(*choices)]
+def _one_each(m: ir.Match) -> list[ir.Match]:
+    """iptables matches one protocol, one length range and one network per rule: the alternatives."""
+    if isinstance(m, ir.L4Proto):
+        return [ir.L4Proto((p,)) for p in m.protocols]
+    if isinstance(m, ir.Length):
+        return [ir.Length((r,)) for r in m.ranges]
+    if isinstance(m, ir.Addr):
+        fields = ("saddr", "daddr") if m.field == "any" else (m.field,)
+        nets = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in m.networks)]
+        return [ir.Addr(f, m.family, (n,)) for f in fields for n in nets]
+    return [m]
 
 
 def _render_rule(rule: ir.Rule, ctx: _Ctx) -> list[str]:
@@ -572,7 +566,7 @@ def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, cha
     k = toggles.count.get(toggle.name, 0)
     toggles.count[toggle.name] = k + 1
     switch, body = (check_name(n, rule.origin) for n in kname.toggle_chain_names(toggles.prefix, toggle.name, k))
-    concretes = _expand(bare)
+    concretes = bare.split(_one_each)
     specs = [spec for c in concretes
              for spec in _render_rule(c, _Ctx(c, family, table, chain, names, objects, len(concretes)))]
     specs.append(toggle_marker(obj.name, obj.policy_on))
@@ -593,7 +587,7 @@ def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, objects:
             out.append(_toggled_rule(seen, toggle, family, table, chain, names, objects, toggles))
             continue
         for unmapped in _unmap(seen):
-            concretes = _expand(unmapped)
+            concretes = unmapped.split(_one_each)
             for concrete in concretes:
                 out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, objects, len(concretes)))
     if chain.hook is not None and chain.policy == "drop":

@@ -6,7 +6,6 @@ ctkit's table atomically is the kernel stage's job (ctkit/backends/nft/kernel.py
 """
 from __future__ import annotations
 
-import itertools
 from typing import Any, Callable
 
 from ctkit import names as kname
@@ -304,28 +303,18 @@ def _render(node: Any, rule: ir.Rule) -> list[dict]:
     return fn(node, rule)
 
 
-def _concrete(rule: ir.Rule) -> list[ir.Rule]:
-    """nft has no 'source or destination' match: one rule per field combination."""
-    if not any(getattr(m, "field", None) == "any" for m in rule.matches):
-        return [rule]
-    choices = []
-    for m in rule.matches:
-        if isinstance(m, (ir.Addr, ir.Port)) and m.field == "any":
-            a, b = ("saddr", "daddr") if isinstance(m, ir.Addr) else ("sport", "dport")
-            choices.append([type(m)(a, *_rest(m)), type(m)(b, *_rest(m))])
-        else:
-            choices.append([m])
-    return [ir.Rule(rule.id, rule.origin, tuple(combo), rule.statements, rule.comment)
-            for combo in itertools.product(*choices)]
-
-
-def _rest(m):
-    return (m.family, m.networks) if isinstance(m, ir.Addr) else (m.ranges,)
+def _either_field(m: ir.Match) -> tuple[ir.Match, ...]:
+    """nft has no 'source or destination' match: an `any` address or port is two alternatives."""
+    if isinstance(m, ir.Addr) and m.field == "any":
+        return (ir.Addr("saddr", m.family, m.networks), ir.Addr("daddr", m.family, m.networks))
+    if isinstance(m, ir.Port) and m.field == "any":
+        return (ir.Port("sport", m.ranges), ir.Port("dport", m.ranges))
+    return (m,)
 
 
 def rule_commands(table: str, chain: str, rule: ir.Rule) -> list[dict]:
     out = []
-    for concrete in _concrete(rule):
+    for concrete in rule.split(_either_field):
         expr = [e for node in concrete.matches + concrete.statements for e in _render(node, concrete)]
         out.append({"add": {"rule": {"family": FAMILY, "table": table, "chain": chain,
                                      "comment": kname.rule_comment(concrete.id, concrete.comment), "expr": expr}}})
