@@ -18,6 +18,9 @@ TIMEOUT_STATES: dict[str, tuple[str, ...]] = {
     "udp": ("unreplied", "replied"),
 }
 
+#: protocols that exist in one address family only
+FAMILY_ONLY_PROTOCOLS: dict[str, str] = {"icmp": "ipv4", "icmpv6": "ipv6"}
+
 #: DSCP class names (RFC 2474 class selectors, RFC 2597 assured forwarding, RFC 3246 expedited
 #: forwarding) -> codepoint; nft lists a codepoint by its name when it has one
 DSCP_CLASSES: dict[str, int] = {**{f"cs{i}": 8 * i for i in range(8)},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from ctkit.compile import ir
+from ctkit.netfilter import FAMILY_ONLY_PROTOCOLS
 from ctkit.policy import model
 from ctkit.policy.model import set_family
 
@@ -78,8 +79,14 @@ def _split_for_limits(parts, rule: model.Rule):
         return parts
     out = []
     for family, addr_matches in parts:
-        out += [(f, addr_matches) for f in ((family,) if family else ("ipv4", "ipv6"))]
+        out += [(f, addr_matches) for f in ((family,) if family else ("ipv4", "ipv6")) if _has_protocol_in(rule, f)]
     return out
+
+
+def _has_protocol_in(rule: model.Rule, family: str) -> bool:
+    """False when every protocol of the rule exists only in the other family (icmp and IPv6): the split
+    would make a rule that can never match."""
+    return not rule.protocols or any(FAMILY_ONLY_PROTOCOLS.get(p, family) == family for p in rule.protocols)
 
 
 def _has_limit(rule: model.Rule) -> bool:

@@ -68,6 +68,7 @@ from ctkit.backends.iptables.document import BACKEND, TABLE_ORDER, Chain, Docume
 from ctkit.backends.iptables.layout import check_name, layout
 from ctkit.compile import ir
 from ctkit.errors import CompileError
+from ctkit.netfilter import FAMILY_ONLY_PROTOCOLS
 from ctkit.values import PortRange
 
 MAX_LOG_PREFIX = 29  # xt_LOG: 30 bytes with the terminating NUL
@@ -79,7 +80,7 @@ _PROTO = {
     "ipv4": {"icmp": "icmp"},
     "ipv6": {"icmpv6": "ipv6-icmp"},
 }
-_FAMILY_ONLY = {"icmp": "ipv4", "icmpv6": "ipv6"}
+
 #: protocols with their own port match (-m tcp --dport ...); others use multiport
 _PORT_MATCH = frozenset({"tcp", "udp", "sctp", "dccp"})
 _MULTIPORT = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
@@ -479,7 +480,7 @@ def _in_family(rule: ir.Rule, family: str) -> ir.Rule | None:
         if isinstance(m, ir.Addr) and m.family != family:
             return None
         if isinstance(m, ir.L4Proto):
-            protos = tuple(p for p in m.protocols if _FAMILY_ONLY.get(p, family) == family)
+            protos = tuple(p for p in m.protocols if FAMILY_ONLY_PROTOCOLS.get(p, family) == family)
             if not protos:
                 return None
             m = ir.L4Proto(protos)
