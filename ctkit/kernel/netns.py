@@ -58,8 +58,8 @@ def entered(name: str | None) -> Iterator[None]:
         return
     if not name.strip():
         # an unset shell variable must never mean "the host's own namespace"
-        raise UsageError("--netns needs a namespace name (an empty name is refused; leave the option out "
-                         "to use the current namespace)")
+        raise UsageError("the network namespace name is empty (an unset variable?): name one, or give none "
+                         "to use the current namespace")
     path = netns_path(name)
     try:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)

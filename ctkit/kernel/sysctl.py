@@ -231,7 +231,7 @@ def plan(pairs: list[tuple[str, str]], initial: bool | None = None) -> list[Chan
             continue
         if not initial and not is_per_namespace(name):
             problems.append(f"net.netfilter.{name} is {_host_wide_text(name)}: refused in a network "
-                            "namespace (set it without --netns, in the initial network namespace)")
+                            "namespace (set it in the initial network namespace)")
             continue
         path = _path(name)
         if not os.stat(path).st_mode & 0o222:
