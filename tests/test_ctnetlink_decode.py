@@ -191,7 +191,7 @@ def test_expectations_match_conntrack():
 def test_cpu_stats_match_conntrack_S():
     data = fixture("stats-cpu.bin")
     per_cpu = parse_cpu_stats([(data, len(data))])
-    for line, (cpu, values) in zip(fixture("conntrack-S.txt", "r").splitlines(), per_cpu):
+    for line, (cpu, values) in zip(fixture("conntrack-S.txt", "r").splitlines(), per_cpu, strict=True):
         fields = dict(w.split("=") for w in line.split())
         assert int(fields.pop("cpu")) == cpu
         assert {k: int(v) for k, v in fields.items()} == values
@@ -264,9 +264,9 @@ def test_cached_shapes_read_what_a_fresh_walk_reads(msgs):
         fresh += list(nl.Decoder(FIELDS).rows(bytearray(m), len(m)))
     assert shared == fresh
     # and against the walk itself, field by field
-    for m, row in zip(msgs, fresh):
+    for m, row in zip(msgs, fresh, strict=True):
         _, found = nl.walk(m, 0)
-        for name, value in zip(FIELDS, row):
+        for name, value in zip(FIELDS, row, strict=True):
             if name == "family":
                 assert value == m[16]
             elif name not in found:

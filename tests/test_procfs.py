@@ -29,7 +29,7 @@ def test_stat_6_18_by_header_name():
 
 def test_stat_6_18_agrees_with_conntrack_S_where_they_overlap():
     s = procfs.parse_stat(text("proc-stat-nf_conntrack-6.18.txt"))
-    for line, row in zip(text("conntrack-S.txt").splitlines(), s.rows):
+    for line, row in zip(text("conntrack-S.txt").splitlines(), s.rows, strict=True):
         fields = {k: int(v) for k, v in (w.split("=") for w in line.split())}
         assert fields.pop("cpu") == row.cpu
         for name in ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error",

@@ -202,14 +202,14 @@ def summary_cmd(
     groups = counts.most_common(top or None)
     if as_json:
         print_json({"by": list(names), "total": total, "groups": [
-            {**{n: (list(v) if isinstance(v, list) else v) for n, v in zip(names, key)}, "count": n}
+            {**{n: (list(v) if isinstance(v, list) else v) for n, v in zip(names, key, strict=True)}, "count": n}
             for key, n in groups]})
         return
     shown = [[_text(v) for v in key] + [str(n)] for key, n in groups]
     header = [n.upper() for n in names] + ["COUNT"]
     widths = [max(len(r[i]) for r in [header] + shown) for i in range(len(header))]
     lines = ["  ".join(c.ljust(w) if i < len(names) else c.rjust(w) for i, (c, w) in
-                       enumerate(zip(row, widths))).rstrip() for row in [header] + shown]
+                       enumerate(zip(row, widths, strict=True))).rstrip() for row in [header] + shown]
     lines.append(f"total {total} entries in {len(counts)} groups")
     sys.stdout.write("\n".join(lines) + "\n")
 
@@ -253,7 +253,7 @@ def stats_cmd(netns: Optional[str] = NetnsOption, as_json: bool = JsonOption) ->
     table.append(["total"] + [str(s.totals[n]) for n in names])
     widths = [max(len(r[i]) for r in [header] + table) for i in range(len(header))]
     for row in [header] + table:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths)))
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
     print(f"entries {s.entries} (source: {s.source})")
 
 

@@ -518,7 +518,7 @@ def compile_shape(buf: bytes | bytearray, off: int, names: Sequence[str]) -> Sha
     nread = len(reads)
     index = []
     ci = 0
-    for i, name in enumerate(names):
+    for i, _name in enumerate(names):
         if i in position:
             index.append(position[i])
         else:

@@ -58,7 +58,7 @@ def parse_stat(text: str) -> StatFile:
             values = [int(f, 16) for f in fields]
         except ValueError:
             raise ValueError(f"line {cpu + 2}: not hexadecimal: {line!r}") from None
-        rows.append(StatRow(cpu, {n: v for n, v in zip(names, values) if n != "entries"}))
+        rows.append(StatRow(cpu, {n: v for n, v in zip(names, values, strict=True) if n != "entries"}))
     entries = int(lines[1].split()[header.index("entries")], 16) if len(lines) > 1 else 0
     return StatFile(header, tuple(rows), entries)
 

@@ -34,7 +34,7 @@ def delete(netns: str | None, targets: Iterable[Mapping[str, object] | Entry]) -
     found = []
     for row in raw_rows(netns, layout.raws, prefetch=False):
         if row[0] in wanted:
-            shown = dict(zip(_DELETE_RAWS, layout.convert(row)))
+            shown = dict(zip(_DELETE_RAWS, layout.convert(row), strict=True))
             given = wanted[row[0]]
             if all(given.get(k) is None or given.get(k) == shown[k] for k in _DELETE_RAWS):
                 found.append(row)

@@ -42,7 +42,7 @@ def _tuple(buf: bytearray, start: int, end: int) -> dict[str, object]:
                 key = "src" if t2 in (1, 3) else "dst"
                 out[key] = address(bytes(buf[p2:p2 + n2]))
         elif t == nl.CTA_TUPLE_PROTO:
-            for t2, p2, n2 in nl.attrs(buf, p, p + n):
+            for t2, p2, _n2 in nl.attrs(buf, p, p + n):
                 if t2 == 1:
                     out["proto"] = buf[p2]
                 elif t2 in (2, 3):

@@ -78,7 +78,7 @@ def _compile(cols: tuple[Column, ...], slices: tuple[tuple[int, ...], ...]
              ) -> tuple[Callable[[tuple], tuple], Callable[[tuple], str]]:
     env: dict[str, object] = {}
     conv_parts, json_parts, keys = [], [], []
-    for k, (c, idx) in enumerate(zip(cols, slices)):
+    for k, (c, idx) in enumerate(zip(cols, slices, strict=True)):
         args = ", ".join(f"r[{i}]" for i in idx)
         if c.convert is same:
             conv_parts.append(f"r[{idx[0]}]")
@@ -112,7 +112,7 @@ class Entry:
     layout: Layout
 
     def get(self, name: str) -> object:
-        for c, idx in zip(self.layout.columns, self.layout.slices):
+        for c, idx in zip(self.layout.columns, self.layout.slices, strict=True):
             if c.name == name:
                 return c.convert(*[self.raw[i] for i in idx])
         raise KeyError(f"field {name!r} was not requested from the dump")
@@ -126,4 +126,4 @@ class Entry:
             raise AttributeError(str(exc)) from None
 
     def as_dict(self) -> dict[str, object]:
-        return dict(zip((c.name for c in self.layout.columns), self.layout.convert(self.raw)))
+        return dict(zip((c.name for c in self.layout.columns), self.layout.convert(self.raw), strict=True))
