@@ -302,14 +302,21 @@ class CtTimeoutObject:
 
 
 @dataclass(frozen=True)
+class SetMember:
+    """One declared element of a named set: one text per part of the set's type, in order
+    ("192.0.2.1", "10.0.0.0/8", "192.0.2.1-192.0.2.9", "80", "1000-2000"), and its own timeout."""
+    parts: tuple[str, ...]
+    timeout: int | None = None
+
+
+@dataclass(frozen=True)
 class SetObject:
-    """A named set. types: ipv4_addr | ipv6_addr | inet_service per part; members: ((part text, ...),
-    timeout or None) with parts as "192.0.2.1", "10.0.0.0/8", "a-b", "80", "1000-2000"."""
+    """A named set. types: ipv4_addr | ipv6_addr | inet_service per part."""
     name: str
     types: tuple[str, ...]
     interval: bool
     timeout: int | None
-    members: tuple
+    members: tuple[SetMember, ...]
     origin: str
 
 

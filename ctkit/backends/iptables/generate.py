@@ -350,10 +350,10 @@ def ipsets(table: ir.Table, family: str) -> tuple[IpSet, ...]:
         kind = s.types[0]
         if kind == "inet_service":
             out.append(IpSet(kname.ipset_name(prefix, s.name), "bitmap:port", None, s.timeout,
-                             tuple((parts[0], t) for parts, t in s.members)))
+                             tuple((m.parts[0], m.timeout) for m in s.members)))
         elif (kind == "ipv4_addr") == (family == "ipv4"):
             out.append(IpSet(kname.ipset_name(prefix, s.name), "hash:net" if s.interval else "hash:ip", family,
-                             s.timeout, tuple((parts[0], t) for parts, t in s.members)))
+                             s.timeout, tuple((m.parts[0], m.timeout) for m in s.members)))
     return tuple(out)
 
 

@@ -159,7 +159,7 @@ def _set_commands(table: str, sets: tuple[ir.SetObject, ...]) -> list[dict]:
         cmds.append({"add": {"set": body}})
         if s.members:
             cmds.append({"add": {"element": {"family": FAMILY, "table": table, "name": s.name,
-                                             "elem": [_member(s.types, p, t) for p, t in s.members]}}})
+                                             "elem": [_member(s.types, m.parts, m.timeout) for m in s.members]}}})
     return cmds
 
 
