@@ -118,6 +118,8 @@ def test_filters_checked_in_ctkit(flt, pred):
     ({"src": "10.0.0.300"}, "not an address"),
     ({"family": "ipv6", "src": "10.0.0.1"}, "not an ipv6"),
     ({"state": "ESTABLISHD"}, "unknown state"),
+    ({"state": "COOKIE_WAIT"}, "SCTP or DCCP state; the state filter selects TCP states only"),
+    ({"mark": "0x41/0x40"}, "mark 0x41 has bits outside its mask 0x40, so it can never match"),
     ({"status": "ASURED"}, "unknown status"),
     ({"mark": "0xzz"}, "VALUE/MASK"),
     ({"mark": "1/0x1ffffffff"}, "32 bits"),

@@ -100,8 +100,11 @@ class Filter:
         states = None
         if state:
             states = frozenset(s.strip().upper() for s in state.split(",") if s.strip())
-            known = set(TCP_STATES) | set(SCTP_STATES) | set(DCCP_STATES)
-            bad = sorted(states - known)
+            bad = sorted(states - set(TCP_STATES))
+            other = [s for s in bad if s in SCTP_STATES or s in DCCP_STATES]
+            if other:  # the filter reads the TCP state only: an SCTP or DCCP state would select nothing
+                raise UsageError(f"state {', '.join(other)} is an SCTP or DCCP state; the state filter selects "
+                                 f"TCP states only (known: {', '.join(TCP_STATES)})")
             if bad:
                 raise UsageError(f"unknown state {', '.join(bad)} (known: {', '.join(TCP_STATES)})")
         set_bits = clear_bits = 0
@@ -128,6 +131,9 @@ class Filter:
                 raise FilterError("mark", f" must be VALUE or VALUE/MASK (decimal or 0x hex), not {mark!r}") from None
             if not (0 <= mark_value <= 0xFFFFFFFF and 0 <= mark_mask <= 0xFFFFFFFF):
                 raise FilterError("mark", " value and mask must fit in 32 bits")
+            if mark_value & ~mark_mask:  # the kernel compares (mark & mask) == value: never true
+                raise FilterError("mark", f" {mark_value:#x} has bits outside its mask {mark_mask:#x}, so it "
+                                          f"can never match (did you mean {mark_value & mark_mask:#x}/{mark_mask:#x}?)")
         if zone is not None and not 0 <= zone <= 65535:
             raise FilterError("zone", f" must be 0-65535, not {zone}")
         return cls(family=fam, proto=protonum, sport=sport, dport=dport, states=states, status=set_bits,
