@@ -6,7 +6,7 @@ from goldens import EXAMPLES
 
 from ctkit.errors import PolicyError
 from ctkit.policy.load import load_document, load_file, load_text, policy_schema
-from ctkit.policy.model import PortRange
+from ctkit.values import PortRange
 
 BASE = {"version": 1}
 

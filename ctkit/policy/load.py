@@ -20,15 +20,15 @@ import jsonschema
 import yaml
 
 from ctkit.errors import PolicyError, Problem
-from ctkit.policy.model import (
-    Policy,
-    build_policy,
+from ctkit.policy.build import build_policy
+from ctkit.policy.checks import (
     check_length_range,
     check_nat_address,
     check_network,
     check_port_range,
     check_queue_range,
 )
+from ctkit.policy.model import Policy
 
 #: value checks the schema names with "format"; each returns None or (message, hint)
 FORMATS = {"ip-network": check_network, "port-range": check_port_range, "nat-address": check_nat_address,
