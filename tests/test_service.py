@@ -107,6 +107,11 @@ class FakeBackend:
     def rule_hits(self, table, netns):
         return {}
 
+    def boot_files(self, plan, source):
+        self.calls.append(("boot_files", source))
+        return {f"{plan.table.name}.fake": f"{base.BOOT_INSTALL}wherever fakes go\n"
+                                          + "\n".join(self.generate(plan)) + "\n"}
+
 
 @pytest.fixture
 def policy_file(tmp_path):

@@ -24,6 +24,10 @@ if TYPE_CHECKING:
 #: {toggle: (on now, the policy file's value at the last apply, or None when unknown)}
 ToggleStates = dict[str, tuple[bool, "bool | None"]]
 
+#: Header lines of a boot file (Backend.boot_files) that `ctkit export` reads back and prints:
+#: where the file goes and how it is loaded, and what its user must know (said once per text).
+BOOT_INSTALL, BOOT_NOTE = "# install: ", "# note: "
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -107,3 +111,8 @@ class Backend(Protocol):
 
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
         """(packets, bytes) per policy rule id, summed over its kernel rules."""
+
+    def boot_files(self, plan: ir.Plan, source: str | None) -> dict[str, str]:
+        """What the distribution's own tools load at boot to recreate `plan`'s ruleset (file name ->
+        content; no kernel access): only what ctkit owns, nothing that flushes foreign rules. Each file
+        says where it goes and how it is loaded in a BOOT_INSTALL line, and caveats in BOOT_NOTE lines."""

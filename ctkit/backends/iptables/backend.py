@@ -11,6 +11,8 @@ from typing import Any
 
 from ctkit import members
 from ctkit.backends.base import (
+    BOOT_INSTALL,
+    BOOT_NOTE,
     Applied,
     Inspection,
     LiveView,
@@ -144,3 +146,54 @@ class IptablesBackend:
         variant = kernel.resolve_variant(self.variant)
         current = {f: kernel.parse_save(kernel.save(f, variant, netns, counters=True)) for f in FAMILIES}
         return ipt_view.rule_hits(current, chain_prefix(table))
+
+    def boot_files(self, plan: ir.Plan, source: str | None) -> dict[str, str]:
+        """iptables-restore input per family that creates ctkit's chains and their jumps and nothing else
+        (for `iptables-restore --noflush`), and an `ipset restore` file when the policy has sets.
+
+        Not idempotent, by the nature of iptables-restore: a second --noflush load refills ctkit's chains
+        but inserts a second jump. cttimeout objects have no file: no distribution tool loads them."""
+        ruleset = gen.generate(plan)
+        table = plan.table.name
+        prefix = ruleset.prefix
+        origin = f" from {source}" if source else ""
+        sets = list({s.name: s for f in FAMILIES for s in ruleset.document(f).ipsets}.values())  # bitmap:port: both
+        timeouts = sorted({t.name for f in FAMILIES for t in ruleset.document(f).timeouts})
+        files: dict[str, str] = {}
+        if sets:
+            lines = [f"# ctkit boot file: the ipsets of chains {prefix}*{origin}",
+                     f"{BOOT_INSTALL}/etc/iptables/ipsets (Debian's ipset-persistent), or loaded with "
+                     f"`ipset restore -exist < {table}.ipset`: before the iptables files, whose rules name these sets",
+                     "# -exist: a set that exists already is kept (with its members); declared members are added"]
+            for s in sets:
+                lines.append(ipset._create_line(s.name, s) + " -exist")
+                lines += [line + " -exist" for line in ipset._add_lines(s.name, s)]
+            files[f"{table}.ipset"] = "\n".join(lines) + "\n"
+        for family, suffix in zip(FAMILIES, ("v4", "v6"), strict=True):
+            doc = ruleset.document(family)
+            tool = "iptables-restore" if suffix == "v4" else "ip6tables-restore"
+            head = [f"# ctkit boot file: chains {prefix}* and the jumps to them ({family}){origin}",
+                    f"{BOOT_INSTALL}loaded once per boot with `{tool} --noflush < {table}.rules.{suffix}` (from a "
+                    f"unit of your own); as /etc/iptables/rules.{suffix} only where it is the whole file (see below)",
+                    "# --noflush: only ctkit's chains are created and one jump into each inserted at the top of its "
+                    "built-in chain; every other rule (docker's, fail2ban's) stays where it is",
+                    f"{BOOT_NOTE}iptables-persistent and RHEL's iptables service load their rules files without "
+                    "--noflush, "
+                    "which flushes every table a file names (and docker's rules in them); at boot, before "
+                    "docker starts, that loses nothing, but a reload of those services while docker runs does",
+                    f"{BOOT_NOTE}load it once per boot: a second --noflush load adds a second jump into each "
+                    f"chain; `ctkit apply` (or the unit ctkit-{table}.service) re-applies safely",
+                    f"{BOOT_NOTE}ctkit's ownership record (/run/ctkit) does not list chains loaded from these "
+                    "files: `ctkit apply`, `toggle` and `remove` treat them as foreign and leave them alone; "
+                    f"the unit ctkit-{table}.service is the way when ctkit must manage them after boot"]
+            if sets:
+                head.append(f"{BOOT_NOTE}the rules name ipsets: load {table}.ipset first (ipset restore -exist)")
+            if timeouts:
+                head.append(f"{BOOT_NOTE}the rules name conntrack timeout objects ({', '.join(timeouts)}) that "
+                            "no distribution tool creates (Debian has no nfct): without them these files do not "
+                            f"load; use the unit ctkit-{table}.service, which creates them")
+            if not doc.tables:
+                head.append(f"# the policy puts nothing in {family}")
+            body = [line for line in ipt_text.render(doc, source).split("\n") if line and not line.startswith("#")]
+            files[f"{table}.rules.{suffix}"] = "\n".join(head + body) + "\n"
+        return files

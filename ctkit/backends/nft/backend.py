@@ -5,6 +5,8 @@ import json
 from typing import Any
 
 from ctkit.backends.base import (
+    BOOT_INSTALL,
+    BOOT_NOTE,
     Applied,
     Inspection,
     LiveView,
@@ -107,3 +109,22 @@ class NftBackend:
 
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
         return nft_view.rule_hits(kernel.list_table(table, netns) or [])
+
+    def boot_files(self, plan: ir.Plan, source: str | None) -> dict[str, str]:
+        """One nft file that replaces only `table inet <name>`: the renderer's `add table; delete table;
+        table {...}` is one transaction that works whether the table exists or not, so loading the file
+        twice, or at boot, ends in the same table and leaves every other table alone."""
+        table = plan.table.name
+        owned = self.owned(table)
+        head = [f"# ctkit boot file: {owned}" + (f" from {source}" if source else ""),
+                f"{BOOT_INSTALL}/etc/nftables.d/{table}.nft, included from /etc/nftables.conf "
+                f"(include \"/etc/nftables.d/{table}.nft\"), or loaded with nft -f",
+                f"# nft -f replaces {owned} in one transaction (idempotent: it works when the table exists and "
+                "when it does not); other tables (docker's, firewalld's) are not touched"]
+        if plan.table.sets:
+            head.append(f"{BOOT_NOTE}loading this file resets the sets of {owned} to their declared elements "
+                        "(members added with `ctkit set add` are not in it)")
+        if plan.table.toggles:
+            head.append(f"{BOOT_NOTE}toggles of {owned} come up as the policy file sets them "
+                        "(a state switched with `ctkit toggle` is not in it)")
+        return {f"{table}.nft": "\n".join(head) + "\n" + nft_text.render(gen.generate(plan))}
