@@ -24,11 +24,12 @@ from ctkit.backends.base import Applied, Backend, Removed, Shown, ToggleStates
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.audit.run import AuditReport
+    from ctkit.export import ExportResult, HostFacts
     from ctkit.kernel.settings import SettingResult
     from ctkit.pipeline import Compiled
 
 __all__ = ["ApplyResult", "ToggleResult", "MemberResult", "apply", "remove", "show", "toggle", "set_member",
-           "audit", "Removed", "Shown"]
+           "audit", "export", "Removed", "Shown"]
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,14 @@ def audit(compiled: Compiled, backend: Backend, netns: str | None = None, state:
         from ctkit.kernel import conntrack
         report = report.with_flushed(conntrack.delete(netns, [f.entry for f in report.denied]))
     return report
+
+
+def export(compiled: Compiled, backend: Backend, directory: str | Path, policy_path: str | Path, *,
+           ctkit: tuple[str, ...] | None = None, apply_args: tuple[str, ...] | None = None,
+           host: HostFacts | None = None) -> ExportResult:
+    """Write the boot files (the backend's ruleset files, sysctl.d, modules-load.d, modprobe.d, a systemd
+    unit running `ctkit apply POLICY`) into `directory`, each atomically; the kernel is not touched.
+    `ctkit`: the command the unit runs (default: this ctkit); `apply_args`: its options after the policy
+    (default: --backend NAME); `host`: the kernel the files are for (default: this one)."""
+    from ctkit.export import export as write
+    return write(compiled, backend, directory, policy_path, ctkit=ctkit, apply_args=apply_args, host=host)

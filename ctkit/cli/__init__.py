@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ctkit.cli import audit, ct, policy
+from ctkit.cli import audit, ct, export, policy
 
 app = typer.Typer(
     help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
@@ -12,6 +12,7 @@ app = typer.Typer(
 )
 policy.register(app)
 audit.register(app)
+export.register(app)
 app.add_typer(ct.app, name="ct")
 app.add_typer(ct.sysctl_app, name="sysctl")
 
