@@ -85,6 +85,18 @@ INVALID = [
     (with_rule({"protocol": "tcp", "dport": "22-"}), "/chains/input/rules/0/dport", "expected form"),
     (with_rule({"protocol": "tcp", "dport": 0}), "/chains/input/rules/0/dport", "less than the minimum of 1"),
     (with_rule({"protocol": "tcp", "dport": ["99999"]}), "/chains/input/rules/0/dport/0", "out of range"),
+    (with_rule({"protocol": "tcp", "dport": "0-1023"}), "/chains/input/rules/0/dport", "ports are 1-65535"),
+    # set members of type inet_service take the same ports as rules: port 0 is refused in both
+    ({"version": 1, "sets": {"p": {"type": "inet_service", "elements": [0]}}}, "/sets/p/elements/0",
+     "ports are 1-65535"),
+    ({"version": 1, "sets": {"p": {"type": "inet_service", "interval": True, "elements": ["0-1023"]}}},
+     "/sets/p/elements/0", "ports are 1-65535"),
+    ({"version": 1, "sets": {"p": {"type": ["ipv4_addr", "inet_service"], "elements": [["192.0.2.1", "0"]]}}},
+     "/sets/p/elements/0", "ports are 1-65535"),
+    ({"version": 1, "sets": {"p": {"type": "inet_service", "interval": True, "elements": ["9-1"]}}},
+     "/sets/p/elements/0", "runs backwards"),
+    ({"version": 1, "sets": {"p": {"type": "inet_service", "elements": ["http"]}}}, "/sets/p/elements/0",
+     "is not a port or port range"),
     (with_rule({"saddr": "300.1.1.1"}), "/chains/input/rules/0/saddr", "not an IPv4 or IPv6 address"),
     (with_rule({"saddr": ["2001:db8::1/32"]}), "/chains/input/rules/0/saddr/0", "did you mean '2001:db8::/32'"),
     (with_rule({"ct_state": ["establish"]}), "/chains/input/rules/0/ct_state/0", "'establish' is not allowed"),
@@ -159,3 +171,17 @@ def test_values_are_normalised():
     assert n.ports == (PortRange(53, 53), PortRange(1000, 2000))
     assert str(n.peers[0]) == "2001:db8::/32"
     assert policy.table == "ctkit"
+
+
+def test_one_range_parser_for_ports_lengths_and_queues():
+    from ctkit.policy.checks import LENGTHS, PORTS, QUEUES, BadValue, parse_range
+    assert parse_range(80, PORTS) == PortRange(80, 80)
+    assert parse_range("1000-2000", PORTS) == PortRange(1000, 2000)
+    assert parse_range("0-32", LENGTHS) == PortRange(0, 32)
+    assert parse_range("0-3", QUEUES) == PortRange(0, 3)
+    for value, kind, words in [("0", PORTS, "ports are 1-65535"), ("65536", LENGTHS, "0-65535"),
+                               ("3-3", QUEUES, "lo < hi"), ("5-1", PORTS, "did you mean '1-5'?"),
+                               ("+80", PORTS, "e.g. 53"), ("8_0", PORTS, "e.g. 53"), (" 80", PORTS, "e.g. 53")]:
+        with pytest.raises(BadValue) as info:
+            parse_range(value, kind)
+        assert words in f"{info.value.message} {info.value.hint}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ctkit.policy.builder import Builder, plain, protocols, ref
-from ctkit.policy.checks import check_queue_range
+from ctkit.policy.checks import QUEUES
 from ctkit.policy.model import DSCP_CLASSES, Chain, Limit, Log, Payload, Queue, Rule, Signature
 
 
@@ -67,11 +67,10 @@ def _queue(b: Builder, value: dict | None, pointer: str) -> Queue | None:
         return None
     num = value["num"]
     if isinstance(num, str):
-        bad = check_queue_range(num)
-        if bad:
-            b.problem(pointer + "/num", *bad)
+        queues = b.range(num, pointer + "/num", QUEUES)
+        if queues is None:
             return None
-        lo, hi = (int(x) for x in num.split("-"))
+        lo, hi = queues.lo, queues.hi
     else:
         lo = hi = num
     return Queue(lo, hi, value.get("bypass", False), value.get("fanout", False))

@@ -5,9 +5,8 @@ import ipaddress
 from typing import Any
 
 from ctkit.policy.builder import Builder
-from ctkit.policy.checks import check_nat_address, check_network, parse_nat_address
+from ctkit.policy.checks import PORTS, check_nat_address, check_network, parse_nat_address
 from ctkit.policy.model import NamedSet, SetMember
-from ctkit.values import PortRange
 
 
 def build_sets(b: Builder, sets: dict) -> tuple[NamedSet, ...]:
@@ -64,13 +63,4 @@ def _member_part(b: Builder, kind: str, value: Any, interval: bool, pointer: str
     if "-" in text and not interval:
         b.problem(pointer, f"{text!r} is a range but the set has no interval flag", "add \"interval\": true")
         return None
-    lo_s, _, hi_s = text.partition("-")
-    try:
-        lo, hi = int(lo_s), int(hi_s or lo_s)
-    except ValueError:
-        b.problem(pointer, f"{text!r} is not a port or port range")
-        return None
-    if not (0 <= lo <= hi <= 65535):
-        b.problem(pointer, f"{text!r} is not a port range within 0-65535")
-        return None
-    return PortRange(lo, hi)
+    return b.range(text, pointer, PORTS)

@@ -6,7 +6,7 @@ import ipaddress
 from typing import Any
 
 from ctkit.errors import Problem
-from ctkit.policy.checks import check_length_range, check_network, check_port_range
+from ctkit.policy.checks import LENGTHS, PORTS, BadValue, RangeKind, check_network, parse_range
 from ctkit.policy.model import Network
 from ctkit.values import PortRange
 
@@ -35,25 +35,27 @@ class Builder:
         return tuple(dict.fromkeys(out))
 
     def lengths(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
-        return self.ranges(value, pointer, check_length_range)
+        return self.ranges(value, pointer, LENGTHS)
 
     def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
-        return self.ranges(value, pointer, check_port_range)
+        return self.ranges(value, pointer, PORTS)
 
-    def ranges(self, value: Any, pointer: str, check) -> tuple[PortRange, ...]:
+    def range(self, value: Any, pointer: str, kind: RangeKind) -> PortRange | None:
+        """One "N" / "lo-hi" value as a range of kind, or None after a problem at pointer."""
+        try:
+            return parse_range(value, kind)
+        except BadValue as bad:
+            self.problem(pointer, bad.message, bad.hint)
+            return None
+
+    def ranges(self, value: Any, pointer: str, kind: RangeKind) -> tuple[PortRange, ...]:
         """One value or a list of "N" / "lo-hi" values, each checked; problems named by pointer."""
         if value is None:
             return ()
         items = value if isinstance(value, list) else [value]
-        out = []
-        for i, item in enumerate(items):
-            bad = check(str(item))
-            if bad:
-                self.problem(f"{pointer}/{i}" if isinstance(value, list) else pointer, *bad)
-                continue
-            lo_s, _, hi_s = str(item).partition("-")
-            out.append(PortRange(int(lo_s), int(hi_s or lo_s)))
-        return tuple(dict.fromkeys(out))
+        out = [self.range(item, f"{pointer}/{i}" if isinstance(value, list) else pointer, kind)
+               for i, item in enumerate(items)]
+        return tuple(dict.fromkeys(r for r in out if r is not None))
 
 
 def ref(value: Any) -> str | None:

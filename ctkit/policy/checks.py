@@ -1,13 +1,17 @@
 """Checks of single values in a policy: addresses, NAT address ranges, port, length and queue ranges.
 
-Each check returns None for a good value, else (message, hint). load.py hands them to
-the JSON Schema validator as formats; the section builders use them while building.
+Each check_* returns None for a good value, else (message, hint). load.py hands them to
+the JSON Schema validator as formats; the section builders use them while building, and
+parse_range is the one parser of numeric ranges for both.
 """
 from __future__ import annotations
 
 import ipaddress
+import re
+from dataclasses import dataclass
 
 from ctkit.policy.model import AddrRange
+from ctkit.values import PortRange
 
 
 def check_network(text: str) -> tuple[str, str] | None:
@@ -24,39 +28,72 @@ def check_network(text: str) -> tuple[str, str] | None:
     return f"{text!r} has host bits set", f"did you mean {str(loose)!r}?"
 
 
-def _check_range(text: str, noun: str, minimum: int, example: str, limits: str) -> tuple[str, str] | None:
-    """None if text is "N" or "lo-hi" with minimum <= lo <= hi <= 65535; else (message, hint)."""
-    lo_s, _, hi_s = str(text).partition("-")
-    try:
-        lo, hi = int(lo_s), int(hi_s or lo_s)
-    except ValueError:
-        return f"{text!r} is not a {noun} or {noun} range", example
-    if not (minimum <= lo <= 65535 and minimum <= hi <= 65535):
-        return f"{noun} {text!r} is out of range", limits
+@dataclass(frozen=True)
+class RangeKind:
+    """What a "N" / "lo-hi" range counts (ports, packet lengths, queues) and how to explain a bad one."""
+    noun: str
+    minimum: int  # the least value (ports start at 1, lengths and queues at 0); the most is 65535
+    form: str  # what a good value is, for "x is not <form>"
+    example: str
+    limits: str
+    proper: bool = False  # a written range must have lo < hi (queues: one queue is given as a number)
+
+
+PORTS = RangeKind("port", 1, "a port or port range", 'e.g. 53 or "1024-65535"', "ports are 1-65535")
+LENGTHS = RangeKind("length", 0, "a length or length range", 'e.g. 222 or "0-32"', "IP packet lengths are 0-65535")
+QUEUES = RangeKind("queue", 0, "a queue range", 'e.g. "0-3"', "queues are 0-65535", proper=True)
+
+_RANGE = re.compile(r"([0-9]+)(?:-([0-9]+))?", re.ASCII)
+
+
+class BadValue(ValueError):
+    """A value that is not what its place takes: message and hint."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def parse_range(value: object, kind: RangeKind) -> PortRange:
+    """ "N" or "lo-hi" (or the integer N) as an inclusive range of kind; BadValue if it is not one.
+
+    The one parser of numeric ranges in a policy: rule and NAT ports, do-not-track, helper,
+    timeout and zone ports, set members of type inet_service, packet lengths and queue ranges.
+    """
+    text = str(value)
+    m = _RANGE.fullmatch(text)
+    if m is None:
+        raise BadValue(f"{text!r} is not {kind.form}", kind.example)
+    lo = int(m.group(1))
+    hi = int(m.group(2)) if m.group(2) is not None else lo
+    if not (kind.minimum <= lo <= 65535 and kind.minimum <= hi <= 65535):
+        raise BadValue(f"{kind.noun} {text!r} is out of range", kind.limits)
+    if kind.proper and lo >= hi:
+        raise BadValue(f"{kind.noun} range {text!r} is not a range", "give lo-hi with lo < hi, or a single number")
     if lo > hi:
-        return f"{noun} range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?"
-    return None
+        raise BadValue(f"{kind.noun} range {text!r} runs backwards", f"did you mean '{hi}-{lo}'?")
+    return PortRange(lo, hi)
 
 
-def check_port_range(text: str) -> tuple[str, str] | None:
-    return _check_range(text, "port", 1, 'e.g. 53 or "1024-65535"', "ports are 1-65535")
-
-
-def check_length_range(text: str) -> tuple[str, str] | None:
-    return _check_range(text, "length", 0, 'e.g. 222 or "0-32"', "IP packet lengths are 0-65535")
-
-
-def check_queue_range(text: str) -> tuple[str, str] | None:
-    lo_s, _, hi_s = str(text).partition("-")
+def check_range(text: str, kind: RangeKind) -> tuple[str, str | None] | None:
+    """None if text is a good range of kind; else (message, hint)."""
     try:
-        lo, hi = int(lo_s), int(hi_s or lo_s)
-    except ValueError:
-        return f"{text!r} is not a queue range", 'e.g. "0-3"'
-    if hi > 65535:
-        return f"queue {text!r} is out of range", "queues are 0-65535"
-    if lo >= hi:
-        return f"queue range {text!r} is not a range", "give lo-hi with lo < hi, or a single number"
+        parse_range(text, kind)
+    except BadValue as bad:
+        return bad.message, bad.hint
     return None
+
+
+def check_port_range(text: str) -> tuple[str, str | None] | None:
+    return check_range(text, PORTS)
+
+
+def check_length_range(text: str) -> tuple[str, str | None] | None:
+    return check_range(text, LENGTHS)
+
+
+def check_queue_range(text: str) -> tuple[str, str | None] | None:
+    return check_range(text, QUEUES)
 
 
 def check_nat_address(text: str) -> tuple[str, str] | None:
