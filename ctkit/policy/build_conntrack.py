@@ -2,8 +2,9 @@
 `timeouts` and `zones`."""
 from __future__ import annotations
 
+from ctkit.netfilter import TIMEOUT_STATES
 from ctkit.policy.builder import Builder, protocols
-from ctkit.policy.model import HELPER_KERNEL_NAMES, TIMEOUT_STATES, Helper, Notrack, Setting, Timeout, Zone
+from ctkit.policy.model import HELPER_KERNEL_NAMES, Helper, Notrack, Setting, Timeout, Zone
 
 #: policy conntrack keys -> sysctl name under net.netfilter
 SETTING_SYSCTLS: dict[str, str] = {

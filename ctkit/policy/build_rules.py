@@ -2,9 +2,10 @@
 (log, limit, payload, signature, queue, dscp, mss)."""
 from __future__ import annotations
 
+from ctkit.netfilter import DSCP_CLASSES
 from ctkit.policy.builder import Builder, plain, protocols, ref
 from ctkit.policy.checks import QUEUES
-from ctkit.policy.model import DSCP_CLASSES, Chain, Limit, Log, Payload, Queue, Rule, Signature
+from ctkit.policy.model import Chain, Limit, Log, Payload, Queue, Rule, Signature
 
 
 def build_chains(b: Builder, chains: dict) -> tuple[Chain, ...]:

@@ -11,18 +11,18 @@ from dataclasses import replace
 from typing import Iterable
 
 from ctkit.errors import Problem
+from ctkit.netfilter import BASE_CHAINS
 from ctkit.policy.model import (
-    BASE_CHAINS,
     IPV4_ONLY_HELPERS,
     PORT_PROTOCOLS,
     Chain,
     Network,
     Notrack,
     Policy,
-    PortRange,
     Rule,
     set_family,
 )
+from ctkit.values import PortRange
 
 #: chains a do-not-track direction has to get through, and where it comes from
 _NOTRACK_FILTERS = {"in": ("input",), "out": ("output",)}

@@ -11,11 +11,11 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
+from ctkit.netfilter import BASE_CHAINS
 from ctkit.values import PortRange
 
 Network = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
-BASE_CHAINS = ("prerouting", "input", "forward", "output", "postrouting")
 PORT_PROTOCOLS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp"})
 
 #: policy helper name -> {control protocol: kernel helper name}
@@ -57,10 +57,6 @@ class Queue:
     hi: int
     bypass: bool = False
     fanout: bool = False
-
-
-DSCP_CLASSES = {**{f"cs{i}": 8 * i for i in range(8)},
-                **{f"af{c}{d}": 8 * c + 2 * d for c in range(1, 5) for d in range(1, 4)}, "ef": 46}
 
 
 @dataclass(frozen=True)
@@ -202,21 +198,13 @@ class Nat:
     comment: str | None = None
 
 
-#: timeout policy states per protocol (nft ct timeout / nfnetlink_cttimeout attribute order)
-TIMEOUT_STATES: dict[str, tuple[str, ...]] = {
-    "tcp": ("syn_sent", "syn_recv", "established", "fin_wait", "close_wait", "last_ack", "time_wait",
-            "close", "syn_sent2", "retrans", "unack"),
-    "udp": ("unreplied", "replied"),
-}
-
-
 @dataclass(frozen=True)
 class Timeout:
     """A conntrack timeout policy and the flows it is attached to."""
     name: str
     pointer: str
     protocol: str
-    policy: tuple[tuple[str, int], ...]  # (state, seconds) in TIMEOUT_STATES order
+    policy: tuple[tuple[str, int], ...]  # (state, seconds) in ctkit.netfilter.TIMEOUT_STATES order
     ports: tuple[PortRange, ...] = ()
     saddr: tuple[Network, ...] = ()
     daddr: tuple[Network, ...] = ()
@@ -241,9 +229,6 @@ class Zone:
     direction: str = "in"
     family: str | None = None
     comment: str | None = None
-
-
-SET_TYPES = ("ipv4_addr", "ipv6_addr", "inet_service")
 
 
 @dataclass(frozen=True)
