@@ -147,8 +147,8 @@ def _port(text: str) -> int:
     if not _DIGITS.fullmatch(text):
         raise _Bad("not a port number (service names are not looked up)")
     value = int(text)
-    if value > 65535:
-        raise _Bad("a port is within 0-65535")
+    if not 1 <= value <= 65535:  # as in a policy file (ctkit/policy/checks.py PORTS)
+        raise _Bad("a port is within 1-65535")
     return value
 
 

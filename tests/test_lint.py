@@ -160,3 +160,9 @@ def test_findings_carry_lines():
     text = '{"version": 1,\n "chains": {"input": {"rules": [\n  {"jump": "nowhere"}\n ]}}}'
     (p,) = lint(load_text(text, "p.json", "json"))
     assert (p.line, p.source) == (3, "p.json")
+
+
+@pytest.mark.parametrize("key", ["\u00b2", "0", "65536", "80-90"])
+def test_a_vmap_port_key_is_checked_by_the_one_port_parser(key):
+    doc = chains(input={"rules": [{"protocol": "tcp", "vmap": {"key": "dport", "map": {key: "accept"}}}]})
+    assert has(findings(doc), "error", f"/chains/input/rules/0/vmap/map/{key}", "is not a port")

@@ -39,7 +39,7 @@ def _check(doc):
     lower(policy)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(json_values)
 def test_any_json_value(doc):
     _check(doc)

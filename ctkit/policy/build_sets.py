@@ -27,7 +27,7 @@ def _named_set(b: Builder, name: str, body: dict) -> NamedSet:
         if len(values) != len(types):
             b.problem(ptr, f"the set's type has {len(types)} part(s), this member {len(values)}")
             continue
-        parts = tuple(_member_part(b, k, v, interval, ptr) for k, v in zip(types, values))
+        parts = tuple(_member_part(b, k, v, interval, ptr) for k, v in zip(types, values, strict=True))
         if all(x is not None for x in parts):
             members.append(SetMember(parts, timeout))
     return NamedSet(name, p, types, interval, body.get("timeout"), tuple(members))

@@ -12,6 +12,7 @@ from typing import Iterable
 
 from ctkit.errors import Problem
 from ctkit.netfilter import BASE_CHAINS
+from ctkit.policy.checks import PORTS, check_range
 from ctkit.policy.model import (
     IPV4_ONLY_HELPERS,
     PORT_PROTOCOLS,
@@ -245,7 +246,7 @@ def _payload_checks(p: str, rule: Rule):
         if m.mask is not None and len(m.mask) != len(m.value):
             yield _error(f"{p}/payload/{i}/mask", f"mask has {len(m.mask)} bytes, hex has {len(m.value)}",
                          "give the mask the same length as the value")
-        elif m.mask is not None and any(v & ~k & 0xFF for v, k in zip(m.value, m.mask)):
+        elif m.mask is not None and any(v & ~k & 0xFF for v, k in zip(m.value, m.mask, strict=True)):
             yield _error(f"{p}/payload/{i}/hex", "hex has bits set that the mask clears",
                          "the match could never hold: clear those bits in hex")
     sig = rule.signature
@@ -483,7 +484,7 @@ def _sets(policy: Policy):
                 if len(keys) != len(s.types):
                     yield _error(f"{p}/{key}", f"set {name!r} has {len(s.types)} part(s), the match gives {len(keys)}")
                     continue
-                for k, t in zip(keys, s.types):
+                for k, t in zip(keys, s.types, strict=True):
                     if (k in _ADDR_KEYS) != (t != "inet_service"):
                         yield _error(f"{p}/{key}", f"{k} cannot be looked up in the {t} part of set {name!r}")
                 if any(k in _PORT_KEYS for k in keys):
@@ -498,8 +499,10 @@ def _sets(policy: Policy):
                 if key in _PORT_KEYS:
                     yield from _port_protocols(p, rule.protocols, True, "vmap")
                     for value, _v in entries:
-                        if not value.isdigit() or not 0 <= int(value) <= 65535:
-                            yield _error(f"{p}/vmap/map/{value}", f"{value!r} is not a port")
+                        # one port, read by the one port parser ("²".isdigit() is True)
+                        bad = ("", "a map key is one port") if "-" in value else check_range(value, PORTS)
+                        if bad is not None:
+                            yield _error(f"{p}/vmap/map/{value}", f"{value!r} is not a port", bad[1])
                 for value, verdict in entries:
                     target = verdict.split(" ", 1)[1] if " " in verdict else None
                     if target is not None and (policy.chain(target) is None or target in BASE_CHAINS):
