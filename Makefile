@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := nftables libnftables1 iptables ipset conntrack iproute2 python3-venv
 
-.PHONY: deps install demo test test-fast clean
+.PHONY: deps install demo lint test test-fast clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -23,7 +23,10 @@ install: deps $(VENV)/.installed
 demo: install
 	bash netns-scripts/demo.sh
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check ctkit tests integration benchmarks
+
+test: install lint
 	$(PY) -m pytest -q -p no:cacheprovider tests integration
 
 test-fast: install
