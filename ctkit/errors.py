@@ -22,6 +22,7 @@ class Problem:
     line: int | None = None
     hint: str | None = None
     source: str | None = None  # file name
+    code: str | None = None  # a stable id where the audit reports this warning too ("helpers.all-addresses")
 
     def render(self) -> str:
         where = self.source or "<policy>"

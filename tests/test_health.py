@@ -41,11 +41,10 @@ def test_autoassign_and_expectations():
     assert health.expectations(3500, 4096)[0].severity == "warning"
 
 
-def test_helpers_everywhere_and_untracked_icmp():
+def test_untracked_icmp():
     policy = load_document({"version": 1,
                             "helpers": [{"name": "f", "helper": "ftp", "protocol": "tcp", "ports": 21}],
                             "notrack": [{"name": "d", "protocol": "udp", "ports": 53}],
                             "chains": {"input": {"policy": "drop", "rules": [
                                 {"ct_state": ["untracked"], "action": "accept"}]}}})
-    assert [f.id for f in health.helpers_everywhere(policy)] == ["helpers.all-addresses"]
     assert [f.id for f in health.untracked_icmp(policy)] == ["notrack.icmp-errors"]

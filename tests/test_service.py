@@ -230,3 +230,15 @@ def test_the_cli_prints_what_the_service_returns(policy_file, fake):
     assert ctkit("toggle", "nosuch", "on", "-b", "fake", "-n", "lab").exit_code == 2
     assert ctkit("remove", "-b", "fake", "-n", "lab").stdout == "removed\n"
     assert ctkit("show", "-b", "fake", "-n", "lab").stdout == "nothing here\n"
+
+
+def test_the_audit_reports_a_policy_warning_once(tmp_path, fake):
+    """A helper for every address is a lint warning and a health concern: one finding, with its own id."""
+    path = tmp_path / "ftp.json"
+    path.write_text(json.dumps({"version": 1, "helpers": [
+        {"name": "ftp", "helper": "ftp", "protocol": "tcp", "ports": 21}]}))
+    compiled = pipeline.compile_file(path)
+    service.apply(compiled, fake, netns="lab")
+    report = service.audit(compiled, fake, netns="lab")
+    found = [f for f in report.findings if "every destination address" in f.message]
+    assert [(f.id, f.severity, f.subject) for f in found] == [("helpers.all-addresses", "warning", "/helpers/0")]

@@ -114,14 +114,6 @@ def autoassign(helper_sysctl: str | None) -> list[Finding]:
         {"nf_conntrack_helper": helper_sysctl})]
 
 
-def helpers_everywhere(policy: Policy) -> list[Finding]:
-    return [Finding(
-        "helpers.all-addresses", "warning", f"helper/{h.name}",
-        f"helper {h.helper!r} is assigned for every destination address",
-        "name the servers that need it in the helper's daddr", {"pointer": h.pointer})
-        for h in policy.helpers if not h.daddr and h.direction in ("in", "both")]
-
-
 def expectations(count: int, expect_max: int | None) -> list[Finding]:
     if not expect_max or count < expect_max * EXPECT_WARNING:
         return []

@@ -263,14 +263,14 @@ def audit(compiled: Compiled, backend: Backend, netns: str | None, state: Path |
     figures = read_figures(netns)
     previous, seconds, peak = load_state(state, netns)
     findings: list[Finding] = []
-    findings += [Finding("policy." + ("lint"), "warning", w.pointer, w.message, w.hint or "", {"line": w.line})
+    # the policy's lint warnings, once (a warning with a code is known to the audit by that id)
+    findings += [Finding(w.code or "policy.lint", "warning", w.pointer, w.message, w.hint or "", {"line": w.line})
                  for w in compiled.warnings]
     findings += interference
     findings += health.fill(figures.count, figures.maximum, figures.buckets, peak,
                             health.entry_size(figures.slabinfo), figures.max_writable)
     findings += health.drops(figures.stats, previous, seconds)
     findings += health.autoassign(figures.helper_sysctl)
-    findings += health.helpers_everywhere(compiled.policy)
     findings += health.expectations(figures.expectations, figures.expect_max)
     findings += health.untracked_icmp(compiled.policy)
     findings += toggle_findings(compiled, netns, backend)

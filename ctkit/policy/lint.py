@@ -46,8 +46,8 @@ def _error(pointer: str, message: str, hint: str | None = None) -> Problem:
     return Problem(pointer, message, "error", hint=hint)
 
 
-def _warning(pointer: str, message: str, hint: str | None = None) -> Problem:
-    return Problem(pointer, message, "warning", hint=hint)
+def _warning(pointer: str, message: str, hint: str | None = None, code: str | None = None) -> Problem:
+    return Problem(pointer, message, "warning", hint=hint, code=code)
 
 
 # ------------------------------------------------------------------ structure
@@ -309,7 +309,7 @@ def _helpers(policy: Policy):
         if not h.daddr and h.direction in ("in", "both"):
             yield _warning(p, f"helper {h.helper!r} is assigned for every destination address",
                            "name the servers that need it in daddr: a helper opens related flows "
-                           "that an attacker can trigger")
+                           "that an attacker can trigger", code="helpers.all-addresses")
 
 
 def _helper_untracked(policy: Policy):
