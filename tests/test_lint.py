@@ -166,3 +166,12 @@ def test_findings_carry_lines():
 def test_a_vmap_port_key_is_checked_by_the_one_port_parser(key):
     doc = chains(input={"rules": [{"protocol": "tcp", "vmap": {"key": "dport", "map": {key: "accept"}}}]})
     assert has(findings(doc), "error", f"/chains/input/rules/0/vmap/map/{key}", "is not a port")
+
+
+def test_addresses_of_a_family_the_other_side_lacks_are_a_warning():
+    doc = chains(input={"rules": [{"saddr": ["10.0.0.0/8", "fd00::/8"], "daddr": "192.0.2.1", "action": "accept"}]})
+    assert has(findings(doc), "warning", "/chains/input/rules/0/saddr",
+               "the ipv6 addresses in saddr never match: daddr has no ipv6 address")
+    both = chains(input={"rules": [{"saddr": ["10.0.0.0/8", "fd00::/8"], "daddr": ["192.0.2.1", "2001:db8::1"],
+                                    "action": "accept"}]})
+    assert findings(both) == []

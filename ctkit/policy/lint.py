@@ -170,6 +170,15 @@ def _family_conflicts(pointer: str, family: str | None, protocols: tuple[str, ..
         if not a & b:
             yield _error(pointer, "saddr and daddr are of different address families",
                          "a packet is either IPv4 or IPv6; the rule could never match")
+        else:
+            for key, f in fams.items():
+                unused = f - (a & b)
+                if unused:  # the rule is split per family; these addresses have no partner on the other side
+                    other = "daddr" if key == "saddr" else "saddr"
+                    yield _warning(f"{pointer}/{key}", f"the {'/'.join(sorted(unused))} addresses in {key} never "
+                                   f"match: {other} has no {'/'.join(sorted(unused))} address",
+                                   f"add {'/'.join(sorted(unused))} addresses to {other}, or move these "
+                                   "to a rule of their own")
     allowed = set.intersection(*fams.values()) if fams else {"ipv4", "ipv6"}
     if family:
         allowed &= {family}
