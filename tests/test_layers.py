@@ -93,3 +93,10 @@ def test_nothing_outside_the_registry_compares_a_backend_name():
                 if any(isinstance(v, ast.Constant) and v.value in ("nft", "iptables") for v in values):
                     found.append(f"{module}:{node.lineno}")
     assert found == []
+
+
+def test_no_test_module_basename_is_used_twice():
+    """pytest imports tests/ and integration/ modules by basename: two of one name break collection."""
+    root = PACKAGE.parent
+    names = [p.name for d in ("tests", "integration") for p in (root / d).glob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
