@@ -16,6 +16,7 @@ and the Ansible modules and the tests call them the same way.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -73,24 +74,33 @@ class MemberResult:
     netns: str | None
 
 
+def _changing(netns: str | None, table: str, what: str, dry_run: bool = False):
+    """The change lock (ctkit/lock.py); a dry run changes nothing and does not wait for it."""
+    from ctkit import lock
+    return contextlib.nullcontext() if dry_run else lock.change(netns, table, what)
+
+
 def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False) -> ApplyResult:
     """Replace what ctkit owns with the compiled policy in one kernel transaction, then set the host's
     netfilter sysctls. Toggles keep their live state unless the policy file changed their value."""
     from ctkit.compile.toggles import LiveToggle, keep_live
     from ctkit.kernel.settings import apply_settings
     plan = compiled.plan
-    if plan.table.toggles:
-        states = backend.toggle_states(plan.table.name, netns)
-        plan = keep_live(plan, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
-    applied = backend.apply(plan, netns, dry_run=dry_run)
-    settings = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
+    # the live toggles are read and the ruleset written under one lock: a toggle cannot fall in between
+    with _changing(netns, plan.table.name, "apply", dry_run):
+        if plan.table.toggles:
+            states = backend.toggle_states(plan.table.name, netns)
+            plan = keep_live(plan, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
+        applied = backend.apply(plan, netns, dry_run=dry_run)
+        settings = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
     return ApplyResult(backend.name, netns, dry_run, applied, {t.name: (t.on, t.policy_on) for t in plan.table.toggles},
                        tuple(settings))
 
 
 def remove(backend: Backend, table: str = "ctkit", netns: str | None = None) -> Removed:
     """Delete everything ctkit owns under `table`; nothing else is touched."""
-    return backend.remove(table, netns)
+    with _changing(netns, table, "remove"):
+        return backend.remove(table, netns)
 
 
 def show(backend: Backend, table: str = "ctkit", netns: str | None = None) -> Shown:
@@ -100,7 +110,8 @@ def show(backend: Backend, table: str = "ctkit", netns: str | None = None) -> Sh
 
 def toggle(backend: Backend, name: str, on: bool, table: str = "ctkit", netns: str | None = None) -> ToggleResult:
     """Switch one toggle: a small atomic update, no policy reload."""
-    return ToggleResult(name, on, backend.set_toggle(table, name, on, netns), netns)
+    with _changing(netns, table, f"toggle {name}"):
+        return ToggleResult(name, on, backend.set_toggle(table, name, on, netns), netns)
 
 
 def set_member(backend: Backend, name: str, value: str, add: bool, timeout: int | None = None,
@@ -109,8 +120,9 @@ def set_member(backend: Backend, name: str, value: str, add: bool, timeout: int 
     has it (an address set takes addresses, never a host name to look up)."""
     from ctkit import members
     members.check_set_name(name)
-    member = members.parse(value, backend.member_type(table, name, netns))
-    return MemberResult(name, value, add, backend.set_member(table, name, member, add, timeout, netns), netns)
+    with _changing(netns, table, f"set {'add' if add else 'del'} {name}"):
+        member = members.parse(value, backend.member_type(table, name, netns))
+        return MemberResult(name, value, add, backend.set_member(table, name, member, add, timeout, netns), netns)
 
 
 def audit(compiled: Compiled, backend: Backend, netns: str | None = None, state: Path | None = None,

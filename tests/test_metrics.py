@@ -7,7 +7,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from test_service import POLICY, FakeBackend
 
-from ctkit import pipeline, service
+from ctkit import lock, pipeline, service
 from ctkit.audit import metrics, run
 from ctkit.kernel import settings as kernel_settings
 
@@ -25,11 +25,13 @@ class CountingBackend(FakeBackend):
 
 
 @pytest.fixture(autouse=True)
-def fixed_host(monkeypatch):
+def fixed_host(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "read_figures", lambda netns: FIGURES)
     monkeypatch.setattr(metrics, "read_figures", lambda netns: FIGURES)
     monkeypatch.setattr(run, "read_settings", lambda settings, netns: [])
     monkeypatch.setattr(kernel_settings, "apply_settings", lambda settings, netns, dry_run=False: [])
+    monkeypatch.setenv("CTKIT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setattr(lock, "netns_id", lambda netns: f"test-{netns}")
 
 
 def scrape(collector) -> dict[str, float]:

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field, replace
 import pytest
 from typer.testing import CliRunner
 
-from ctkit import pipeline, service
+from ctkit import lock, pipeline, service
 from ctkit.audit import run
 from ctkit.audit.drift import RuleView, TableView
 from ctkit.backends import base, registry
 from ctkit.backends.iptables.backend import IptablesBackend
 from ctkit.backends.nft.backend import NftBackend
 from ctkit.cli import app
-from ctkit.errors import UsageError
+from ctkit.errors import KernelError, UsageError
 from ctkit.kernel import settings
 from ctkit.members import SetType
 
@@ -128,7 +128,7 @@ def fake(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def quiet_host(monkeypatch):
+def quiet_host(monkeypatch, tmp_path):
     """Host settings and conntrack figures come from the kernel, not from a backend: fixed answers here
     (no root, and namespace "lab" need not exist)."""
     figures = run.HostFigures(count=0, maximum=65536, buckets=16384, max_writable=True, expect_max=256,
@@ -136,6 +136,8 @@ def quiet_host(monkeypatch):
     monkeypatch.setattr(run, "read_figures", lambda netns: figures)
     monkeypatch.setattr(run, "read_settings", lambda settings, netns: [])
     monkeypatch.setattr(settings, "apply_settings", lambda settings, netns, dry_run=False: [])
+    monkeypatch.setenv("CTKIT_STATE_DIR", str(tmp_path / "state"))  # the change lock (ctkit/lock.py)
+    monkeypatch.setattr(lock, "netns_id", lambda netns: f"test-{netns}")
 
 
 def test_every_backend_implements_the_whole_protocol():
@@ -242,3 +244,31 @@ def test_the_audit_reports_a_policy_warning_once(tmp_path, fake):
     report = service.audit(compiled, fake, netns="lab")
     found = [f for f in report.findings if "every destination address" in f.message]
     assert [(f.id, f.severity, f.subject) for f in found] == [("helpers.all-addresses", "warning", "/helpers/0")]
+
+
+def test_a_change_waits_for_the_one_holding_the_lock_and_names_it_when_it_gives_up(policy_file, fake):
+    import threading
+    compiled = pipeline.compile_file(policy_file)
+    service.apply(compiled, fake, netns="lab")
+    entered, release = threading.Event(), threading.Event()
+    slow_apply = fake.apply
+
+    def holding_apply(plan, netns, dry_run=False):
+        entered.set()
+        release.wait(5)
+        return slow_apply(plan, netns, dry_run)
+
+    fake.apply = holding_apply
+    worker = threading.Thread(target=service.apply, args=(compiled, fake, "lab"))
+    worker.start()
+    try:
+        assert entered.wait(5)
+        with pytest.raises(KernelError, match=r"still running after 0.2 s \(pid \d+: ctkit apply"):
+            with lock.change("lab", "ctkit", "toggle maint", timeout=0.2):
+                pass
+        assert service.apply(compiled, fake, netns="lab", dry_run=True).dry_run  # a dry run does not wait
+    finally:
+        release.set()
+        worker.join(5)
+    service.toggle(fake, "maint", True, netns="lab")  # free again
+    assert fake.kernel["lab"]["toggles"]["maint"] == (True, False)

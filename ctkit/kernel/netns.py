@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
+import struct
 from typing import Iterator
 
 from ctkit.errors import KernelError, UsageError
@@ -82,3 +84,21 @@ def entered(name: str | None) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(saved)
+
+
+_SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)  # asm-generic value (Linux >= 5.14)
+
+
+def netns_id(netns: str | None) -> str:
+    """A name for the namespace that no other namespace gets while the machine is up (its cookie),
+    for state ctkit keeps per namespace under /run/ctkit (locks, the iptables ownership record)."""
+    with entered(netns):
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+                raw = s.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
+            if len(raw) == 8:
+                return f"cookie-{struct.unpack('=Q', raw)[0]}"
+        except OSError:
+            pass
+        st = os.stat("/proc/thread-self/ns/net")
+    return f"inode-{st.st_dev}-{st.st_ino}"

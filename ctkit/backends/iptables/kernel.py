@@ -63,8 +63,6 @@ import json
 import os
 import shlex
 import shutil
-import socket
-import struct
 import subprocess
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -75,7 +73,7 @@ from ctkit.backends.iptables.document import FAMILIES, TABLE_ORDER, Chain, Docum
 from ctkit.backends.iptables.generate import toggle_switch_spec
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel import cttimeout
-from ctkit.kernel.netns import entered
+from ctkit.kernel.netns import entered, netns_id
 from ctkit.ownership import check_prefix
 
 VARIANTS = ("auto", "nft", "legacy")
@@ -330,23 +328,6 @@ def transaction(desired: Document | None, current: dict[str, SavedTable], prefix
 # ------------------------------------------------------- ownership record
 
 STATE_DIR = os.environ.get("CTKIT_STATE_DIR", "/run/ctkit")
-_SO_NETNS_COOKIE = getattr(socket, "SO_NETNS_COOKIE", 71)  # asm-generic value (Linux >= 5.14)
-
-
-def netns_id(netns: str | None) -> str:
-    """A name for the namespace that no other namespace gets while the machine is up."""
-    with entered(netns):
-        try:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
-                raw = s.getsockopt(socket.SOL_SOCKET, _SO_NETNS_COOKIE, 8)
-            if len(raw) == 8:
-                return f"cookie-{struct.unpack('=Q', raw)[0]}"
-        except OSError:
-            pass
-        st = os.stat("/proc/thread-self/ns/net")
-    return f"inode-{st.st_dev}-{st.st_ino}"
-
-
 def _boot_id() -> str:
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
