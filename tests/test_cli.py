@@ -62,3 +62,34 @@ def test_unknown_namespace_is_invalid_input():
     r = ctkit("show", "--netns", "ctkit-no-such-namespace")
     assert r.returncode == 2
     assert "network namespace 'ctkit-no-such-namespace' does not exist" in r.stderr
+
+
+def _options(command, path=()):
+    """(command path, option) for every option of every command of the typer app."""
+    if hasattr(command, "commands"):
+        for name, sub in command.commands.items():
+            yield from _options(sub, (*path, name))
+        return
+    for param in command.params:
+        if getattr(param, "param_type_name", "") == "option":
+            yield " ".join(path), param
+
+
+def test_every_short_flag_means_one_thing_across_the_whole_cli():
+    import typer
+
+    from ctkit.cli import app
+    meaning: dict[str, set[str]] = {}
+    for _path, opt in _options(typer.main.get_command(app)):
+        longs = [o for o in opt.opts if o.startswith("--")] or ["?"]
+        for short in (o for o in opt.opts if len(o) == 2):
+            meaning.setdefault(short, set()).add(longs[0])
+    assert {s: m for s, m in meaning.items() if len(m) > 1} == {}
+    # the ones an administrator knows from conntrack(8) and ip(8) keep that meaning
+    assert meaning["-f"] == {"--family"} and meaning["-p"] == {"--proto"} and meaning["-n"] == {"--netns"}
+    assert meaning["-b"] == {"--backend"} and meaning["-o"] == {"--format"}
+
+
+def test_version():
+    r = ctkit("--version")
+    assert r.returncode == 0 and r.stdout.startswith("ctkit ")

@@ -214,7 +214,7 @@ def test_the_cli_prints_what_the_service_returns(policy_file, fake):
     r = ctkit("compile", str(policy_file), "-b", "fake")
     assert r.exit_code == 0 and r.stdout.splitlines() == ["maint", "established", "web"]
     assert fake.calls[-1] == ("render", "text", None, "p.json")
-    assert ctkit("compile", str(policy_file), "-b", "fake", "-f", "nft").exit_code == 2
+    assert ctkit("compile", str(policy_file), "-b", "fake", "-o", "nft").exit_code == 2
     r = ctkit("apply", str(policy_file), "-b", "fake", "-n", "lab")
     assert r.exit_code == 0, r.output
     assert r.stdout.startswith("applied: fake table ctkit in netns lab\n  toggle maint: off (policy file: off)\n")

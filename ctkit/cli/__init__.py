@@ -10,6 +10,24 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            print(f"ctkit {version('ctkit')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            print("ctkit (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(show_version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
+                                            help="Print ctkit's version and exit.")) -> None:
+    """Declarative netfilter and connection-tracking policy for real Linux kernels."""
+
+
 policy.register(app)
 audit.register(app)
 export.register(app)

@@ -44,7 +44,7 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
 def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR:PORT to serve /metrics on."),
              netns: List[str] = typer.Option([], "--netns", "-n", help="Namespace to export (repeatable); "
                                              "default: the current one."),
-             policy: Optional[Path] = typer.Option(None, "--policy", "-p", help="Policy to audit on every "
+             policy: Optional[Path] = typer.Option(None, "--policy", help="Policy to audit on every "
                                                    "scrape (adds drift and findings metrics)."),
              textfile: Optional[Path] = typer.Option(None, "--textfile", help="Write the metrics once to this "
                                                      "file for node_exporter's textfile collector, then exit."),

@@ -133,7 +133,7 @@ def list_cmd(
     state: Optional[str] = StateOpt, status: Optional[str] = StatusOpt,
     mark: Optional[str] = MarkOpt, zone: Optional[int] = ZoneOpt, helper: Optional[str] = HelperOpt,
     as_json: bool = JsonOption,
-    fmt: str = typer.Option("conntrack", "--format", help="conntrack (the layout of conntrack -L), "
+    fmt: str = typer.Option("conntrack", "--format", "-o", help="conntrack (the layout of conntrack -L), "
                             "json (an array), or jsonl (one object per line)."),
     fields: Optional[str] = typer.Option(None, "--fields", help="Comma-separated fields for json/jsonl "
                                          "(default: all)."),
@@ -176,7 +176,7 @@ def list_cmd(
 @handle_errors
 def summary_cmd(
     netns: Optional[str] = NetnsOption,
-    by: str = typer.Option("proto,state", "--by", "-b", help="Comma-separated fields to group by, e.g. "
+    by: str = typer.Option("proto,state", "--by", help="Comma-separated fields to group by, e.g. "
                            "proto,state,dport,src,mark,zone,helper,status."),
     top: int = typer.Option(0, "--top", help="Show only the N largest groups (0: all)."),
     family: Optional[str] = FamilyOpt, proto: Optional[str] = ProtoOpt,

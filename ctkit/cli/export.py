@@ -14,7 +14,7 @@ from ctkit.cli.policy import BackendOption, PolicyArg, VariantOption
 
 @handle_errors
 def export(policy: Path = PolicyArg,
-           directory: Path = typer.Option(..., "--dir", "-d", help="Directory to write the files into "
+           directory: Path = typer.Option(..., "--dir", help="Directory to write the files into "
                                           "(created when missing; nothing under /etc is written unless you "
                                           "name it)."),
            backend: str = BackendOption, variant: str = VariantOption,

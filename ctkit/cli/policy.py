@@ -68,7 +68,7 @@ def validate(policies: List[Path] = typer.Argument(..., help="Policy files (JSON
 
 @handle_errors
 def compile_(policy: Path = PolicyArg, backend: str = BackendOption,
-             fmt: Optional[str] = typer.Option(None, "--format", "-f", show_default=False,
+             fmt: Optional[str] = typer.Option(None, "--format", "-o", show_default=False,
                                                help="json (default): libnftables JSON (nft -j -f); nft: nft "
                                                     "syntax (nft -f); plan: ruleset and host settings as JSON. "
                                                     "--backend iptables: restore (default): iptables-restore "
