@@ -306,6 +306,14 @@ def test_stats_see_invalid_packets(pair):
     assert json.loads(result.stdout)["totals"]["invalid"] == after.total("invalid")
 
 
+def test_count_says_the_count_and_the_maximum(lab):
+    ns = lab.netns("cnt")  # a new namespace tracks nothing yet
+    with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:
+        host_max = int(f.read())
+    result = CliRunner().invoke(app, ["count", "--netns", ns])
+    assert result.exit_code == 0 and result.stdout == f"0 entries, nf_conntrack_max {host_max} (host-wide)\n"
+
+
 def test_table_full_makes_drop_rise(lab):
     """Fill one namespace's table to the host-wide max; its new flows are dropped."""
     with open("/proc/sys/net/netfilter/nf_conntrack_max") as f:

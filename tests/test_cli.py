@@ -93,3 +93,8 @@ def test_every_short_flag_means_one_thing_across_the_whole_cli():
 def test_version():
     r = ctkit("--version")
     assert r.returncode == 0 and r.stdout.startswith("ctkit ")
+
+
+def test_contradictory_output_flags_are_an_error():
+    r = ctkit("ct", "list", "--json", "--format", "conntrack")
+    assert r.returncode == 2 and "--json and --format conntrack contradict each other" in r.stderr

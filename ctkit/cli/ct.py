@@ -133,16 +133,18 @@ def list_cmd(
     state: Optional[str] = StateOpt, status: Optional[str] = StatusOpt,
     mark: Optional[str] = MarkOpt, zone: Optional[int] = ZoneOpt, helper: Optional[str] = HelperOpt,
     as_json: bool = JsonOption,
-    fmt: str = typer.Option("conntrack", "--format", "-o", help="conntrack (the layout of conntrack -L), "
-                            "json (an array), or jsonl (one object per line)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-o", show_default=False,
+                                      help="conntrack (default: the layout of conntrack -L), json (an array), "
+                                           "or jsonl (one object per line)."),
     fields: Optional[str] = typer.Option(None, "--fields", help="Comma-separated fields for json/jsonl "
                                          "(default: all)."),
 ) -> None:
     """List conntrack entries (both tuples, state, timeout, status, mark, zone, helper, counters...)."""
+    if as_json and fmt not in (None, "json"):
+        raise UsageError(f"--json and --format {fmt} contradict each other: give one of them")
+    fmt = fmt or ("json" if as_json else "conntrack")
     flt = _filter(family, proto, src, dst, reply_src, reply_dst, sport, dport, state, status, mark, zone,
                   helper)
-    if as_json:
-        fmt = "json"
     if fmt not in ("conntrack", "json", "jsonl"):
         raise UsageError(f"--format must be conntrack, json or jsonl, not {fmt!r}")
     if fmt == "conntrack":
@@ -229,8 +231,10 @@ def count_cmd(netns: Optional[str] = NetnsOption, as_json: bool = JsonOption) ->
     c = ct.count(netns)
     if as_json:
         print_json({"entries": c.entries, "max": c.max_entries})
+    elif c.max_entries is None:
+        print(f"{c.entries} entries")
     else:
-        print(c.entries)
+        print(f"{c.entries} entries, nf_conntrack_max {c.max_entries} (host-wide)")
 
 
 STAT_ORDER = ("found", "invalid", "insert", "insert_failed", "drop", "early_drop", "error",
