@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import stat
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ctkit.backends.base import BOOT_INSTALL, BOOT_NOTE
 from ctkit.errors import UsageError
 from ctkit.kernel import sysctl
+from ctkit.paths import check_writable_target
 
 if TYPE_CHECKING:
     from ctkit.backends.base import Backend
@@ -214,19 +214,7 @@ def systemd_unit(plan: ir.Plan, policy: str, command: tuple[str, ...], apply_arg
 # ------------------------------------------------------------ writing
 
 def check_target(path: Path) -> None:
-    """Refuse a path that exists and is not a regular file: a symlink (a root tool must not replace what
-    it points at, nor the link), a FIFO, a device, a directory, a socket."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise UsageError(f"cannot use {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = ("a symlink" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
-                "a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
-        raise UsageError(f"{path} is {kind}: ctkit export writes only a regular file or a new path")
+    check_writable_target(path, str(path), "ctkit export")
 
 
 def write_file(directory: Path, name: str, content: str) -> Path:

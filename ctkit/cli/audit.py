@@ -91,22 +91,9 @@ def exporter(listen: str = typer.Option("127.0.0.1:9630", "--listen", help="ADDR
 
 
 def _check_textfile(path: Path) -> None:
-    """The textfile is written to a temporary file and renamed over PATH: refuse anything at PATH that
-    is not a regular file (a FIFO, a device, a directory), and a symlink too: a root tool must not
-    replace what a link points at or the link itself."""
-    import os
-    import stat
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as exc:
-        raise UsageError(f"cannot use --textfile {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(mode):
-        kind = ("a symlink" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
-                "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else
-                "a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a file")
-        raise UsageError(f"--textfile {path} is {kind}: ctkit writes only a regular file or a new path")
+    """The textfile is written to a temporary file and renamed over PATH: only a regular file or a new one."""
+    from ctkit.paths import check_writable_target
+    check_writable_target(path, f"--textfile {path}", "ctkit")
 
 
 def register(app: typer.Typer) -> None:

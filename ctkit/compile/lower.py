@@ -158,19 +158,26 @@ def _rule_verdict(rule: model.Rule) -> ir.Statement | None:
     return None
 
 
+def _ports_and_ifaces(entry: model.Rule | model.Nat) -> list[ir.Match]:
+    """sport, dport, iif, oif in this order: shared by filter and NAT rules."""
+    out: list[ir.Match] = []
+    if entry.sport:
+        out.append(ir.Port("sport", entry.sport))
+    if entry.dport:
+        out.append(ir.Port("dport", entry.dport))
+    if entry.iif:
+        out.append(ir.Iface("in", entry.iif))
+    if entry.oif:
+        out.append(ir.Iface("out", entry.oif))
+    return out
+
+
 def _rule_matches(rule: model.Rule, family: str | None, addr_matches: list, lookups: list) -> list[ir.Match]:
     """What a filter rule matches in one family, in one fixed order (the goldens depend on it)."""
     matches: list[ir.Match] = [ir.Toggle(rule.when)] if rule.when else []
     matches += _base_matches(family, rule.protocols, bool(addr_matches))
     matches += addr_matches
-    if rule.sport:
-        matches.append(ir.Port("sport", rule.sport))
-    if rule.dport:
-        matches.append(ir.Port("dport", rule.dport))
-    if rule.iif:
-        matches.append(ir.Iface("in", rule.iif))
-    if rule.oif:
-        matches.append(ir.Iface("out", rule.oif))
+    matches += _ports_and_ifaces(rule)
     if rule.ct_state:
         matches.append(ir.CtState(rule.ct_state))
     matches += lookups
@@ -285,14 +292,7 @@ def lower_nat(entry: model.Nat) -> list[ir.Rule]:
     out = []
     for family, addr_matches in _family_parts(families, {"saddr": entry.saddr, "daddr": entry.daddr}):
         matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
-        if entry.sport:
-            matches.append(ir.Port("sport", entry.sport))
-        if entry.dport:
-            matches.append(ir.Port("dport", entry.dport))
-        if entry.iif:
-            matches.append(ir.Iface("in", entry.iif))
-        if entry.oif:
-            matches.append(ir.Iface("out", entry.oif))
+        matches += _ports_and_ifaces(entry)
         out.append(ir.Rule(entry.id, entry.pointer, tuple(matches), statements, entry.comment))
     return out
 
