@@ -67,6 +67,11 @@ def nft_toggle_set(name: str) -> str:
     return f"toggle_{name}"
 
 
+#: the comment on a set element the policy file declares; members added at run time (`ctkit set add`,
+#: fail2ban) have none, so an apply changes the declared ones and leaves the others alone
+NFT_DECLARED_ELEMENT = "policy"
+
+
 # ---------------------------------------------------------------- iptables
 
 def chain_prefix(table: str) -> str:

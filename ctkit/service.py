@@ -21,16 +21,46 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ctkit.backends.base import Applied, Backend, Removed, Shown, ToggleStates
+from ctkit.backends.base import Applied, Backend, Pending, Removed, Shown, ToggleStates
+from ctkit.errors import KernelError
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.audit.run import AuditReport
+    from ctkit.compile import ir
     from ctkit.export import ExportResult, HostFacts
     from ctkit.kernel.settings import SettingResult
     from ctkit.pipeline import Compiled
 
-__all__ = ["ApplyResult", "ToggleResult", "MemberResult", "apply", "remove", "show", "toggle", "set_member",
-           "audit", "export", "Removed", "Shown"]
+__all__ = ["ApplyResult", "PlanResult", "ToggleResult", "MemberResult", "ConcurrentChange", "plan", "apply",
+           "remove", "show", "toggle", "set_member", "audit", "export", "Removed", "Shown"]
+
+
+class ConcurrentChange(KernelError):
+    """ctkit's part of the kernel changed between an apply's plan and its write (exit 3)."""
+
+
+def _settings_pending(settings) -> bool:
+    from ctkit.kernel.settings import CHANGED, WOULD_CHANGE
+    return any(r.result in (CHANGED, WOULD_CHANGE) for r in settings)
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """What an apply of the policy would change now (`ctkit plan`)."""
+    backend: str
+    netns: str | None
+    pending: Pending  # the ruleset
+    settings: tuple[SettingResult, ...]  # host settings as a dry run sees them ("would change", "read-only")
+    toggles: ToggleStates
+
+    @property
+    def changed(self) -> bool:
+        return self.pending.changed or _settings_pending(self.settings)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "netns": self.netns, "changed": self.changed, **self.pending.as_dict(),
+                "toggles": {n: {"on": on, "policy": p} for n, (on, p) in self.toggles.items()},
+                "settings": [r.as_dict() for r in self.settings]}
 
 
 @dataclass(frozen=True)
@@ -41,6 +71,11 @@ class ApplyResult:
     applied: Applied  # what the backend did with the ruleset
     toggles: ToggleStates  # each toggle as applied: (on, the policy file's value)
     settings: tuple[SettingResult, ...]  # host settings, after the ruleset
+    pending: Pending | None = None  # the plan the apply carried out
+
+    @property
+    def changed(self) -> bool:
+        return (self.pending is None or self.pending.changed) or _settings_pending(self.settings)
 
     @property
     def summary(self) -> str:
@@ -51,7 +86,10 @@ class ApplyResult:
         return self.applied.warnings
 
     def as_dict(self) -> dict[str, Any]:
-        return {**self.applied.details, "settings": [r.as_dict() for r in self.settings]}
+        out = {**self.applied.details, "changed": self.changed}
+        if self.pending is not None:
+            out["plan"] = self.pending.as_dict()
+        return {**out, "settings": [r.as_dict() for r in self.settings]}
 
 
 @dataclass(frozen=True)
@@ -80,21 +118,49 @@ def _changing(netns: str | None, table: str, what: str, dry_run: bool = False):
     return contextlib.nullcontext() if dry_run else lock.change(netns, table, what)
 
 
-def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False) -> ApplyResult:
-    """Replace what ctkit owns with the compiled policy in one kernel transaction, then set the host's
-    netfilter sysctls. Toggles keep their live state unless the policy file changed their value."""
+def _desired(compiled: Compiled, backend: Backend, netns: str | None) -> tuple[ir.Plan, ToggleStates]:
+    """The policy's IR with each toggle at its live state (unless the file changed its value)."""
     from ctkit.compile.toggles import LiveToggle, keep_live
+    desired = compiled.plan
+    if desired.table.toggles:
+        states = backend.toggle_states(desired.table.name, netns)
+        desired = keep_live(desired, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
+    return desired, {t.name: (t.on, t.policy_on) for t in desired.table.toggles}
+
+
+def plan(compiled: Compiled, backend: Backend, netns: str | None = None) -> PlanResult:
+    """What an apply would change, read from the kernel once; nothing is written."""
     from ctkit.kernel.settings import apply_settings
-    plan = compiled.plan
-    # the live toggles are read and the ruleset written under one lock: a toggle cannot fall in between
-    with _changing(netns, plan.table.name, "apply", dry_run):
-        if plan.table.toggles:
-            states = backend.toggle_states(plan.table.name, netns)
-            plan = keep_live(plan, {n: LiveToggle(n, on, p) for n, (on, p) in states.items()})
-        applied = backend.apply(plan, netns, dry_run=dry_run)
+    desired, toggles = _desired(compiled, backend, netns)
+    pending = backend.changes(desired, netns)
+    return PlanResult(backend.name, netns, pending, tuple(apply_settings(compiled.plan.settings, netns, dry_run=True)),
+                      toggles)
+
+
+def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False) -> ApplyResult:
+    """Bring what ctkit owns to the compiled policy, changing only what differs, in one kernel transaction
+    (nothing at all when nothing differs); then set the host's netfilter sysctls. Toggles keep their live
+    state unless the policy file changed their value.
+
+    The plan is read first, then again under the change lock unless the kernel's generation id shows
+    that nothing changed in between. When ctkit's part changed in between (another apply won the race,
+    or someone edited it), nothing is written and ConcurrentChange (exit 3) says so."""
+    from ctkit.kernel.settings import apply_settings
+    generation = backend.generation(netns)
+    desired, toggles = _desired(compiled, backend, netns)
+    first = backend.changes(desired, netns)
+    with _changing(netns, compiled.plan.table.name, "apply", dry_run):
+        pending = first
+        if not dry_run and (generation is None or backend.generation(netns) != generation):
+            desired, toggles = _desired(compiled, backend, netns)  # read again, under the lock
+            pending = backend.changes(desired, netns)
+            if pending.fingerprint != first.fingerprint:
+                raise ConcurrentChange(
+                    f"{pending.where} changed while this apply waited for it (another ctkit apply, or a change "
+                    "made by hand): nothing was applied; see `ctkit plan`, then apply again")
+        applied = backend.apply(desired, netns, dry_run=dry_run, pending=pending)
         settings = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
-    return ApplyResult(backend.name, netns, dry_run, applied, {t.name: (t.on, t.policy_on) for t in plan.table.toggles},
-                       tuple(settings))
+    return ApplyResult(backend.name, netns, dry_run, applied, toggles, tuple(settings), pending)
 
 
 def remove(backend: Backend, table: str = "ctkit", netns: str | None = None) -> Removed:

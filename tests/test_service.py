@@ -56,7 +56,19 @@ class FakeBackend:
             raise UsageError(f"unknown format {fmt!r}")
         return "\n".join(self.generate(plan)) + "\n"
 
-    def apply(self, plan, netns, dry_run=False):
+    def changes(self, plan, netns):
+        self.calls.append(("changes", netns))
+        state = self.kernel.get(netns)
+        want, have = self.generate(plan), self.generate(state["plan"]) if state else None
+        if want == have:
+            return base.Pending("fake table", (), base.NONE, "", repr(have))
+        items = tuple(base.PlanItem("rule", "add", r, None, r) for r in want if r not in (have or ()))
+        return base.Pending("fake table", items, base.CREATE if have is None else base.INCREMENTAL, "", repr(have))
+
+    def generation(self, netns):
+        return None
+
+    def apply(self, plan, netns, dry_run=False, pending=None):
         self.calls.append(("apply", netns, dry_run, {t.name: t.on for t in plan.table.toggles}))
         if not dry_run:
             self.kernel[netns] = {"plan": plan, "toggles": {t.name: (t.on, t.policy_on) for t in plan.table.toggles},
@@ -165,7 +177,9 @@ def test_apply_keeps_live_toggles_and_reports(policy_file, fake):
     compiled = pipeline.compile_file(policy_file)
     first = service.apply(compiled, fake, netns="lab")
     assert first.toggles == {"maint": (False, False)} and first.summary == "fake table ctkit"
-    assert first.as_dict() == {"fake": True, "netns": "lab", "settings": []}
+    reported = first.as_dict()
+    assert reported.pop("plan")["method"] == "create"
+    assert reported == {"fake": True, "netns": "lab", "changed": True, "settings": []}
     assert service.toggle(fake, "maint", True, netns="lab").as_dict() == {
         "toggle": "maint", "on": True, "where": "fake toggle maint", "netns": "lab"}
     again = service.apply(compiled, fake, netns="lab")  # the file did not change: the live state stays
@@ -220,7 +234,8 @@ def test_the_cli_prints_what_the_service_returns(policy_file, fake):
     assert r.stdout.startswith("applied: fake table ctkit in netns lab\n  toggle maint: off (policy file: off)\n")
     assert "warning: a foreign thing was left alone\\x1b[31m" in r.stderr  # escaped, never sent raw
     r = ctkit("apply", str(policy_file), "-b", "fake", "-n", "lab", "--json")
-    assert json.loads(r.stdout) == {"fake": True, "netns": "lab", "settings": []}
+    assert json.loads(r.stdout) == {"fake": True, "netns": "lab", "changed": False, "settings": [],
+                                    "plan": {"items": [], "method": "none", "reason": None, "where": "fake table"}}
     assert ctkit("toggle", "maint", "on", "-b", "fake", "-n", "lab").stdout == "toggle maint: on (fake toggle maint, netns lab)\n"
     r = ctkit("show", "-b", "fake", "-n", "lab")
     assert r.stdout == ("maint\nestablished\nweb\n# toggles\n"
@@ -253,10 +268,10 @@ def test_a_change_waits_for_the_one_holding_the_lock_and_names_it_when_it_gives_
     entered, release = threading.Event(), threading.Event()
     slow_apply = fake.apply
 
-    def holding_apply(plan, netns, dry_run=False):
+    def holding_apply(plan, netns, dry_run=False, pending=None):
         entered.set()
         release.wait(5)
-        return slow_apply(plan, netns, dry_run)
+        return slow_apply(plan, netns, dry_run, pending)
 
     fake.apply = holding_apply
     worker = threading.Thread(target=service.apply, args=(compiled, fake, "lab"))

@@ -542,9 +542,11 @@ def test_sets_in_nft():
     assert {"family": "inet", "table": "ctkit", "name": "bl", "type": "ipv4_addr", "flags": ["interval", "timeout"],
             "timeout": 60} in [c.get("set") for c in cmds]
     elems = {c["element"]["name"]: c["element"]["elem"] for c in cmds if "element" in c}
-    assert elems["bl"] == [{"prefix": {"addr": "10.0.0.0", "len": 8}}, {"elem": {"val": "192.0.2.1", "timeout": 5}},
-                           {"range": ["198.51.100.1", "198.51.100.9"]}]
-    assert elems["svc"] == [{"concat": ["192.0.2.10", 80]}]
+    P = {"comment": "policy"}  # declared by the policy file (names.NFT_DECLARED_ELEMENT)
+    assert elems["bl"] == [{"elem": {"val": {"prefix": {"addr": "10.0.0.0", "len": 8}}, **P}},
+                           {"elem": {"val": "192.0.2.1", "timeout": 5, **P}},
+                           {"elem": {"val": {"range": ["198.51.100.1", "198.51.100.9"]}, **P}}]
+    assert elems["svc"] == [{"elem": {"val": {"concat": ["192.0.2.10", 80]}, **P}}]
     assert nft_rules("input", **doc) == [
         'ip saddr @bl counter drop comment "a"',
         'ip daddr . tcp dport @svc counter accept comment "b"',

@@ -54,7 +54,7 @@ class Drift:
                 "expected": self.expected, "actual": self.actual}
 
 
-def _lis(seq: list[int]) -> set[int]:
+def longest_in_order(seq: list[int]) -> set[int]:
     """Indexes (into seq) of one longest increasing subsequence."""
     import bisect
     tails: list[int] = []
@@ -108,7 +108,7 @@ def _compare_chain(chain: str, want: list[RuleView], have: list[RuleView],
             who = h.rule_id if h.rule_id else "(no ctkit comment)"
             drifts.append(Drift("extra", f"{chain}/{who}", origins.get(h.rule_id or ""), None, h.text))
     # exact matches out of order: the ones outside a longest in-order run
-    in_order = _lis([hi for _, hi in pairs])
+    in_order = longest_in_order([hi for _, hi in pairs])
     for k, (wi, hi) in enumerate(pairs):
         if k not in in_order:
             w = want[wi]
@@ -147,3 +147,24 @@ def compare(want: TableView, have: TableView, origins: dict[str, str] | None = N
         if name not in want.chains:
             drifts.append(Drift("extra-chain", name, None, None, have.chain_text.get(name, str(have.chains[name]))))
     return drifts
+
+
+#: drift kind -> (plan item kind, action): what an apply does about each difference
+_PLAN = {"missing": ("rule", "add"), "extra": ("rule", "remove"), "changed": ("rule", "change"),
+         "reordered": ("rule", "move"), "missing-chain": ("chain", "add"), "extra-chain": ("chain", "remove"),
+         "changed-chain": ("chain", "change"), "missing-object": ("object", "add"),
+         "changed-object": ("object", "change"), "extra-object": ("object", "remove")}
+
+
+def plan_items(drifts: list[Drift], prefix: str = ""):
+    """The differences as the plan of an apply (backends/base.PlanItem): the kernel's form before,
+    the policy's after."""
+    from ctkit.backends.base import PlanItem
+    out = []
+    for d in drifts:
+        if d.kind == MISSING_TABLE:
+            continue
+        kind, action = _PLAN[d.kind]
+        subject = prefix + d.subject if kind == "rule" else f"{kind} {prefix}{d.subject}"
+        out.append(PlanItem(kind, action, subject, d.actual, d.expected, d.origin))
+    return out

@@ -38,6 +38,47 @@ class Applied:
 
 
 @dataclass(frozen=True)
+class PlanItem:
+    """One difference between what ctkit owns in the kernel and what the policy compiles to."""
+    kind: str  # table | chain | rule | set | elements | object | toggle
+    action: str  # add | remove | change | move
+    subject: str  # "input/ssh", "chain input", "set blocklist", "toggle maintenance"
+    before: str | None = None  # the kernel's form now (None: nothing)
+    after: str | None = None  # the form after the apply
+    origin: str | None = None  # JSON pointer of the policy construct
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "action": self.action, "subject": self.subject, "origin": self.origin,
+                "before": self.before, "after": self.after}
+
+
+#: how an apply reaches the policy: nothing to do, create what is absent, change only what differs,
+#: or replace everything ctkit owns in one transaction (where the kernel cannot change a thing in place)
+NONE, CREATE, INCREMENTAL, REPLACE = "none", "create", "incremental", "replace"
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What an apply would change, from one reading of the kernel (Backend.changes)."""
+    where: str  # in the backend's words: "table inet ctkit"
+    items: tuple[PlanItem, ...]
+    method: str  # NONE | CREATE | INCREMENTAL | REPLACE
+    reason: str = ""  # REPLACE: what the kernel cannot change in place; INCREMENTAL: what is touched
+    #: ctkit's part of the kernel as read, without counters and set members: an apply compares it with
+    #: a second reading under the change lock, so a change made in between is never overwritten
+    fingerprint: str = ""
+    work: Any = field(default=None, compare=False, repr=False)  # the backend's transaction, from the same read
+
+    @property
+    def changed(self) -> bool:
+        return self.method != NONE
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"where": self.where, "method": self.method, "reason": self.reason or None,
+                "items": [i.as_dict() for i in self.items]}
+
+
+@dataclass(frozen=True)
 class Removed:
     removed: bool  # False: there was nothing of ctkit's to remove
     message: str
@@ -86,8 +127,18 @@ class Backend(Protocol):
     def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
         """The text `ctkit compile` prints. `family` narrows to ipv4 or ipv6 where the backend splits them."""
 
-    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False) -> Applied:
-        """Make the kernel hold exactly `plan`'s ruleset in one transaction (dry run: let it check)."""
+    def changes(self, plan: ir.Plan, netns: str | None) -> Pending:
+        """Read the kernel once: what an apply of `plan` would change, and the transaction that does it."""
+
+    def generation(self, netns: str | None) -> int | None:
+        """A number the kernel changes with every ruleset change in this namespace (nf_tables' generation
+        id), or None where the backend's rules have none (iptables-legacy)."""
+
+    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
+              pending: Pending | None = None) -> Applied:
+        """Make the kernel hold exactly `plan`'s ruleset in one transaction (dry run: let it check).
+        `pending`: this backend's changes() for `plan`, read under the change lock: only what differs
+        is sent (nothing at all when nothing differs)."""
 
     def remove(self, table: str, netns: str | None) -> Removed:
         """Delete everything ctkit owns under `table`, nothing else."""

@@ -32,7 +32,7 @@ VariantOption = typer.Option("auto", "--iptables-variant",
 TableOption = typer.Option("ctkit", "--table", "-t", help="Name of ctkit's table.")
 
 
-def _print_warnings(compiled: pipeline.Compiled) -> None:
+def print_warnings(compiled: pipeline.Compiled) -> None:
     for w in compiled.warnings:
         err(w.render())
 
@@ -79,7 +79,7 @@ def compile_(policy: Path = PolicyArg, backend: str = BackendOption,
     """Compile a policy and print what the backend would send to the kernel."""
     chosen = registry.get(backend)
     compiled = pipeline.compile_file(policy)
-    _print_warnings(compiled)
+    print_warnings(compiled)
     sys.stdout.write(chosen.render(compiled.plan, fmt or chosen.formats[0], family, Path(policy).name))
 
 
@@ -90,20 +90,26 @@ def _in_netns(netns: Optional[str]) -> str:
 @handle_errors
 def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend: str = BackendOption,
           dry_run: bool = typer.Option(False, "--dry-run", "--check",
-                                       help="Let the kernel validate the transaction; change nothing."),
+                                       help="Print the plan and let the kernel validate its transaction; "
+                                            "change nothing."),
           as_json: bool = JsonOption, variant: str = VariantOption) -> None:
-    """Apply a policy atomically: ctkit's table is replaced in one kernel transaction."""
+    """Apply a policy atomically: only what differs from the kernel changes, in one transaction."""
+    from ctkit.cli.plan import print_pending, print_settings
     chosen = registry.get(backend, variant)
     compiled = pipeline.compile_file(policy)
-    _print_warnings(compiled)
+    print_warnings(compiled)
     result = service.apply(compiled, chosen, netns, dry_run=dry_run)
     for line in result.warnings:
         warn(line)
     if as_json:
         print_json(result.as_dict())
         return
-    verb = "checked (nothing changed)" if dry_run else "applied"
-    print(f"{verb}: {result.summary}{_in_netns(netns)}")
+    if dry_run:
+        print_pending(result.pending, netns)
+        print_settings(result.settings)
+        print(f"checked by the kernel, nothing changed: {result.summary}{_in_netns(netns)}")
+        return
+    print(f"{'applied' if result.changed else 'unchanged'}: {result.summary}{_in_netns(netns)}")
     print_toggles(result.toggles)
     _print_settings(result.settings)
 

@@ -10,12 +10,18 @@ import json
 from typing import Any
 
 from ctkit import members
+from ctkit.audit.drift import TableView, compare, plan_items
 from ctkit.backends.base import (
     BOOT_INSTALL,
     BOOT_NOTE,
+    CREATE,
+    INCREMENTAL,
+    NONE,
     Applied,
     Inspection,
     LiveView,
+    Pending,
+    PlanItem,
     Removed,
     Shown,
     ToggleStates,
@@ -45,6 +51,23 @@ def _live_dict(live: kernel.Live) -> dict:
     return {"tool": live.tool, "tables": tables}
 
 
+def _set_items(lines: tuple[str, ...]) -> list[PlanItem]:
+    """ipset restore lines -> plan items: declared members added or deleted, or a set refilled."""
+    out: list[PlanItem] = []
+    for line in lines:
+        verb, name, *rest = line.split(" ")
+        if verb in ("add", "del") and not name.endswith("-new"):
+            value = " ".join(w for w in rest if w != "-exist")
+            out.append(PlanItem("elements", "add" if verb == "add" else "remove", f"ipset {name}",
+                                None if verb == "add" else value, value if verb == "add" else None))
+        elif verb == "swap":
+            target = rest[0]
+            out.append(PlanItem("set", "change", f"ipset {target}", None,
+                                "filled with the declared members and swapped in (members added at run time "
+                                "are dropped)"))
+    return out
+
+
 class IptablesBackend:
     name = BACKEND
     formats = ("restore", "json")
@@ -70,17 +93,53 @@ class IptablesBackend:
             return json.dumps({"backend": self.name, "prefix": ruleset.prefix, **texts}, indent=2) + "\n"
         return "\n".join(texts.values())
 
-    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False) -> Applied:
+    def changes(self, plan: ir.Plan, netns: str | None) -> Pending:
+        """Per family, ctkit's chains against the compiled documents (only chains whose rules differ are
+        flushed and refilled), and the declared members of each ipset."""
         ruleset = gen.generate(plan)
+        pv = kernel.preview(ruleset.ipv4, ruleset.ipv6, netns, self.variant)
+        items: list[PlanItem] = []
+        present = False
+        for family in FAMILIES:
+            want = ipt_view.view(ruleset.document(family), None, None)
+            have = ipt_view.live(pv.current[family], ruleset.prefix, family, None)
+            present |= have.present
+            if want.present or have.present:
+                items += plan_items(compare(want, have if have.present else TableView(True)), f"{family} ")
+        items += _set_items(pv.sets)
+        where = f"iptables-{pv.variant} chains {ruleset.prefix}*"
+        if not any(pv.texts.values()) and not pv.sets:
+            return Pending(where, (), NONE, "", pv.fingerprint)
+        how = "only the chains whose rules differ are flushed and refilled (the others keep their counters)"
+        return Pending(where, tuple(items), INCREMENTAL if present else CREATE, how if present else "",
+                       pv.fingerprint)
+
+    def generation(self, netns: str | None) -> int | None:
+        if kernel.resolve_variant(self.variant) != "nft":
+            return None  # iptables-legacy rules are not nf_tables': no generation id
+        from ctkit.kernel.generation import generation
+        return generation(netns)
+
+    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
+              pending: Pending | None = None) -> Applied:
+        ruleset = gen.generate(plan)
+        counts = {f: ruleset.document(f).rule_count for f in FAMILIES}
+        size = f"{counts['ipv4']} IPv4 and {counts['ipv6']} IPv6 rules"
+        if pending is not None and pending.method == NONE:
+            details = {"backend": self.name, "variant": kernel.resolve_variant(self.variant),
+                       "prefix": ruleset.prefix, "netns": netns, "dry_run": dry_run, "kernel_rules": counts,
+                       "changed": False, "method": NONE, "families_changed": {f: False for f in FAMILIES}}
+            return Applied(f"{pending.where} unchanged ({size}): nothing sent to the kernel", details)
         findings: list[str] = []
         variant, changes = kernel.apply(ruleset.ipv4, ruleset.ipv6, netns, self.variant, dry_run=dry_run,
                                         findings=findings)
-        counts = {f: ruleset.document(f).rule_count for f in FAMILIES}
+        method = pending.method if pending is not None else INCREMENTAL
         details: dict[str, Any] = {
             "backend": self.name, "variant": variant, "prefix": ruleset.prefix, "netns": netns,
-            "dry_run": dry_run, "kernel_rules": counts, "changed": {c.family: bool(c.document) for c in changes}}
-        return Applied(f"iptables-{variant} chains {ruleset.prefix}*, {counts['ipv4']} IPv4 and "
-                       f"{counts['ipv6']} IPv6 rules", details, tuple(findings))
+            "dry_run": dry_run, "kernel_rules": counts, "changed": True, "method": method,
+            "families_changed": {c.family: bool(c.document) for c in changes}}
+        note = " (only the chains that differ were refilled)" if method == INCREMENTAL else ""
+        return Applied(f"iptables-{variant} chains {ruleset.prefix}*, {size}{note}", details, tuple(findings))
 
     def remove(self, table: str, netns: str | None) -> Removed:
         prefix = chain_prefix(table)

@@ -94,15 +94,39 @@ def _add_lines(name: str, s) -> list[str]:
     return [f"add {name} {value}" + (f" timeout {t}" if t is not None else "") for value, t in s.elements]
 
 
-def sync(sets, prefix: str, netns: str | None, owned: set[str] | None = None) -> None:
-    """Make the kernel's sets named <prefix>* the given ones (IpSet objects); contents swap atomically.
-    With `owned` (ctkit's record), a foreign set of a needed name is refused, not touched."""
+def declaration(s) -> list:
+    """What the policy file says about one set: its create line and its members (for the record)."""
+    return [_create_line(s.name, s), sorted(_add_lines(s.name, s))]
+
+
+def sync(sets, prefix: str, netns: str | None, owned: set[str] | None = None,
+         declared: dict[str, list] | None = None) -> None:
+    """Make the kernel's sets named <prefix>* the given ones (IpSet objects).
+
+    A set that exists, is ctkit's and whose create line is the one recorded at the last apply
+    (`declared`: name -> declaration()) changes only by its declared members: the ones the file added
+    are added, the ones it dropped deleted, and members added at run time (`ctkit set add`) stay.
+    Any other set is filled in a temporary set and swapped in atomically (its members become the
+    declared ones). With `owned` (ctkit's record), a foreign set of a needed name is refused."""
     sets = list(sets)
     if owned is not None:
         check_free(sets, owned, netns)
-    existing = set(names(netns))
-    lines = []
+    lines = sync_lines(sets, set(names(netns)), owned, declared)
+    if lines:
+        _run(["restore"], netns, "ipset refused the sets", input="\n".join(lines) + "\n")
+
+
+def sync_lines(sets, existing: set[str], owned: set[str] | None, declared: dict[str, list] | None) -> list[str]:
+    """The `ipset restore` input of sync (empty: nothing to change)."""
+    declared = declared or {}
+    lines: list[str] = []
     for s in sets:
+        old = declared.get(s.name)
+        if s.name in existing and (owned is None or s.name in owned) and old and old[0] == _create_line(s.name, s):
+            before, now = set(old[1]), set(_add_lines(s.name, s))
+            lines += [line.replace("add ", "del ", 1).split(" timeout ")[0] + " -exist" for line in sorted(before - now)]
+            lines += [line + " -exist" for line in sorted(now - before)]
+            continue
         tmp = temporary(s.name)
         lines.append(_create_line(tmp, s) + " -exist")
         lines.append(f"flush {tmp}")
@@ -111,8 +135,7 @@ def sync(sets, prefix: str, netns: str | None, owned: set[str] | None = None) ->
             lines.append(_create_line(s.name, s))
         lines.append(f"swap {tmp} {s.name}")
         lines.append(f"destroy {tmp}")
-    if lines:
-        _run(["restore"], netns, "ipset refused the sets", input="\n".join(lines) + "\n")
+    return lines
 
 
 def destroy_stale(keep: set[str], owned: set[str], netns: str | None) -> set[str]:

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import shlex
@@ -275,7 +276,8 @@ def foreign(current: dict[str, SavedTable], prefix: str, mine: Mine | None) -> l
 def transaction(desired: Document | None, current: dict[str, SavedTable], prefix: str,
                 mine: Mine | None = None) -> str:
     """iptables-restore --noflush input that turns ctkit's part of `current` into `desired`
-    (None: remove everything ctkit owns). Empty when there is nothing to do.
+    (None: remove everything ctkit owns). Empty when there is nothing to do. Only the chains whose
+    rules differ are flushed and refilled: the others, and their counters, are not touched.
 
     Only the chains in `mine` are ctkit's (None: all chains with the prefix). A chain
     ctkit wants whose name a foreign chain already has is refused (KernelError), never
@@ -304,7 +306,10 @@ def transaction(desired: Document | None, current: dict[str, SavedTable], prefix
             if r.chain not in old and not saved.builtin(r.chain) and r.target in stale:
                 raise KernelError(f"chain {r.chain} in table {name} (not ctkit's) sends packets to {r.target}, "
                                   f"which ctkit must delete: remove that rule first (-D {r.chain} {r.spec})")
-        lines = [f":{c.name} - [0:0]" for c in table.chains]
+        # a chain of ctkit's that holds exactly the wanted rules is not named: it keeps its counters
+        same = {c.name for c in table.chains if c.name in old
+                and [r.spec for r in saved.rules if r.chain == c.name] == list(c.rules)}
+        lines = [f":{c.name} - [0:0]" for c in table.chains if c.name not in same]
         kept: set[tuple[str, str]] = set()
         for r in saved.rules:
             # jumps from built-in chains are ctkit's to manage; a foreign chain's rules are not
@@ -318,10 +323,12 @@ def transaction(desired: Document | None, current: dict[str, SavedTable], prefix
                 lines.append(f"-D {r.chain} {r.spec}")
         lines += [f"-F {c}" for c in stale] + [f"-X {c}" for c in stale]
         for c in table.chains:
-            lines += [f"-A {c.name} {spec}" for spec in c.rules]
+            if c.name not in same:
+                lines += [f"-A {c.name} {spec}" for spec in c.rules]
         lines += [f"-I {c.builtin} 1 {jump_spec(c)}" for c in table.chains
                   if c.builtin and (c.builtin, c.name) not in kept]
-        out += [f"*{name}"] + lines + ["COMMIT"]
+        if lines:
+            out += [f"*{name}"] + lines + ["COMMIT"]
     return "\n".join(out) + "\n" if out else ""
 
 
@@ -344,6 +351,7 @@ class Record:
     prefix: str
     chains: dict = field(default_factory=dict)  # variant -> family -> table -> set of chains
     ipsets: set = field(default_factory=set)
+    declared: dict = field(default_factory=dict)  # ipset name -> ipset.declaration() at the last apply
 
     def mine(self, variant: str, family: str) -> Mine:
         return self.chains.setdefault(variant, {}).setdefault(family, {})
@@ -356,7 +364,8 @@ class Record:
         return {"version": 1, "boot_id": _boot_id(), "netns": self.netns, "prefix": self.prefix,
                 "chains": {v: {f: {t: sorted(c) for t, c in tabs.items() if c} for f, tabs in fams.items()}
                            for v, fams in self.chains.items()},
-                "ipsets": sorted(self.ipsets)}
+                "ipsets": sorted(self.ipsets),
+                "declared": {n: d for n, d in sorted(self.declared.items()) if n in self.ipsets}}
 
 
 def record_path(netns: str | None, prefix: str) -> str:
@@ -384,7 +393,8 @@ def load_record(netns: str | None, prefix: str) -> Record:
                 for table, chains in dict(tabs).items():
                     rec.mine(str(variant), str(family))[str(table)] = {str(c) for c in chains}
         rec.ipsets = {str(n) for n in data.get("ipsets", [])}
-    except (TypeError, ValueError):
+        rec.declared = {str(n): [str(d[0]), [str(x) for x in d[1]]] for n, d in dict(data.get("declared", {})).items()}
+    except (TypeError, ValueError, IndexError, KeyError):
         return Record(path, rec.netns, prefix)
     return rec
 
@@ -537,7 +547,8 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
         ok = False
         try:
             if sets:  # -m set rules name sets that must exist first
-                ipset.sync(sets.values(), prefix.lower(), netns, owned=rec.ipsets)
+                ipset.sync(sets.values(), prefix.lower(), netns, owned=rec.ipsets, declared=rec.declared)
+                rec.declared = {n: ipset.declaration(s) for n, s in sets.items()}
             for doc in (v4, v6):  # CT --timeout rules name objects that must exist first
                 for t in doc.timeouts:
                     cttimeout.put(t.name, doc.family, t.protocol, t.policy, netns)
@@ -555,6 +566,37 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
             rec.ipsets = set(sets) | ipset.destroy_stale(set(sets), rec.ipsets, netns)
             _store(rec)
     return variant, changes
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What apply would send, from one reading (no lock, no write): for `ctkit plan`."""
+    variant: str
+    texts: dict  # family -> iptables-restore --noflush input ("" : nothing to do)
+    sets: tuple[str, ...]  # the `ipset restore` lines
+    current: dict  # family -> {table: SavedTable}, as read
+    mine: dict  # family -> ctkit's chains per table, from the record
+    fingerprint: str  # ctkit's chains (without toggle switches and counters) and set declarations
+
+
+def preview(v4: Document, v6: Document, netns: str | None = None, variant: str = "auto") -> Preview:
+    prefix = check_prefix(v4.prefix)
+    variant = resolve_variant(variant)
+    docs = {"ipv4": v4, "ipv6": v6}
+    rec = load_record(netns, prefix)
+    current = {f: parse_save(save(f, variant, netns)) for f in docs}
+    _prune(rec, variant, current)
+    mine = {f: _copy(rec.mine(variant, f)) for f in docs}
+    texts = {f: transaction(docs[f], current[f], prefix, mine[f]) for f in docs}
+    sets = list({s.name: s for doc in (v4, v6) for s in doc.ipsets}.values())
+    existing = set(ipset.names(netns)) if sets and _has_ipset() else set()
+    lines = ipset.sync_lines(sets, existing, rec.ipsets, rec.declared) if sets else []
+    owned_now = {f: owned(current[f], prefix, f, mine[f]) for f in docs}
+    data = {f: [(t.name, c.name, c.builtin, [] if names.is_switch_chain(prefix, c.name) else list(c.rules))
+                for t in d.tables for c in t.chains] for f, d in owned_now.items()}
+    data["declared"] = {n: d for n, d in sorted(rec.declared.items()) if n in existing}
+    print_ = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+    return Preview(variant, texts, tuple(lines), current, mine, print_)
 
 
 def _has_ipset() -> bool:

@@ -7,14 +7,18 @@ from typing import Any
 from ctkit.backends.base import (
     BOOT_INSTALL,
     BOOT_NOTE,
+    INCREMENTAL,
+    NONE,
+    REPLACE,
     Applied,
     Inspection,
     LiveView,
+    Pending,
     Removed,
     Shown,
     ToggleStates,
 )
-from ctkit.backends.nft import foreign, kernel
+from ctkit.backends.nft import diff, foreign, kernel
 from ctkit.backends.nft import generate as gen
 from ctkit.backends.nft import text as nft_text
 from ctkit.backends.nft import view as nft_view
@@ -57,13 +61,36 @@ class NftBackend:
                                         "absent_ok": s.absent_ok} for s in plan.settings]})
         raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(self.formats)})")
 
-    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False) -> Applied:
+    def changes(self, plan: ir.Plan, netns: str | None) -> Pending:
+        return diff.changes(plan, gen.generate(plan), kernel.list_table(plan.table.name, netns))
+
+    def generation(self, netns: str | None) -> int | None:
+        from ctkit.kernel.generation import generation
+        return generation(netns)
+
+    def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
+              pending: Pending | None = None) -> Applied:
         table = plan.table.name
         document = gen.generate(plan)
-        kernel.apply(table, document, netns, dry_run=dry_run)
+        if pending is None:
+            pending = diff.changes(plan, document, kernel.list_table(table, netns))
+        if pending.method == INCREMENTAL:
+            kernel.apply_batch(table, pending.work, netns, dry_run=dry_run)
+        elif pending.method != NONE:  # CREATE, REPLACE: the whole table, run-time set members put back
+            kernel.apply(table, {"nftables": document["nftables"] + list(pending.work or [])}, netns,
+                         dry_run=dry_run)
         rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
-        return Applied(f"{self.owned(table)}, {len(plan.table.chains)} chains, {rules} rules",
-                       {"table": f"{gen.FAMILY} {table}", "netns": netns, "dry_run": dry_run, "kernel_rules": rules})
+        size = f"{len(plan.table.chains)} chains, {rules} rules"
+        if pending.method == NONE:
+            summary = f"{self.owned(table)} unchanged ({size}): nothing sent to the kernel"
+        elif pending.method == INCREMENTAL:
+            summary = (f"{self.owned(table)}, {size}: {len(pending.items)} changes sent as one transaction "
+                       "(unchanged rules keep their counters)")
+        else:
+            summary = f"{self.owned(table)}, {size}" + (
+                f" (replaced whole: {pending.reason})" if pending.method == REPLACE else "")
+        return Applied(summary, {"table": f"{gen.FAMILY} {table}", "netns": netns, "dry_run": dry_run,
+                                 "kernel_rules": rules, "changed": pending.changed, "method": pending.method})
 
     def remove(self, table: str, netns: str | None) -> Removed:
         if kernel.delete_table(table, netns):

@@ -142,8 +142,11 @@ def member_value(types: tuple[str, ...], parts: tuple[str, ...]) -> Any:
 
 
 def _member(types, parts, timeout) -> Any:
-    value = member_value(types, parts)
-    return value if timeout is None else {"elem": {"val": value, "timeout": timeout}}
+    elem: dict[str, Any] = {"val": member_value(types, parts)}
+    if timeout is not None:
+        elem["timeout"] = timeout
+    elem["comment"] = kname.NFT_DECLARED_ELEMENT  # declared by the policy (backends/nft/diff.py)
+    return {"elem": elem}
 
 
 def _set_commands(table: str, sets: tuple[ir.SetObject, ...]) -> list[dict]:

@@ -92,6 +92,23 @@ def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = 
             _run_json(ctx, batch, "dry run" if dry_run else "apply")
 
 
+def apply_batch(table: str, batch: dict, netns: str | None = None, dry_run: bool = False) -> None:
+    """Send one incremental batch (backends/nft/diff.py) for ctkit's table: one transaction, like apply."""
+    check_table(table)
+    if any(_target(c) != (FAMILY, table) for c in batch["nftables"]):
+        raise KernelError(f"internal error: an incremental batch for table {FAMILY} {table} names another table")
+    with entered(netns):
+        ctx = _context()
+        _set_dry_run(ctx, dry_run)
+        _run_json(ctx, batch, "dry run" if dry_run else "apply")
+
+
+def _target(command: dict) -> tuple[str | None, str | None]:
+    (_verb, obj), = command.items()
+    (_kind, body), = obj.items()
+    return body.get("family"), body.get("table")
+
+
 def _run_text(ctx, text: str, what: str) -> None:
     ctx.set_json_output(False)
     rc, _out, error = ctx.cmd(text)

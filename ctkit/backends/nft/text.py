@@ -40,7 +40,9 @@ def value(v: Any) -> str:
         if "concat" in v:
             return " . ".join(value(x) for x in v["concat"])
         if "elem" in v:
-            return f"{value(v['elem']['val'])} timeout {v['elem']['timeout']}s"
+            e = v["elem"]
+            return value(e["val"]) + (f" timeout {e['timeout']}s" if "timeout" in e else "") + \
+                (f" comment {_q(e['comment'])}" if "comment" in e else "")
     _fail(v)
 
 

@@ -12,13 +12,13 @@ from ctkit.errors import CompileError
 rule_id = names.rule_id
 
 
-def _chain_text(c: dict) -> str:
+def chain_text(c: dict) -> str:
     if "hook" not in c:
         return "user chain"
     return f"type {c.get('type')} hook {c.get('hook')} priority {c.get('prio')}; policy {c.get('policy', 'accept')}"
 
 
-def _rule_text(rule: dict) -> str:
+def rule_text(rule: dict) -> str:
     try:
         return " ".join(nft_text.expr(e) for e in rule.get("expr", []))
     except CompileError:  # a form ctkit never writes (added by hand): show it raw
@@ -36,7 +36,7 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
         if "chain" in item:
             c = item["chain"]
             chains[c["name"]] = canonical_chain(c)
-            texts[c["name"]] = _chain_text(c)
+            texts[c["name"]] = chain_text(c)
             rules.setdefault(c["name"], [])
         elif "ct helper" in item:
             o = item["ct helper"]
@@ -45,7 +45,7 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
             r = item["rule"]
             rules.setdefault(r["chain"], []).append(
                 RuleView(r["chain"], rule_id(r.get("comment"), known_ids), canonical_rule(r.get("expr", [])),
-                         r, _rule_text))
+                         r, rule_text))
     return TableView(True, chains, rules, objects, texts)
 
 
