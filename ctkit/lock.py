@@ -26,8 +26,13 @@ DEFAULT_TIMEOUT = 30.0  # seconds; an apply of a 10,000-rule policy takes well u
 _POLL = 0.05
 
 
+def state_dir(netns: str | None) -> str:
+    """Where ctkit keeps what it knows about one namespace: /run/ctkit/<netns cookie>/."""
+    return os.path.join(os.environ.get("CTKIT_STATE_DIR", "/run/ctkit"), netns_id(netns))
+
+
 def lock_path(netns: str | None, table: str) -> str:
-    return os.path.join(os.environ.get("CTKIT_STATE_DIR", "/run/ctkit"), netns_id(netns), f"{table}.lock")
+    return os.path.join(state_dir(netns), f"{table}.lock")
 
 
 def _holder(fd: int) -> str:

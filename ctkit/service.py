@@ -31,8 +31,8 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.kernel.settings import SettingResult
     from ctkit.pipeline import Compiled
 
-__all__ = ["ApplyResult", "PlanResult", "ToggleResult", "MemberResult", "ConcurrentChange", "plan", "apply",
-           "remove", "show", "toggle", "set_member", "audit", "export", "Removed", "Shown"]
+__all__ = ["ApplyResult", "PlanResult", "ToggleResult", "MemberResult", "RollbackResult", "ConcurrentChange",
+           "plan", "apply", "confirm", "rollback", "remove", "show", "toggle", "set_member", "audit", "export", "Removed", "Shown"]
 
 
 class ConcurrentChange(KernelError):
@@ -72,6 +72,7 @@ class ApplyResult:
     toggles: ToggleStates  # each toggle as applied: (on, the policy file's value)
     settings: tuple[SettingResult, ...]  # host settings, after the ruleset
     pending: Pending | None = None  # the plan the apply carried out
+    rollback_at: float | None = None  # apply --confirm-within: time.time() of the rollback unless confirmed
 
     @property
     def changed(self) -> bool:
@@ -89,6 +90,8 @@ class ApplyResult:
         out = {**self.applied.details, "changed": self.changed}
         if self.pending is not None:
             out["plan"] = self.pending.as_dict()
+        if self.rollback_at is not None:
+            out["rollback_at"] = self.rollback_at
         return {**out, "settings": [r.as_dict() for r in self.settings]}
 
 
@@ -137,15 +140,21 @@ def plan(compiled: Compiled, backend: Backend, netns: str | None = None) -> Plan
                       toggles)
 
 
-def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False) -> ApplyResult:
+def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False,
+          confirm_within: float | None = None) -> ApplyResult:
     """Bring what ctkit owns to the compiled policy, changing only what differs, in one kernel transaction
     (nothing at all when nothing differs); then set the host's netfilter sysctls. Toggles keep their live
     state unless the policy file changed their value.
 
     The plan is read first, then again under the change lock unless the kernel's generation id shows
     that nothing changed in between. When ctkit's part changed in between (another apply won the race,
-    or someone edited it), nothing is written and ConcurrentChange (exit 3) says so."""
+    or someone edited it), nothing is written and ConcurrentChange (exit 3) says so.
+
+    confirm_within: seconds; what ctkit owned before is saved and put back then unless confirm() is
+    called first (ctkit/rollback.py). A plain apply confirms a rollback that is armed."""
+    from ctkit import rollback
     from ctkit.kernel.settings import apply_settings
+    table = compiled.plan.table.name
     generation = backend.generation(netns)
     desired, toggles = _desired(compiled, backend, netns)
     first = backend.changes(desired, netns)
@@ -158,9 +167,63 @@ def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_ru
                 raise ConcurrentChange(
                     f"{pending.where} changed while this apply waited for it (another ctkit apply, or a change "
                     "made by hand): nothing was applied; see `ctkit plan`, then apply again")
-        applied = backend.apply(desired, netns, dry_run=dry_run, pending=pending)
+        armed = None
+        if confirm_within is not None and not dry_run:
+            was_armed = rollback.load(netns, table) is not None
+            armed = rollback.arm(backend.name, getattr(backend, "variant", "auto"), table, netns,
+                                 backend.snapshot(table, netns), confirm_within)
+        elif not dry_run:
+            rollback.disarm(netns, table, "confirmed by a plain apply")
+        try:
+            applied = backend.apply(desired, netns, dry_run=dry_run, pending=pending)
+        except BaseException:
+            if armed is not None and not was_armed:
+                rollback.disarm(netns, table, "apply failed: nothing to roll back")
+            raise
+        if armed is not None:
+            armed = rollback.start_clock(armed, confirm_within)
         settings = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
-    return ApplyResult(backend.name, netns, dry_run, applied, toggles, tuple(settings), pending)
+    return ApplyResult(backend.name, netns, dry_run, applied, toggles, tuple(settings), pending,
+                       armed.deadline if armed else None)
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    done: bool  # False: nothing was armed
+    message: str
+    netns: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "message": self.message, "netns": self.netns}
+
+
+def confirm(table: str = "ctkit", netns: str | None = None) -> RollbackResult:
+    """Keep the policy an `apply --confirm-within` put in place: the armed rollback is dropped."""
+    from ctkit import rollback
+    with _changing(netns, table, "confirm"):
+        armed = rollback.disarm(netns, table, "confirmed")
+    if armed is None:
+        last = rollback.last_event(netns, table)
+        return RollbackResult(False, "nothing to confirm: no rollback is armed" + (
+            f" (last: {last})" if last else ""), netns)
+    return RollbackResult(True, "confirmed: the policy stays, the rollback is off", netns)
+
+
+def rollback(table: str = "ctkit", netns: str | None = None, backend: Backend | None = None,
+             token: str | None = None, why: str = "rolled back by hand") -> RollbackResult:
+    """Put back what ctkit owned before the armed `apply --confirm-within`, now. `backend`: default,
+    the one that applied; `token`: only that arming (the watcher's own)."""
+    from ctkit import rollback as armed_state
+    with _changing(netns, table, "rollback"):
+        armed = armed_state.load(netns, table)
+        if armed is None or (token is not None and armed.token != token):
+            return RollbackResult(False, "nothing to roll back: no rollback is armed", netns)
+        if backend is None:
+            from ctkit.backends import registry
+            backend = registry.get(armed.backend, armed.variant)
+        what = backend.restore(table, armed.snapshot, netns)
+        armed_state.disarm(netns, table, f"{why}: {what}")
+    return RollbackResult(True, f"rolled back: {what}", netns)
 
 
 def remove(backend: Backend, table: str = "ctkit", netns: str | None = None) -> Removed:

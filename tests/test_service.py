@@ -76,6 +76,13 @@ class FakeBackend:
         return base.Applied(f"fake table {plan.table.name}", {"fake": True, "netns": netns},
                             ("a foreign thing was left alone\x1b[31m",))
 
+    def snapshot(self, table, netns):
+        return json.dumps(self.generate(self.kernel[netns]["plan"]) if netns in self.kernel else None)
+
+    def restore(self, table, snapshot, netns):
+        self.calls.append(("restore", table, netns))
+        return "fake restored"
+
     def remove(self, table, netns):
         self.calls.append(("remove", table, netns))
         had = self.kernel.pop(netns, None) is not None

@@ -140,6 +140,12 @@ class Backend(Protocol):
         `pending`: this backend's changes() for `plan`, read under the change lock: only what differs
         is sent (nothing at all when nothing differs)."""
 
+    def snapshot(self, table: str, netns: str | None) -> str:
+        """What ctkit owns under `table` now, as text restore() takes back (for confirm-or-rollback)."""
+
+    def restore(self, table: str, snapshot: str, netns: str | None) -> str:
+        """Put back what snapshot() saved, in one change of what ctkit owns; returns what, in words."""
+
     def remove(self, table: str, netns: str | None) -> Removed:
         """Delete everything ctkit owns under `table`, nothing else."""
 

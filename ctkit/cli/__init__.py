@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ctkit.cli import audit, ct, export, plan, policy
+from ctkit.cli import audit, confirm, ct, export, plan, policy
 
 app = typer.Typer(
     help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
@@ -30,6 +30,7 @@ def _root(show_version: bool = typer.Option(False, "--version", "-V", callback=_
 
 policy.register(app)
 plan.register(app)
+confirm.register(app)
 audit.register(app)
 export.register(app)
 app.add_typer(ct.app, name="ct")

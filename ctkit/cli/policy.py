@@ -92,13 +92,19 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
           dry_run: bool = typer.Option(False, "--dry-run", "--check",
                                        help="Print the plan and let the kernel validate its transaction; "
                                             "change nothing."),
-          as_json: bool = JsonOption, variant: str = VariantOption) -> None:
+          as_json: bool = JsonOption, variant: str = VariantOption,
+          confirm_within: Optional[float] = typer.Option(
+              None, "--confirm-within", min=1, max=86400, show_default=False,
+              help="Seconds: put back what ctkit owned before unless `ctkit confirm` arrives in time (the "
+                   "rollback survives this command being killed or the SSH session dropping).")) -> None:
     """Apply a policy atomically: only what differs from the kernel changes, in one transaction."""
     from ctkit.cli.plan import print_pending, print_settings
     chosen = registry.get(backend, variant)
     compiled = pipeline.compile_file(policy)
     print_warnings(compiled)
-    result = service.apply(compiled, chosen, netns, dry_run=dry_run)
+    if dry_run and confirm_within is not None:
+        raise UsageError("--confirm-within changes the kernel; --dry-run does not: use one of them")
+    result = service.apply(compiled, chosen, netns, dry_run=dry_run, confirm_within=confirm_within)
     for line in result.warnings:
         warn(line)
     if as_json:
@@ -107,11 +113,16 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
     if dry_run:
         print_pending(result.pending, netns)
         print_settings(result.settings)
-        print(f"checked by the kernel, nothing changed: {result.summary}{_in_netns(netns)}")
+        print(f"checked (nothing changed): {result.summary}{_in_netns(netns)}")
         return
     print(f"{'applied' if result.changed else 'unchanged'}: {result.summary}{_in_netns(netns)}")
     print_toggles(result.toggles)
     _print_settings(result.settings)
+    if result.rollback_at is not None:
+        import time
+        at = time.strftime("%H:%M:%S", time.localtime(result.rollback_at))
+        print(f"rollback armed: what ctkit owned before comes back at {at} unless `ctkit confirm"
+              + (f" -n {netns}" if netns else "") + "` runs first")
 
 
 def _print_settings(results) -> None:

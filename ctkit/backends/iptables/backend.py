@@ -141,6 +141,14 @@ class IptablesBackend:
         note = " (only the chains that differ were refilled)" if method == INCREMENTAL else ""
         return Applied(f"iptables-{variant} chains {ruleset.prefix}*, {size}{note}", details, tuple(findings))
 
+    def snapshot(self, table: str, netns: str | None) -> str:
+        from ctkit.backends.iptables import snapshot
+        return snapshot.take(chain_prefix(table), netns, self.variant)
+
+    def restore(self, table: str, snapshot: str, netns: str | None) -> str:
+        from ctkit.backends.iptables import snapshot as saved
+        return saved.restore(chain_prefix(table), snapshot, netns, self.variant)
+
     def remove(self, table: str, netns: str | None) -> Removed:
         prefix = chain_prefix(table)
         findings: list[str] = []

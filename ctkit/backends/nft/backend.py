@@ -92,6 +92,13 @@ class NftBackend:
         return Applied(summary, {"table": f"{gen.FAMILY} {table}", "netns": netns, "dry_run": dry_run,
                                  "kernel_rules": rules, "changed": pending.changed, "method": pending.method})
 
+    def snapshot(self, table: str, netns: str | None) -> str:
+        return kernel.list_table_text(table, netns) or ""
+
+    def restore(self, table: str, snapshot: str, netns: str | None) -> str:
+        kernel.restore_text(table, snapshot, netns)
+        return f"{self.owned(table)} as saved" if snapshot.strip() else f"{self.owned(table)} removed (it did not exist)"
+
     def remove(self, table: str, netns: str | None) -> Removed:
         if kernel.delete_table(table, netns):
             return Removed(True, f"removed {self.owned(table)}")

@@ -109,6 +109,17 @@ def _target(command: dict) -> tuple[str | None, str | None]:
     return body.get("family"), body.get("table")
 
 
+def restore_text(table: str, text: str, netns: str | None = None) -> None:
+    """Put back a table saved as `nft list table` text ("": the table did not exist): one transaction."""
+    check_table(table)
+    if not text.strip():
+        delete_table(table, netns)
+        return
+    with entered(netns):
+        ctx = _context()
+        _run_text(ctx, f"table {FAMILY} {table}\ndelete table {FAMILY} {table}\n{text}", "rollback")
+
+
 def _run_text(ctx, text: str, what: str) -> None:
     ctx.set_json_output(False)
     rc, _out, error = ctx.cmd(text)
