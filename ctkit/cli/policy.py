@@ -179,8 +179,9 @@ def remove(netns: Optional[str] = NetnsOption, table: str = TableOption, backend
     print(removed.message)
 
 
-set_app = typer.Typer(help="Change the members of a named set at run time (no reload; an apply resets them "
-                           "to the policy file).", no_args_is_help=True)
+set_app = typer.Typer(help="Change the members of a named set at run time (no reload). A later apply keeps "
+                           "them: it adds and deletes only the members the policy file declares.",
+                      no_args_is_help=True)
 
 
 @set_app.command("add")
