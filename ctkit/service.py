@@ -25,6 +25,7 @@ from ctkit.backends.base import Applied, Backend, Pending, Removed, Shown, Toggl
 from ctkit.errors import KernelError
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it runs
+    from ctkit.audit.boot import BootCheck
     from ctkit.audit.run import AuditReport
     from ctkit.compile import ir
     from ctkit.export import ExportResult, HostFacts
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.pipeline import Compiled
 
 __all__ = ["ApplyResult", "PlanResult", "ToggleResult", "MemberResult", "RollbackResult", "ConcurrentChange",
-           "plan", "apply", "confirm", "rollback", "remove", "show", "toggle", "set_member", "audit", "export", "Removed", "Shown"]
+           "plan", "apply", "confirm", "rollback", "remove", "show", "toggle", "set_member", "audit", "boot_check", "export", "Removed", "Shown"]
 
 
 class ConcurrentChange(KernelError):
@@ -264,6 +265,13 @@ def audit(compiled: Compiled, backend: Backend, netns: str | None = None, state:
         from ctkit.kernel import conntrack
         report = report.with_flushed(conntrack.delete(netns, [f.entry for f in report.denied]))
     return report
+
+
+def boot_check(compiled: Compiled, backend: Backend, directory: str | Path, netns: str | None = None) -> BootCheck:
+    """Would a reboot bring back what runs? Load the boot files in `directory` (ctkit export) into a
+    scratch namespace and compare what ctkit owns there with what it owns in `netns`."""
+    from ctkit.audit.boot import check
+    return check(compiled, backend, str(directory), netns)
 
 
 def export(compiled: Compiled, backend: Backend, directory: str | Path, policy_path: str | Path, *,

@@ -126,6 +126,9 @@ class FakeBackend:
     def rule_hits(self, table, netns):
         return {}
 
+    def load_boot(self, table, directory, netns):
+        return ()
+
     def boot_files(self, plan, source):
         self.calls.append(("boot_files", source))
         return {f"{plan.table.name}.fake": f"{base.BOOT_INSTALL}wherever fakes go\n"

@@ -169,6 +169,10 @@ class Backend(Protocol):
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
         """(packets, bytes) per policy rule id, summed over its kernel rules."""
 
+    def load_boot(self, table: str, directory: str, netns: str) -> tuple[str, ...]:
+        """Load the files boot_files() wrote into `directory` as the distribution's tools would, into
+        namespace `netns` (a scratch one: ctkit audit --boot); returns the files loaded."""
+
     def boot_files(self, plan: ir.Plan, source: str | None) -> dict[str, str]:
         """What the distribution's own tools load at boot to recreate `plan`'s ruleset (file name ->
         content; no kernel access): only what ctkit owns, nothing that flushes foreign rules. Each file

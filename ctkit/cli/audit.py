@@ -26,6 +26,8 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
           backend: str = typer.Option("nft", "--backend", "-b", help="Backend the policy was applied with: "
                                       "nft or iptables."),
           variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto."),
+          boot: Optional[Path] = typer.Option(None, "--boot", help="Directory `ctkit export` wrote: also say "
+                                              "where what boot would load differs from what runs."),
           as_json: bool = JsonOption) -> None:
     """Compare a policy with the live kernel and check conntrack health. Exit 1 on drift or findings."""
     from ctkit import service
@@ -33,11 +35,30 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
     chosen = registry.get(backend, variant)
     compiled = pipeline.compile_file(policy)
     report = service.audit(compiled, chosen, netns, state, check_flows=not no_flows, flush_denied=flush_denied)
+    checked = None if boot is None else service.boot_check(compiled, chosen, boot, netns)
     if as_json:
-        print_json(report.as_dict())
+        print_json(report.as_dict() if checked is None else {**report.as_dict(), "boot": checked.as_dict()})
     else:
         render(report)
-    raise typer.Exit(report.exit_code)
+        if checked is not None:
+            _print_boot(checked)
+    raise typer.Exit(max(report.exit_code, 0 if checked is None or checked.clean else 1))
+
+
+def _print_boot(checked) -> None:
+    from ctkit.terminal import printable
+    if checked.error:
+        print(f"boot: the files in {checked.directory} do not load: {printable(checked.error)}")
+    elif checked.clean:
+        print(f"boot: the files in {checked.directory} bring back what runs")
+    else:
+        print(f"boot: the files in {checked.directory} differ from what runs ({len(checked.drift)}):")
+    for d in checked.drift:
+        print(f"  {d.kind:<16}{printable(d.subject)}")
+        if d.expected is not None:
+            print(f"    runs now:  {printable(d.expected)}")
+        if d.actual is not None:
+            print(f"    at boot:   {printable(d.actual)}")
 
 
 @handle_errors

@@ -102,3 +102,20 @@ def netns_id(netns: str | None) -> str:
             pass
         st = os.stat("/proc/thread-self/ns/net")
     return f"inode-{st.st_dev}-{st.st_ino}"
+
+
+@contextlib.contextmanager
+def scratch(prefix: str = "ctkit-scratch") -> Iterator[str]:
+    """A new, empty network namespace for the block (named under /run/netns), removed afterwards
+    however the block ends: where ctkit loads files to see what they would make of a kernel."""
+    from pyroute2 import netns as pr_netns
+    name = f"{prefix}-{os.getpid()}-{os.urandom(3).hex()}"
+    try:
+        pr_netns.create(name)
+    except OSError as exc:
+        raise KernelError(f"cannot create a scratch network namespace: {exc.strerror} (run as root)") from None
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(OSError):
+            pr_netns.remove(name)

@@ -214,6 +214,28 @@ class IptablesBackend:
         current = {f: kernel.parse_save(kernel.save(f, variant, netns, counters=True)) for f in FAMILIES}
         return ipt_view.rule_hits(current, chain_prefix(table))
 
+    def load_boot(self, table: str, directory: str, netns: str) -> tuple[str, ...]:
+        """The ipset file first (ipset restore -exist), then each family's rules with --noflush."""
+        import os
+        variant = kernel.resolve_variant(self.variant)
+        loaded = []
+        for name in (f"{table}.ipset", f"{table}.rules.v4", f"{table}.rules.v6"):
+            path = os.path.join(directory, name)
+            if not os.path.exists(path):
+                if name.endswith(".ipset"):
+                    continue
+                raise UsageError(f"no boot file {path} (ctkit export --backend iptables writes it)")
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            if name.endswith(".ipset"):
+                body = "".join(line + "\n" for line in text.split("\n") if line and not line.startswith("#"))
+                ipset._run(["restore", "-exist"], netns, f"ipset restore < {path} failed", input=body)
+            else:
+                family = "ipv4" if name.endswith("v4") else "ipv6"
+                kernel.restore_noflush(family, variant, netns, text)
+            loaded.append(path)
+        return tuple(loaded)
+
     def boot_files(self, plan: ir.Plan, source: str | None) -> dict[str, str]:
         """iptables-restore input per family that creates ctkit's chains and their jumps and nothing else
         (for `iptables-restore --noflush`), and an `ipset restore` file when the policy has sets.

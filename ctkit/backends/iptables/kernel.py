@@ -469,6 +469,11 @@ def _restore(family: str, variant: str, netns: str | None, text: str, test: bool
     _run(argv, netns, f"{_TOOL[family]}-restore refused the {'check' if test else 'change'}", input=text)
 
 
+def restore_noflush(family: str, variant: str, netns: str | None, text: str) -> None:
+    """`iptables-restore --noflush < text`, as a boot unit loads ctkit's boot file."""
+    _restore(family, variant, netns, text, test=False)
+
+
 def _reconcile(plan: dict[str, str], before: dict[str, dict[str, SavedTable]], prefix: str, variant: str,
                netns: str | None, dry_run: bool, mine_old: dict[str, Mine], mine_now: dict[str, Mine]
                ) -> list[Change]:

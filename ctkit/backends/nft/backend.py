@@ -144,6 +144,17 @@ class NftBackend:
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
         return nft_view.rule_hits(kernel.list_table(table, netns) or [])
 
+    def load_boot(self, table: str, directory: str, netns: str) -> tuple[str, ...]:
+        import os
+        path = os.path.join(directory, f"{table}.nft")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read the boot file {path}: {exc.strerror}") from None
+        kernel.load_text(text, netns, f"nft -f {path}")
+        return (path,)
+
     def boot_files(self, plan: ir.Plan, source: str | None) -> dict[str, str]:
         """One nft file that replaces only `table inet <name>`: the renderer's `add table; delete table;
         table {...}` is one transaction that works whether the table exists or not, so loading the file

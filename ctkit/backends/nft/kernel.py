@@ -120,6 +120,12 @@ def restore_text(table: str, text: str, netns: str | None = None) -> None:
         _run_text(ctx, f"table {FAMILY} {table}\ndelete table {FAMILY} {table}\n{text}", "rollback")
 
 
+def load_text(text: str, netns: str, what: str) -> None:
+    """Load nft syntax as `nft -f` does (a boot file, into a scratch namespace)."""
+    with entered(netns):
+        _run_text(_context(), text, what)
+
+
 def _run_text(ctx, text: str, what: str) -> None:
     ctx.set_json_output(False)
     rc, _out, error = ctx.cmd(text)
