@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleConnectionFailure
-
 from ansible_collections.ctkit.netfilter.plugins.plugin_utils.policy_action import PolicyAction
 
 

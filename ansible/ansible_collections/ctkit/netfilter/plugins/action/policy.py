@@ -25,7 +25,6 @@ import time
 
 from ansible.errors import AnsibleActionFail, AnsibleConnectionFailure
 from ansible.utils.display import Display
-
 from ansible_collections.ctkit.netfilter.plugins.plugin_utils.policy_action import PolicyAction
 
 display = Display()

@@ -8,6 +8,7 @@ maps the modules' options to ctkit's calls, turns ctkit's errors into failed res
 own messages, and lays a plan out as an Ansible diff. Requires Python 3.11 on the target (ctkit's).
 """
 from __future__ import absolute_import, division, print_function
+
 __metaclass__ = type
 
 import os
@@ -219,6 +220,7 @@ def live_members(backend, table, name, netns):
                 return set(_nft_key(e) for e in s.get('elem', []))
         return set()
     import subprocess
+
     from ctkit.kernel.netns import entered
     from ctkit.names import chain_prefix, ipset_name
     set_name = ipset_name(chain_prefix(table), name)

@@ -3,6 +3,7 @@
 # Copyright: ctkit contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import absolute_import, division, print_function
+
 __metaclass__ = type
 
 DOCUMENTATION = r'''
@@ -11,8 +12,8 @@ module: audit
 short_description: Audit a host against a ctkit policy (drift, settings, conntrack health) as data
 version_added: 0.1.0
 description:
-  - Reads the kernel once and compares it with the policy, as C(ctkit audit --json) does (C(ctkit.service.audit)):
-    drift of ctkit's table or chains named by policy rule (rules added, removed, changed or reordered by hand),
+  - Reads the kernel once and compares it with the policy, as C(ctkit audit --json) does (C(ctkit.service.audit)),
+    for drift of ctkit's table or chains named by policy rule (rules added, removed, changed or reordered by hand),
     conntrack settings against the live sysctls, and health findings with severity, evidence and remedy
     (table fill, drops, helpers, foreign rules that interfere, tracked flows the policy no longer admits).
   - Changes nothing, unless O(flush_denied) is set; then it deletes exactly the conntrack entries of tracked
@@ -153,7 +154,6 @@ ansible_facts:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ctkit.netfilter.plugins.module_utils.ctkit_common import (
     KERNEL_ARGS,
     POLICY_ARGS,

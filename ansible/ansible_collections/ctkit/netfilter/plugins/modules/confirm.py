@@ -3,6 +3,7 @@
 # Copyright: ctkit contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import absolute_import, division, print_function
+
 __metaclass__ = type
 
 DOCUMENTATION = r'''
@@ -87,7 +88,6 @@ last_event:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ctkit.netfilter.plugins.module_utils.ctkit_common import (
     errors_fail,
     require_ctkit,

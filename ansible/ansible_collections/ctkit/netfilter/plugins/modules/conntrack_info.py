@@ -3,6 +3,7 @@
 # Copyright: ctkit contributors
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import absolute_import, division, print_function
+
 __metaclass__ = type
 
 DOCUMENTATION = r'''
@@ -12,7 +13,7 @@ short_description: Read the connection tracker of a host or namespace - count, m
 version_added: 0.1.0
 description:
   - Reads conntrack over ctnetlink with ctkit's reader (C(ctkit.kernel.conntrack), what C(ctkit ct count),
-    C(ctkit ct stats) and C(ctkit ct summary) print): the number of entries and the host-wide maximum, the
+    C(ctkit ct stats) and C(ctkit ct summary) print), that is the number of entries and the host-wide maximum, the
     per-CPU counters and their totals, the number of expectations, and the entries counted by any fields in
     one streaming pass.
   - Changes nothing.
@@ -165,7 +166,6 @@ conntrack:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-
 from ansible_collections.ctkit.netfilter.plugins.module_utils.ctkit_common import (
     errors_fail,
     require_ctkit,
@@ -210,7 +210,7 @@ def main():
                 raise UsageError('filter.%s%s' % (exc.field, exc.detail)) from None
             counts = ct.summary(netns, by, flt)
             data['summary'] = dict(by=list(by), total=sum(counts.values()), groups=[
-                dict([(field, list(v) if isinstance(v, (list, tuple)) else v) for field, v in zip(by, key)],
+                dict([(field, list(v) if isinstance(v, (list, tuple)) else v) for field, v in zip(by, key, strict=True)],
                      count=number)
                 for key, number in counts.most_common(p['top'] or None)])
     module.exit_json(changed=False, conntrack=data)
