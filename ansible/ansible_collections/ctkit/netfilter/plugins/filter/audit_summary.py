@@ -21,7 +21,7 @@ options:
     type: int
     default: 10
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 '''
 
 EXAMPLES = r'''

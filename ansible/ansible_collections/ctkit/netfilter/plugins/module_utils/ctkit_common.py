@@ -108,7 +108,6 @@ class errors_fail(object):
 POLICY_ARGS = dict(
     src=dict(type='path'),
     content=dict(type='raw'),
-    _source_name=dict(type='str'),  # set by the action plugin: the controller's path of src
 )
 
 
@@ -127,7 +126,7 @@ def compile_policy(module):
             f.write(content)
         source = 'content'
     elif p['src'] is not None:
-        path, source = p['src'], p['_source_name'] or p['src']
+        path, source = p['src'], p['src']  # the action plugin puts the controller's path back into the results
     else:
         module.fail_json(msg='one of src or content is required')
     with errors_fail(module, source, path):
@@ -225,7 +224,7 @@ def live_members(backend, table, name, netns):
     from ctkit.names import chain_prefix, ipset_name
     set_name = ipset_name(chain_prefix(table), name)
     with entered(netns):
-        proc = subprocess.run(['ipset', 'save', set_name], capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(['ipset', 'save', set_name], capture_output=True, text=True, timeout=30, check=False)
     if proc.returncode != 0:
         raise ctkit_errors.KernelError('cannot read ipset %s: %s' % (set_name, proc.stderr.strip()))
     keys = set()

@@ -21,7 +21,7 @@ description:
   - The report is returned as O(ignore:report) and as the fact C(ctkit_audit), for a fleet-wide summary built from
     C(hostvars). Options fail the task on drift or on findings at or above a severity.
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 requirements:
   - ctkit and its Python libraries in the target's Python (3.11 or later)
 attributes:
@@ -30,9 +30,11 @@ attributes:
     description: The audit only reads; with O(flush_denied) it reports the flows it would flush.
   diff_mode:
     support: none
+    description: Nothing to compare.
   platform:
     support: full
     platforms: linux
+    description: Linux, in any network namespace.
 options:
   src:
     description:

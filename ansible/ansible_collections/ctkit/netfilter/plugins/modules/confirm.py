@@ -18,7 +18,7 @@ description:
   - A thin wrapper over C(ctkit.service.confirm), C(ctkit.service.rollback) and ctkit's rollback state
     (C(ctkit.rollback.load), C(ctkit.rollback.last_event)).
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 requirements:
   - ctkit in the target's Python (3.11 or later)
 attributes:
@@ -27,9 +27,11 @@ attributes:
     description: Says whether a rollback is armed; confirms and rolls back nothing.
   diff_mode:
     support: none
+    description: Nothing to compare.
   platform:
     support: full
     platforms: linux
+    description: Linux, in any network namespace.
 options:
   action:
     description:

@@ -18,7 +18,7 @@ description:
     one streaming pass.
   - Changes nothing.
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 requirements:
   - ctkit and its Python libraries in the target's Python (3.11 or later)
 attributes:
@@ -27,9 +27,11 @@ attributes:
     description: The module only reads.
   diff_mode:
     support: none
+    description: Nothing to compare.
   platform:
     support: full
     platforms: linux
+    description: Linux, in any network namespace.
 options:
   netns:
     description: Network namespace (a name under C(/run/netns), a path or C(pid:N)); default the current one.

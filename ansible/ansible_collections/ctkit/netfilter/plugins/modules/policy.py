@@ -28,7 +28,7 @@ description:
     host puts back what ctkit owned before by itself, and the task fails saying so.
   - Other tables, chains and rules (docker's, fail2ban's) are never touched.
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 requirements:
   - ctkit and its Python libraries in the target's Python (3.11 or later)
   - nftables (libnftables1) for O(backend=nft); iptables and ipset for O(backend=iptables)

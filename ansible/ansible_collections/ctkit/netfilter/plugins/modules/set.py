@@ -19,7 +19,7 @@ description:
     C(changed) names only what it changed.
   - Members added at run time survive a later apply of the policy (it changes only the members the file declares).
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 requirements:
   - ctkit and its Python libraries in the target's Python (3.11 or later)
 attributes:
@@ -32,6 +32,7 @@ attributes:
   platform:
     support: full
     platforms: linux
+    description: Linux, in any network namespace.
 options:
   name:
     description: The set's name, as the policy declares it.

@@ -17,7 +17,7 @@ description:
     first; a toggle already in O(state) is left alone and the task reports no change.
   - A later apply of the policy keeps the live state unless the policy file changed the toggle's value.
 author:
-  - ctkit contributors
+  - ctkit contributors (@ctkit)
 requirements:
   - ctkit and its Python libraries in the target's Python (3.11 or later)
 attributes:
@@ -30,6 +30,7 @@ attributes:
   platform:
     support: full
     platforms: linux
+    description: Linux, in any network namespace.
 options:
   name:
     description: The toggle's name, as the policy declares it.

@@ -4,8 +4,8 @@
 """What the policy and audit action plugins share: `src` on the controller, copied to the target.
 
 The file goes into the task's remote temporary directory under a name that keeps its suffix (ctkit
-tells JSON from YAML by it), and the module is told the controller's path (`_source_name`), so
-ctkit's located problems name the file the user wrote, not the copy.
+tells JSON from YAML by it). In the results, the copy's path is replaced by the controller's, so
+ctkit's located problems (file:line: ...) name the file the user wrote, not the copy.
 """
 from __future__ import annotations
 
@@ -40,13 +40,20 @@ class PolicyAction(ActionBase):
         self._transfer_file(local, remote)
         self._fixup_perms2((tmpdir, remote))
         args['src'] = remote
-        args['_source_name'] = src
+        self._copies = (remote, src)
         return args
 
     def _cleanup(self, result: dict) -> dict:
-        args = result.get('invocation', {}).get('module_args')
-        if isinstance(args, dict):  # the copy's path and the hidden name are the plugin's business
-            args.pop('_source_name', None)
-            if self._task.args.get('src') is not None:
-                args['src'] = self._task.args['src']
-        return result
+        """The result with the copy's path replaced by the controller's `src` wherever it appears."""
+        copies = getattr(self, '_copies', None)
+        return _renamed(result, *copies) if copies else result
+
+
+def _renamed(value, remote: str, src: str):
+    if isinstance(value, str):
+        return value.replace(remote, src)
+    if isinstance(value, dict):
+        return {k: _renamed(v, remote, src) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_renamed(v, remote, src) for v in value]
+    return value
