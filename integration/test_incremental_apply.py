@@ -664,11 +664,7 @@ def timeout_objects(ns: str, backend: str) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("backend", [
-    "nft", pytest.param("iptables-nft", marks=pytest.mark.xfail(strict=True, reason=(
-        "ctkit/backends/iptables/backend.py changes() (kernel.preview) does not compare cttimeout objects: a "
-        "changed timeout policy keeps its object name (names.timeout_name), the chains are the same, so the "
-        "plan is NONE and the apply sends nothing; the kernel keeps the old values")))])
+@pytest.mark.parametrize("backend", ["nft", "iptables-nft"])
 def test_a_changed_ct_timeout_policy_reaches_the_kernel(lab, env, tmp_path, backend):
     ns = lab.netns("ctt")
     args = ["-n", ns, *backend_args(backend)]

@@ -107,8 +107,10 @@ class IptablesBackend:
             if want.present or have.present:
                 items += plan_items(compare(want, have if have.present else TableView(True)), f"{family} ")
         items += _set_items(pv.sets)
+        items += [PlanItem("object", "change", f"cttimeout {n}", None, "created or updated with the policy's "
+                           "timeouts") for n in pv.timeouts]
         where = f"iptables-{pv.variant} chains {ruleset.prefix}*"
-        if not any(pv.texts.values()) and not pv.sets:
+        if not any(pv.texts.values()) and not pv.sets and not pv.timeouts:
             return Pending(where, (), NONE, "", pv.fingerprint)
         how = "only the chains whose rules differ are flushed and refilled (the others keep their counters)"
         return Pending(where, tuple(items), INCREMENTAL if present else CREATE, how if present else "",

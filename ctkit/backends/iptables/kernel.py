@@ -352,6 +352,7 @@ class Record:
     chains: dict = field(default_factory=dict)  # variant -> family -> table -> set of chains
     ipsets: set = field(default_factory=set)
     declared: dict = field(default_factory=dict)  # ipset name -> ipset.declaration() at the last apply
+    timeouts: dict = field(default_factory=dict)  # cttimeout name -> timeout_declaration() at the last apply
 
     def mine(self, variant: str, family: str) -> Mine:
         return self.chains.setdefault(variant, {}).setdefault(family, {})
@@ -365,7 +366,8 @@ class Record:
                 "chains": {v: {f: {t: sorted(c) for t, c in tabs.items() if c} for f, tabs in fams.items()}
                            for v, fams in self.chains.items()},
                 "ipsets": sorted(self.ipsets),
-                "declared": {n: d for n, d in sorted(self.declared.items()) if n in self.ipsets}}
+                "declared": {n: d for n, d in sorted(self.declared.items()) if n in self.ipsets},
+                "timeouts": dict(sorted(self.timeouts.items()))}
 
 
 def record_path(netns: str | None, prefix: str) -> str:
@@ -394,6 +396,7 @@ def load_record(netns: str | None, prefix: str) -> Record:
                     rec.mine(str(variant), str(family))[str(table)] = {str(c) for c in chains}
         rec.ipsets = {str(n) for n in data.get("ipsets", [])}
         rec.declared = {str(n): [str(d[0]), [str(x) for x in d[1]]] for n, d in dict(data.get("declared", {})).items()}
+        rec.timeouts = {str(n): str(d) for n, d in dict(data.get("timeouts", {})).items()}
     except (TypeError, ValueError, IndexError, KeyError):
         return Record(path, rec.netns, prefix)
     return rec
@@ -557,6 +560,7 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
             for doc in (v4, v6):  # CT --timeout rules name objects that must exist first
                 for t in doc.timeouts:
                     cttimeout.put(t.name, doc.family, t.protocol, t.policy, netns)
+            rec.timeouts = timeout_declarations(v4, v6)
             changes = _reconcile(plan, before, prefix, variant, netns, False, mine_old, mine_now)
             ok = True
         finally:
@@ -573,12 +577,20 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
     return variant, changes
 
 
+def timeout_declarations(v4: Document, v6: Document) -> dict[str, str]:
+    """What the documents say about each cttimeout object (the record keeps it: the kernel's policy is
+    not read back, and a changed policy keeps its object's name)."""
+    return {t.name: json.dumps([doc.family, t.protocol, list(map(list, t.policy))])
+            for doc in (v4, v6) for t in doc.timeouts}
+
+
 @dataclass(frozen=True)
 class Preview:
     """What apply would send, from one reading (no lock, no write): for `ctkit plan`."""
     variant: str
     texts: dict  # family -> iptables-restore --noflush input ("" : nothing to do)
     sets: tuple[str, ...]  # the `ipset restore` lines
+    timeouts: tuple[str, ...]  # cttimeout objects whose policy is new or differs from the last apply's
     current: dict  # family -> {table: SavedTable}, as read
     mine: dict  # family -> ctkit's chains per table, from the record
     fingerprint: str  # ctkit's chains (without toggle switches and counters) and set declarations
@@ -600,8 +612,11 @@ def preview(v4: Document, v6: Document, netns: str | None = None, variant: str =
     data = {f: [(t.name, c.name, c.builtin, [] if names.is_switch_chain(prefix, c.name) else list(c.rules))
                 for t in d.tables for c in t.chains] for f, d in owned_now.items()}
     data["declared"] = {n: d for n, d in sorted(rec.declared.items()) if n in existing}
+    data["timeouts"] = rec.timeouts
     print_ = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
-    return Preview(variant, texts, tuple(lines), current, mine, print_)
+    wanted = timeout_declarations(v4, v6)
+    timeouts = tuple(n for n, d in sorted(wanted.items()) if rec.timeouts.get(n) != d)
+    return Preview(variant, texts, tuple(lines), timeouts, current, mine, print_)
 
 
 def _has_ipset() -> bool:
