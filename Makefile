@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := nftables libnftables1 iptables ipset conntrack iproute2 python3-venv
 
-.PHONY: deps install demo lint test test-fast clean
+.PHONY: deps install demo lint test test-fast test-ansible ansible-sanity clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -24,13 +24,20 @@ demo: install
 	bash netns-scripts/demo.sh
 
 lint: install
-	$(VENV)/bin/ruff check ctkit tests integration benchmarks
+	$(VENV)/bin/ruff check ctkit tests integration benchmarks ansible
 
 test: install lint
-	$(PY) -m pytest -q -p no:cacheprovider tests integration
+	$(PY) -m pytest -q -p no:cacheprovider tests integration ansible/tests
 
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-ansible: install
+	$(PY) -m pytest -q -p no:cacheprovider ansible/tests
+
+# ansible-test sanity for the collection, offline (its own virtualenv; not part of `make test`)
+ansible-sanity: install
+	bash ansible/tests/sanity.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info
