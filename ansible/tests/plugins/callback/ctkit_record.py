@@ -1,9 +1,12 @@
 # Test support for ansible/tests: every task result as one JSON line, for the tests to read.
-"""ctkit_record: appends {"host", "task", "status", "result"} per task result to $CTKIT_RECORD."""
+"""ctkit_record: appends {"host", "task", "status", "seconds", "result"} per task result to $CTKIT_RECORD.
+
+`seconds` runs from the task's start on that host (v2_runner_on_start) to its result."""
 from __future__ import annotations
 
 import json
 import os
+import time
 
 from ansible.plugins.callback import CallbackBase
 
@@ -22,6 +25,13 @@ class CallbackModule(CallbackBase):
     CALLBACK_NAME = 'ctkit_record'
     CALLBACK_NEEDS_ENABLED = True
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._started = {}
+
+    def v2_runner_on_start(self, host, task):
+        self._started[(host.get_name(), task._uuid)] = time.monotonic()
+
     def _record(self, result, status):
         path = os.environ.get('CTKIT_RECORD')
         if not path:
@@ -29,7 +39,9 @@ class CallbackModule(CallbackBase):
         host = getattr(result, 'host', None) or result._host
         task = getattr(result, 'task', None) or result._task
         data = result.result if hasattr(type(result), 'result') else result._result
-        line = {'host': host.get_name(), 'task': task.get_name(), 'status': status, 'result': dict(data)}
+        start = self._started.pop((host.get_name(), task._uuid), None)
+        line = {'host': host.get_name(), 'task': task.get_name(), 'status': status,
+                'seconds': None if start is None else round(time.monotonic() - start, 3), 'result': dict(data)}
         with open(path, 'a', encoding='utf-8') as f:
             f.write(json.dumps(line, default=str) + '\n')
 
