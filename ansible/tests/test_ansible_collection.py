@@ -9,10 +9,11 @@ import subprocess
 import time
 
 import pytest
-from fleet import FILES, VENV_BIN, Fleet, ansible_env, run_ansible, sh
+from fleet import ANSIBLE_DIR, FILES, VENV_BIN, Fleet, ansible_env, run_ansible, sh
 
 pytestmark = pytest.mark.kernel
 
+COLLECTION = ANSIBLE_DIR / "ansible_collections" / "ctkit" / "netfilter"
 RULES = ("input/established", "input/control", "input/ssh", "input/web", "input/icmp")
 
 
@@ -61,9 +62,10 @@ def test_broken_policy_on_one_host_and_a_hand_edit(tmp_path):
         good = str(FILES / "web-v1.yaml")
         inv = fleet.inventory(tmp_path / "inv.yml", {"h3": {"policy_src": str(FILES / "broken.yaml")}},
                               policy_src=good)
-        run = fleet.playbook(tmp_path, "push.yml", inventory=inv)
+        # the README's fleet playbook: push, audit, fleet summary
+        run = fleet.playbook(tmp_path, COLLECTION / "docs" / "fleet.yml", "-e", "target=all", inventory=inv)
         assert run.returncode == 2, run.stdout + run.stderr  # a host failed
-        push = run.results("push")
+        push = run.results("Apply the policy (check mode prints the plan; --diff shows it by policy rule)")
         assert push["h3"]["_status"] == "failed"
         msg = push["h3"]["msg"]
         assert "invalid policy, nothing applied: 2 problems" in msg
@@ -74,6 +76,8 @@ def test_broken_policy_on_one_host_and_a_hand_edit(tmp_path):
         for host in ("h1", "h2", "h4", "h5"):
             assert push[host]["_status"] == "ok" and push[host]["changed"], host
             assert fleet.table(host) is not None
+        summary = run.results("Fleet-wide audit summary (hosts with drift, top findings)")["h1"]["msg"]
+        assert summary["hosts"] == 4 and summary["clean"] == ["h1", "h2", "h4", "h5"] and not summary["drifted"]
 
         # a rule added by hand in ctkit's table on h2: reported by the audit, repaired by the policy
         fleet.nft("h2", "add", "rule", "inet", "ctkit", "input", "tcp", "dport", "9999", "accept")
@@ -88,7 +92,8 @@ def test_broken_policy_on_one_host_and_a_hand_edit(tmp_path):
         assert drift.results("audit strict")["h2"]["_status"] == "failed"
         assert "1 drift item: extra" in drift.results("audit strict")["h2"]["msg"]
         summary = drift.results("fleet summary before")["h1"]["msg"]
-        assert list(summary["drifted"]) == ["h2"] and summary["hosts"] == 4
+        assert list(summary["drifted"]) == ["h2"] and summary["hosts"] == 4 and summary["attention"] == ["h2"]
+        print("fleet summary with a hand edit on h2:", summary)
         assert drift.results("repair")["h2"]["changed"]
         assert not any("9999" in r for r in fleet.rule_comments("h2"))
         assert "tcp dport 9999" not in fleet.nft("h2", "list", "table", "inet", "ctkit").stdout
