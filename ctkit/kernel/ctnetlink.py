@@ -20,6 +20,12 @@ of the same length whose headers match exactly would be walked identically,
 so its values are read with one `unpack_from` call. A message that matches
 no known shape is walked and becomes a new shape (the cache is bounded).
 
+Events (ctkit/kernel/conntrack/events.py) use the same decoder: a multicast
+event is one IPCTNL_MSG_CT_NEW or _DELETE message per datagram, laid out like
+a dump entry, read with `Decoder.row`; the socket joins the NFNLGRP_CONNTRACK_*
+groups (`join`), takes a large receive buffer (`set_rcvbuf`) and tells how
+many messages the kernel dropped for it (`drops`).
+
 The plumbing (message and attribute packing, the socket, errors) serves every
 nfnetlink subsystem ctkit talks to: ctnetlink, its expectations and
 cttimeout (ctkit/kernel/cttimeout.py). Nothing here knows about policies or
@@ -66,6 +72,17 @@ IPCTNL_MSG_CT_GET_STATS = 5
 IPCTNL_MSG_EXP_NEW = 0
 IPCTNL_MSG_EXP_GET = 1
 IPCTNL_MSG_EXP_GET_STATS_CPU = 3
+IPCTNL_MSG_EXP_DELETE = 2
+
+# Multicast groups (enum nfnetlink_groups): ctnetlink sends each event to one of them,
+# as IPCTNL_MSG_CT_NEW (flags NLM_F_CREATE|NLM_F_EXCL for a new entry, none for an update)
+# or IPCTNL_MSG_CT_DELETE; expectations as IPCTNL_MSG_EXP_NEW / IPCTNL_MSG_EXP_DELETE.
+NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY = 1, 2, 3
+NFNLGRP_CONNTRACK_EXP_NEW, NFNLGRP_CONNTRACK_EXP_UPDATE, NFNLGRP_CONNTRACK_EXP_DESTROY = 4, 5, 6
+NETLINK_ADD_MEMBERSHIP = 1
+SO_MEMINFO = 55  # struct of SK_MEMINFO_VARS u32s; the last one we read is sk_drops
+SK_MEMINFO_DROPS = 8
+_MEMINFO = struct.Struct("=9I")
 
 # enum ctattr_type (include/uapi/linux/netfilter/nfnetlink_conntrack.h)
 CTA_TUPLE_ORIG, CTA_TUPLE_REPLY, CTA_STATUS, CTA_PROTOINFO, CTA_HELP = 1, 2, 3, 4, 5
@@ -160,6 +177,35 @@ class NetlinkSocket:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def join(self, groups: Sequence[int]) -> None:
+        """Subscribe to multicast `groups` (NFNLGRP_*); the kernel refuses it without CAP_NET_ADMIN."""
+        for group in groups:
+            try:
+                self.sock.setsockopt(SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, group)
+            except OSError as exc:
+                raise kernel_error(exc.errno or errno.EPERM, f"listening to ctnetlink group {group}") from None
+
+    def set_rcvbuf(self, size: int) -> int:
+        """Ask for a receive buffer of `size` bytes (forced past rmem_max as root); the size the kernel
+        accounts against (it doubles the request for its own overhead)."""
+        try:
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, size)
+        except OSError:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def drops(self) -> int:
+        """Messages the kernel could not queue on this socket so far (sk_drops, from SO_MEMINFO).
+
+        Every multicast message netlink drops for a full receive queue is counted
+        here, whereas recv() reports only the first of each overrun (ENOBUFS).
+        """
+        try:
+            raw = self.sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, _MEMINFO.size)
+        except OSError:
+            return 0
+        return _MEMINFO.unpack(raw.ljust(_MEMINFO.size, b"\0"))[SK_MEMINFO_DROPS]
 
     def send(self, subsys: int, msg: int, flags: int, family: int, payload: bytes = b"", res_id: int = 0) -> int:
         self.seq += 1
@@ -569,6 +615,16 @@ class Decoder:
                     shape = self._learn(buf, off, mlen)
                 yield shape.order(shape.values.unpack_from(buf, off))
             off += (mlen + 3) & ~3
+
+    def row(self, buf: bytes | bytearray, off: int = 0) -> tuple:
+        """The raw value tuple of the one data message at `off` (an event: one message per datagram)."""
+        mlen = _NLMSG_LEN_TYPE.unpack_from(buf, off)[0]
+        for shape in self.shapes.get(mlen, ()):
+            if shape.check.unpack_from(buf, off) == shape.expected:
+                break
+        else:
+            shape = self._learn(buf, off, mlen)
+        return shape.order(shape.values.unpack_from(buf, off))
 
     def _learn(self, buf: bytearray, off: int, mlen: int) -> Shape:
         shape = compile_shape(buf, off, self.names)
