@@ -10,6 +10,8 @@ socket is opened inside the namespace and stays there.
   (the fast path the CLI uses); `json_rows`: one JSON object per entry.
 - `summary(netns, by, flt)`: counts grouped by columns, one streaming pass.
 - `count(netns)`, `stats(netns)`, `expectations(netns)`, `delete(netns, entries)`.
+- `events.subscribe(netns, flt, columns, kinds)`: live events (`Event`, and `Lost` where the
+  kernel dropped some), filtered by the same `Filter`; `events.Rates` for rates over a window.
 
 Where each part lives:
 - columns.py   the fields of an entry (`column`, `DEFAULT_COLUMNS`) and the kernel's names
@@ -19,6 +21,7 @@ Where each part lives:
 - counters.py  `count` and the per-CPU `stats`
 - expect.py    the expectation table
 - deletion.py  `delete`
+- events.py    live events from the ctnetlink multicast groups, loss counting, rates
 The ctnetlink decoder itself is ctkit/kernel/ctnetlink.py.
 """
 from ctkit.kernel.conntrack.columns import DEFAULT_COLUMNS, STATUS_VALUES, column
