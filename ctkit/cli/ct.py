@@ -5,6 +5,8 @@ Output streams: `ct list` writes each entry as it is decoded.
 """
 from __future__ import annotations
 
+import json
+import signal
 import sys
 import time
 from typing import Iterable, Optional
@@ -12,9 +14,10 @@ from typing import Iterable, Optional
 import typer
 
 from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json
-from ctkit.errors import UsageError
+from ctkit.errors import EXIT_FINDINGS, UsageError
 from ctkit.kernel import conntrack as ct
 from ctkit.kernel import sysctl
+from ctkit.kernel.conntrack import events
 from ctkit.kernel.netns import entered
 
 app = typer.Typer(help="Read the connection tracker: entries, summaries, counts, stats, expectations.",
@@ -69,11 +72,25 @@ def _l4(parts: list[str], sport, dport, itype, icode, iid) -> None:
 
 def conntrack_line(v: tuple) -> str:
     """One entry in the layout `conntrack -L` prints (values in TEXT_COLUMNS order)."""
+    return " ".join(_conntrack_parts(v))
+
+
+def _conntrack_parts(v: tuple, event: bool = False, raw_mark: int | None = None) -> list[str]:
+    """The words of conntrack_line. An `event` (values in EVENT_TEXT_COLUMNS order) shows only what its
+    message carried: no timeout in some destroys, a mark only when set or changed (`raw_mark`, None when
+    the message had none), no use count; a destroyed entry's delta-time runs to its stop time."""
+    if event:
+        stop, mark = v[30], raw_mark
+        v = v[:30]
+    else:
+        stop = None
     (proto, protonum, timeout, state, src, dst, sport, dport, itype, icode, iid, opk, oby, status,
-     rsrc, rdst, rsport, rdport, ritype, ricode, riid, rpk, rby, mark, secctx, zone, helper, labels,
+     rsrc, rdst, rsport, rdport, ritype, ricode, riid, rpk, rby, mark_shown, secctx, zone, helper, labels,
      use, start) = v
+    if not event:
+        mark = mark_shown
     status = status or 0
-    parts = [f"{proto:<8} {protonum} {timeout}"]
+    parts = [f"{proto:<8} {protonum}" if event and timeout is None else f"{proto:<8} {protonum} {timeout}"]
     if state is not None:
         parts.append(state)
     parts.append(f"src={src} dst={dst}")
@@ -90,19 +107,24 @@ def conntrack_line(v: tuple) -> str:
         parts.append("[HW_OFFLOAD]" if status & _HW_OFFLOAD else "[OFFLOAD]")
     if status & _ASSURED:
         parts.append("[ASSURED]")
-    parts.append(f"mark={mark or 0}")
+    if not event or mark is not None:
+        parts.append(f"mark={mark or 0}")
     if secctx is not None:
         parts.append(f"secctx={secctx}")
     if zone:
         parts.append(f"zone={zone}")
     if start is not None:
-        parts.append(f"delta-time={max(0, int(time.time() - start / 1e9))}")
+        if stop:
+            parts.append(f"delta-time={max(0, stop // 10**9 - start // 10**9)}")
+        else:
+            parts.append(f"delta-time={max(0, int(time.time() - start / 1e9))}")
     if helper:
         parts.append(f"helper={helper}")
     if labels:
         parts.append("labels=" + ",".join(str(b) for b in labels))
-    parts.append(f"use={use}")
-    return " ".join(parts)
+    if not event or use is not None:
+        parts.append(f"use={use}")
+    return parts
 
 
 def _write_lines(lines: Iterable[str]) -> int:
@@ -270,11 +292,308 @@ def expect_cmd(netns: Optional[str] = NetnsOption, as_json: bool = JsonOption) -
         print_json([e.as_dict() for e in exps])
         return
     for e in exps:
-        ports = f" sport={e.sport} dport={e.dport}" if e.sport is not None else ""
-        mports = f" sport={e.master_sport} dport={e.master_dport}" if e.master_sport is not None else ""
-        print(f"{e.timeout} proto={e.proto} src={e.src} dst={e.dst}{ports} "
-              f"master-src={e.master_src} master-dst={e.master_dst}{mports} helper={e.helper}")
+        print(expect_line(e))
     print(f"{len(exps)} expectations", file=sys.stderr)
+
+
+def expect_line(e) -> str:
+    """One expectation as `ct expect` prints it."""
+    ports = f" sport={e.sport} dport={e.dport}" if e.sport is not None else ""
+    mports = f" sport={e.master_sport} dport={e.master_dport}" if e.master_sport is not None else ""
+    timeout = "" if e.timeout is None else f"{e.timeout} "
+    return (f"{timeout}proto={e.proto} src={e.src} dst={e.dst}{ports} "
+            f"master-src={e.master_src} master-dst={e.master_dst}{mports} helper={e.helper}")
+
+
+# ------------------------------------------------------------------- events
+
+EVENT_TEXT_COLUMNS = TEXT_COLUMNS + ("stop",)
+_TAGS = {kind: f"{'[' + kind.upper() + ']':>9}" for kind in events.KINDS}
+LINGER = 0.005  # seconds between an idle queue's first message and reading on: bursts, not a syscall per event
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+class _Terminated(Exception):
+    """SIGTERM: end the event stream like Ctrl-C does, with its final counts."""
+
+
+def _size(text: str) -> int:
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    number, suffix = (t[:-1], t[-1]) if t and t[-1] in "KMG" else (t, "")
+    if not number.isdigit() or not 1 << 12 <= int(number) * _SIZE_SUFFIXES[suffix] <= 1 << 30:
+        raise UsageError(f"--buffer-size must be bytes from 4K to 1G (e.g. 64M), not {text!r}")
+    return int(number) * _SIZE_SUFFIXES[suffix]
+
+
+def event_line(kind: str, raw: tuple, portid: int, convert, mark_at: int) -> str:
+    """One conntrack event as `conntrack -E` prints it, from its raw row (a layout of EVENT_TEXT_COLUMNS,
+    whose `convert` is given; the raw mark sits at `mark_at`: an event without one shows none)."""
+    v = convert(raw)
+    parts = _conntrack_parts(v, True, raw[mark_at])
+    if portid:  # the event was caused by a process's request (conntrack -D, a flush...)
+        parts.append(f"[USERSPACE] portid={portid}")
+        name = events.program_name(portid)
+        if name:
+            parts.append(f"progname={name}")
+    return f"{_TAGS[kind]} " + " ".join(parts)
+
+
+def _table(header: list[str], rows: list[list[str]], left: int) -> list[str]:
+    """Columns padded to their widest cell; the first `left` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in
+                      enumerate(zip(row, widths, strict=True))).rstrip() for row in [header] + rows]
+
+
+def summary_text(snap: dict, netns: str | None) -> str:
+    """A refresh of `ct events --format summary`: rates per second over the window, top ports and sources."""
+    r, t = snap["rates"], snap["totals"]
+    when = time.strftime("%H:%M:%S", time.localtime(snap["time"]))
+    lines = [f"ctkit ct events{' in ' + netns if netns else ''}  {when}  rates over the last {snap['window']:.1f} s "
+             f"(running {snap['elapsed']:.0f} s)",
+             f"events/s: new {r['new']:.1f}  update {r['update']:.1f}  destroy {r['destroy']:.1f}",
+             f"since start: new {t['new']}  update {t['update']}  destroy {t['destroy']}"]
+    if t["lost"] or t["overruns"]:
+        lines.append(f"LOST: {t['lost']} events ({t['overruns']} overruns), {r['lost']:.1f}/s in the window: the "
+                     "kernel dropped them (receive queue full)")
+    else:
+        lines.append("lost: 0")
+    lines.append("")
+    rows = [[_text(g["proto"]), _text(g["state"])] + [f"{g[k]:.1f}" for k in events.KINDS]
+            for g in snap["by_proto_state"]]
+    lines += _table(["PROTO", "STATE", "NEW/s", "UPDATE/s", "DESTROY/s"], rows, 2)
+    if snap["top_ports"]:
+        lines.append("")
+        lines += _table(["PROTO", "DPORT", "NEW/s"],
+                        [[_text(p["proto"]), _text(p["dport"]), f"{p['new']:.1f}"] for p in snap["top_ports"]], 1)
+    if snap["top_sources"]:
+        lines.append("")
+        lines += _table(["TOP SOURCE", "NEW/s"], [[_text(p["src"]), f"{p['new']:.1f}"] for p in snap["top_sources"]],
+                        1)
+    return "\n".join(lines) + "\n"
+
+
+class _LossReport:
+    """Losses on stderr as they happen, at most one line a second (the rest is summed into the next)."""
+
+    def __init__(self, rcvbuf: int) -> None:
+        self.rcvbuf, self.pending, self.last, self.total, self.overruns = rcvbuf, 0, 0.0, 0, 0
+
+    def add(self, lost: "events.Lost") -> None:
+        self.pending += lost.count
+        self.total, self.overruns = lost.total, lost.overruns
+        if lost.time - self.last >= 1.0:
+            self.flush(lost.time)
+
+    def flush(self, now: float | None = None) -> None:
+        if self.pending:
+            print(f"ctkit: lost {self.pending} events: the kernel's receive queue for this socket was full "
+                  f"(ENOBUFS); {self.total} lost in total, {self.overruns} overruns (buffer {self.rcvbuf} bytes: "
+                  "raise --buffer-size, or ask for fewer with --event)", file=sys.stderr, flush=True)
+            self.pending, self.last = 0, time.time() if now is None else now
+
+
+@app.command("events")
+@handle_errors
+def events_cmd(
+    netns: Optional[str] = NetnsOption,
+    family: Optional[str] = FamilyOpt, proto: Optional[str] = ProtoOpt,
+    src: Optional[str] = SrcOpt, dst: Optional[str] = DstOpt,
+    reply_src: Optional[str] = RSrcOpt, reply_dst: Optional[str] = RDstOpt,
+    sport: Optional[int] = SportOpt, dport: Optional[int] = DportOpt,
+    state: Optional[str] = StateOpt, status: Optional[str] = StatusOpt,
+    mark: Optional[str] = MarkOpt, zone: Optional[int] = ZoneOpt, helper: Optional[str] = HelperOpt,
+    kinds: Optional[str] = typer.Option(None, "--event", help="Event kinds, comma separated: new, update, destroy "
+                                        "(default: all; expectations have new and destroy)."),
+    expect: bool = typer.Option(False, "--expect", help="Expectation events instead (like conntrack -E expect)."),
+    as_json: bool = JsonOption,
+    fmt: Optional[str] = typer.Option(None, "--format", "-o", show_default=False,
+                                      help="conntrack (default: the lines of conntrack -E), jsonl (one object per "
+                                           "event, as --json), or summary (rates over --window, refreshed every "
+                                           "--interval; with --json one object per refresh)."),
+    fields: Optional[str] = typer.Option(None, "--fields", help="Comma-separated fields for jsonl (default: all)."),
+    count: Optional[int] = typer.Option(None, "--count", help="Stop after N events (those that pass the filters)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Stop after S seconds."),
+    buffer_size: str = typer.Option("32M", "--buffer-size", help="Receive buffer to ask for (bytes, K/M/G). When "
+                                    "it is full the kernel drops events; ctkit counts and reports every loss."),
+    interval: float = typer.Option(1.0, "--interval", help="summary: seconds between refreshes."),
+    window: float = typer.Option(10.0, "--window", help="summary: seconds the rates are taken over."),
+    top: int = typer.Option(10, "--top", help="summary: how many ports and sources to show."),
+) -> None:
+    """Live conntrack events (new, update, destroy), filtered like `ct list`, until --count or --seconds.
+
+    Events the kernel drops (its queue overran: ENOBUFS) are counted: on stderr, as `lost` in jsonl and the summary.
+
+    Exit status 1 when events were lost. Ctrl-C ends the stream.
+    """
+    if as_json:
+        if fmt not in (None, "jsonl", "summary"):
+            raise UsageError(f"--json and --format {fmt} contradict each other: give one of them")
+        fmt = fmt or "jsonl"
+    fmt = fmt or "conntrack"
+    if fmt not in ("conntrack", "jsonl", "summary"):
+        raise UsageError(f"--format must be conntrack, jsonl or summary, not {fmt!r}")
+    if count is not None and count < 1:
+        raise UsageError("--count must be 1 or more")
+    if seconds is not None and seconds <= 0:
+        raise UsageError("--seconds must be more than 0")
+    if interval <= 0 or window <= 0:
+        raise UsageError("--interval and --window must be more than 0")
+    if top < 0:
+        raise UsageError("--top must be 0 or more")
+    rcvbuf = _size(buffer_size)
+    wanted = tuple(k.strip().lower() for k in kinds.split(",") if k.strip()) if kinds else \
+        (events.EXPECT_KINDS if expect else events.KINDS)
+    flt = _filter(family, proto, src, dst, reply_src, reply_dst, sport, dport, state, status, mark, zone,
+                  helper)
+    if fields and fmt != "jsonl":
+        raise UsageError("--fields applies to --format jsonl")
+    if expect:
+        if fmt == "summary":
+            raise UsageError("--format summary counts conntrack events; expectations have conntrack or jsonl")
+        if fields:
+            raise UsageError("--fields applies to conntrack events, not to --expect")
+        try:
+            events.expect_filter_checks(flt)
+        except ct.FilterError as exc:
+            raise UsageError(f"--{exc.field.replace('_', '-')}{exc.detail}") from None
+    if fmt == "conntrack":
+        columns: tuple[str, ...] = EVENT_TEXT_COLUMNS
+    elif fmt == "summary":
+        columns = events.SUMMARY_COLUMNS
+    else:
+        columns = tuple(f.strip() for f in fields.split(",")) if fields else ct.DEFAULT_COLUMNS
+        for name in columns:
+            ct.column(name)
+    sub = events.subscribe(netns, flt, columns, wanted, expect, rcvbuf)
+    _stream(sub, fmt, as_json, count, seconds, interval, window, top, netns)
+
+
+def _stream(sub: "events.Subscription", fmt: str, as_json: bool, count: int | None, seconds: float | None,
+            interval: float, window: float, top: int, netns: str | None) -> None:
+    out = sys.stdout
+    batch: list[str] = []
+    losses = _LossReport(sub.rcvbuf)
+    shown = 0
+    summary = fmt == "summary"
+    rates = events.Rates(window, min(1.0, window / 10)) if summary else None
+    tty = summary and not as_json and out.isatty()
+    next_refresh = time.time() + interval
+
+    def flush() -> None:
+        if batch:
+            out.write("\n".join(batch) + "\n")
+            batch.clear()
+        out.flush()
+
+    def refresh(now: float) -> None:
+        nonlocal next_refresh
+        snap = rates.snapshot(now, top)
+        if as_json:
+            out.write(json.dumps(snap, separators=(",", ":")) + "\n")
+        else:
+            out.write(("\x1b[H\x1b[J" if tty else "") + summary_text(snap, netns) + ("" if tty else "\n"))
+        out.flush()
+        next_refresh = now + interval
+
+    def idle() -> None:
+        if summary:
+            now = time.time()
+            if now >= next_refresh:
+                refresh(now)
+        else:
+            flush()
+
+    def lost(item: "events.Lost") -> None:
+        if summary:
+            rates.add_lost(item)
+        else:
+            if fmt == "jsonl":
+                batch.append(json.dumps(item.as_dict(), separators=(",", ":")))
+            flush()
+        losses.add(item)
+
+    def terminate(_signum, _frame):
+        raise _Terminated()
+
+    try:
+        previous, restore = signal.signal(signal.SIGTERM, terminate), True
+    except ValueError:  # not the main thread (an embedding program): it handles its signals itself
+        previous, restore = None, False
+    deadline = None if seconds is None else time.monotonic() + seconds
+    stream = sub.events(deadline, idle, min(1.0, interval), linger=LINGER, raw=True)
+    layout = getattr(sub.decoder, "layout", None)
+    try:
+        if summary:
+            add = rates.add_row
+            for ev in stream:
+                if ev.__class__ is events.Lost:
+                    lost(ev)
+                    continue
+                kind, raw, _portid, at = ev
+                add(kind, raw, at, layout)
+                shown += 1
+                if at >= next_refresh:
+                    refresh(at)
+                if shown == count:
+                    break
+        elif sub.expect:
+            for ev in stream:
+                if ev.__class__ is events.Lost:
+                    lost(ev)
+                    continue
+                if fmt == "jsonl":
+                    batch.append(json.dumps(ev.as_dict(), separators=(",", ":")))
+                else:
+                    batch.append(f"{_TAGS[ev.kind]} " + expect_line(ev.expectation))
+                shown += 1
+                if shown == count:
+                    break
+        elif fmt == "jsonl":
+            to_json = layout.to_json
+            for ev in stream:
+                if ev.__class__ is events.Lost:
+                    lost(ev)
+                    continue
+                kind, raw, portid, at = ev
+                batch.append('{"event":"%s","time":%.6f,"portid":%d,%s' % (kind, at, portid, to_json(raw)[1:]))
+                shown += 1
+                if len(batch) >= 512:
+                    flush()
+                if shown == count:
+                    break
+        else:
+            convert, mark_at = layout.convert, layout.raws.index("mark")
+            for ev in stream:
+                if ev.__class__ is events.Lost:
+                    lost(ev)
+                    continue
+                batch.append(event_line(ev[0], ev[1], ev[2], convert, mark_at))
+                shown += 1
+                if len(batch) >= 512:
+                    flush()
+                if shown == count:
+                    break
+    except (KeyboardInterrupt, _Terminated):
+        pass
+    finally:
+        stream.close()
+        if restore:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        try:
+            last = sub.check_losses()
+            if last is not None:
+                lost(last)
+            if summary:
+                refresh(time.time())
+            flush()
+        finally:
+            sub.close()
+            losses.flush()
+    print(f"ctkit: {shown} events shown, {sub.received} received, {sub.lost} lost ({sub.overruns} overruns)",
+          file=sys.stderr)
+    if sub.lost:
+        raise typer.Exit(EXIT_FINDINGS)
 
 
 # ------------------------------------------------------------------- sysctl
