@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ctkit.terminal import clip
+
 EXIT_OK = 0
 EXIT_FINDINGS = 1
 EXIT_INVALID = 2
@@ -25,22 +27,23 @@ class Problem:
     code: str | None = None  # a stable id where the audit reports this warning too ("helpers.all-addresses")
 
     def render(self) -> str:
-        where = self.source or "<policy>"
+        """One line; each part clipped (a pointer can hold a key of a megabyte, a message a value)."""
+        where = clip(self.source or "<policy>")
         if self.line is not None:
             where += f":{self.line}"
-        text = f"{where}: {self.severity}: {self.pointer or '/'}: {self.message}"
+        text = f"{where}: {self.severity}: {clip(self.pointer or '/', 160)}: {clip(self.message, 300)}"
         if self.hint:
-            text += f" ({self.hint})"
+            text += f" ({clip(self.hint, 200)})"
         return text
 
     def as_dict(self) -> dict:
         return {
             "severity": self.severity,
-            "source": self.source,
-            "pointer": self.pointer,
+            "source": self.source if self.source is None else clip(self.source),
+            "pointer": clip(self.pointer, 160),
             "line": self.line,
-            "message": self.message,
-            "hint": self.hint,
+            "message": clip(self.message, 300),
+            "hint": self.hint if self.hint is None else clip(self.hint, 200),
         }
 
 
