@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from ctkit.audit.settings import SettingState, read_settings
 from ctkit.errors import EXIT_FINDINGS, EXIT_OK, UsageError
 from ctkit.kernel import sysctl
 from ctkit.kernel.netns import entered
+from ctkit.paths import Unreadable, read_regular
 from ctkit.pipeline import Compiled
 
 if TYPE_CHECKING:
@@ -215,26 +217,67 @@ def flows_finding(denied: list[DeniedFlow], flushed: int | None) -> list[Finding
 
 # ------------------------------------------------------------------ state
 
-def load_state(path: Path | None, netns: str | None) -> tuple[dict | None, float | None, int]:
-    """Previous stats, seconds since then, previous peak count."""
-    if path is None or not path.exists():
-        return None, None, 0
+#: the largest state file read: it holds a few figures per namespace
+MAX_STATE_BYTES = 1 << 20
+
+
+def _read_state(path: Path) -> dict | None:
+    """The state file's content, None if there is none yet; UsageError naming it if it is not one ctkit
+    wrote: never a silent fresh start, which would lose the baseline the audit judges drops by."""
+    if not os.path.lexists(path):
+        return None
     try:
-        data = json.loads(path.read_text())
-        entry = data["namespaces"][netns or ""]
-        return dict(entry["stats"]), time.time() - float(entry["time"]), int(entry.get("peak", 0))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"state file {path} is not one ctkit wrote ({type(exc).__name__}); "
+        data = json.loads(read_regular(path, MAX_STATE_BYTES).decode("utf-8"))
+    except Unreadable as exc:
+        raise UsageError(f"state file {path}: {exc.reason}") from None
+    except (ValueError, RecursionError) as exc:  # not UTF-8, not JSON, nested without end
+        raise UsageError(f"state file {path} is not one ctkit wrote (not JSON: {type(exc).__name__}); "
                          "remove it to start afresh") from None
+    if not (isinstance(data, dict) and data.get("version") == 1 and isinstance(data.get("namespaces"), dict)):
+        raise UsageError(f"state file {path} is not one ctkit wrote (no version 1 and namespaces); "
+                         "remove it to start afresh")
+    return data
+
+
+def _figures(entry: object) -> tuple[dict[str, int], float, int] | None:
+    """(stats, time, peak) of one namespace's entry, or None if it is not what ctkit writes."""
+    if not isinstance(entry, dict):
+        return None
+    stats, when, peak = entry.get("stats"), entry.get("time"), entry.get("peak", 0)
+    if not (isinstance(stats, dict) and all(isinstance(k, str) and type(v) is int for k, v in stats.items())):
+        return None
+    if type(when) not in (int, float) or not math.isfinite(when) or type(peak) is not int or peak < 0:
+        return None
+    return stats, float(when), peak
+
+
+def load_state(path: Path | None, netns: str | None) -> tuple[dict | None, float | None, int]:
+    """Previous stats, seconds since then, previous peak count; no baseline when the file does not exist
+    or does not hold this namespace yet."""
+    if path is None:
+        return None, None, 0
+    data, figures = _state_of(path, netns)
+    if figures is None:
+        return None, None, 0
+    stats, when, peak = figures
+    return dict(stats), time.time() - when, peak
+
+
+def _state_of(path: Path, netns: str | None) -> tuple[dict, tuple[dict[str, int], float, int] | None]:
+    """(the state file's content, this namespace's figures or None when it has none yet)."""
+    data = _read_state(path) or {"version": 1, "namespaces": {}}
+    if (netns or "") not in data["namespaces"]:
+        return data, None
+    figures = _figures(data["namespaces"][netns or ""])
+    if figures is None:
+        raise UsageError(f"state file {path} is not one ctkit wrote (namespace {netns or 'current'!r}: "
+                         "stats, time or peak of the wrong kind); remove it to start afresh")
+    return data, figures
 
 
 def save_state(path: Path, netns: str | None, figures: HostFigures, peak: int) -> None:
-    try:
-        data = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        data = {}
-    data.setdefault("version", 1)
-    data.setdefault("namespaces", {})[netns or ""] = {
+    data, _ = _state_of(path, netns)
+    data["namespaces"][netns or ""] = {
         "time": time.time(), "stats": figures.stats, "peak": max(peak, figures.count)}
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -254,6 +297,7 @@ def _ordered(findings: list[Finding]) -> list[Finding]:
 def audit(compiled: Compiled, backend: Backend, netns: str | None, state: Path | None = None,
           check_flows: bool = True) -> AuditReport:
     """Read the kernel and report; changes nothing but the state file (ctkit/service.py flushes)."""
+    previous, seconds, peak = load_state(state, netns)  # a bad state file stops the audit before the kernel
     drift, interference = ruleset_drift(compiled, backend, netns)
     settings = read_settings(compiled.plan.settings, netns)
     for s in settings:
@@ -261,7 +305,6 @@ def audit(compiled: Compiled, backend: Backend, netns: str | None, state: Path |
             drift.append(Drift("setting", f"net.netfilter.{s.setting.sysctl}", s.setting.origin,
                                str(s.setting.value), s.live if s.exists else "absent"))
     figures = read_figures(netns)
-    previous, seconds, peak = load_state(state, netns)
     findings: list[Finding] = []
     # the policy's lint warnings, once (a warning with a code is known to the audit by that id)
     findings += [Finding(w.code or "policy.lint", "warning", w.pointer, w.message, w.hint or "", {"line": w.line})
