@@ -5,6 +5,7 @@ from __future__ import annotations
 from ctkit.netfilter import TIMEOUT_STATES
 from ctkit.policy.builder import Builder, protocols
 from ctkit.policy.model import HELPER_KERNEL_NAMES, Helper, Notrack, Setting, Timeout, Zone
+from ctkit.terminal import excerpt
 
 #: policy conntrack keys -> sysctl name under net.netfilter
 SETTING_SYSCTLS: dict[str, str] = {
@@ -83,7 +84,7 @@ def build_timeouts(b: Builder, items: list) -> tuple[Timeout, ...]:
         states = TIMEOUT_STATES[t["protocol"]]
         for key in t["policy"]:
             if key not in states:
-                b.problem(f"{p}/policy/{key}", f"{key!r} is not a {t['protocol']} state", "valid: " + ", ".join(states))
+                b.problem(f"{p}/policy/{key}", f"{excerpt(key)} is not a {t['protocol']} state", "valid: " + ", ".join(states))
         out.append(Timeout(
             name=t["name"], pointer=p, protocol=t["protocol"],
             policy=tuple((k, int(t["policy"][k])) for k in states if k in t["policy"]),

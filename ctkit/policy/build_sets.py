@@ -7,6 +7,7 @@ from typing import Any
 from ctkit.policy.builder import Builder
 from ctkit.policy.checks import PORTS, check_nat_address, check_network, parse_nat_address
 from ctkit.policy.model import NamedSet, SetMember
+from ctkit.terminal import excerpt
 
 
 def build_sets(b: Builder, sets: dict) -> tuple[NamedSet, ...]:
@@ -61,6 +62,6 @@ def _member_part(b: Builder, kind: str, value: Any, interval: bool, pointer: str
         return net
     text = str(value)
     if "-" in text and not interval:
-        b.problem(pointer, f"{text!r} is a range but the set has no interval flag", "add \"interval\": true")
+        b.problem(pointer, f"{excerpt(text)} is a range but the set has no interval flag", "add \"interval\": true")
         return None
     return b.range(text, pointer, PORTS)

@@ -8,6 +8,7 @@ from typing import Any
 from ctkit.errors import Problem
 from ctkit.policy.checks import LENGTHS, PORTS, BadValue, RangeKind, check_network, parse_range
 from ctkit.policy.model import Network
+from ctkit.terminal import excerpt
 from ctkit.values import PortRange
 
 
@@ -28,10 +29,11 @@ class Builder:
         out = []
         for i, text in enumerate(items):
             ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
-            try:
-                out.append(ipaddress.ip_network(text))
-            except (ValueError, TypeError):
-                self.problem(ptr, *(check_network(text) or (f"{text!r} is not an address", None)))
+            bad = check_network(text) if isinstance(text, str) else (f"{excerpt(text)} is not an address", None)
+            if bad:  # checked first: ipaddress alone takes an IPv6 zone of any text ("fe80::1%...")
+                self.problem(ptr, *bad)
+                continue
+            out.append(ipaddress.ip_network(text))
         return tuple(dict.fromkeys(out))
 
     def lengths(self, value: Any, pointer: str) -> tuple[PortRange, ...]:

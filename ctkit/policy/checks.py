@@ -11,11 +11,26 @@ import re
 from dataclasses import dataclass
 
 from ctkit.policy.model import AddrRange
+from ctkit.terminal import excerpt
 from ctkit.values import PortRange
+
+#: what an address, prefix or address range is written with. ipaddress also takes an IPv6 zone
+#: ("fe80::1%eth0"), and the zone may hold any character: str() of that address, which is what the
+#: backends write, would carry `" } ; -j ACCEPT` into nft text and iptables-restore input.
+_ADDRESS_TEXT = re.compile(r"[0-9A-Fa-f:./-]{1,81}", re.ASCII)
+
+
+def _address_text(text: str) -> bool:
+    return isinstance(text, str) and _ADDRESS_TEXT.fullmatch(text) is not None
 
 
 def check_network(text: str) -> tuple[str, str] | None:
     """None if text is an address or prefix; else (message, hint)."""
+    if not _address_text(text) or "-" in text:
+        zone = "%" in str(text)
+        return (f"{excerpt(text)} is not an IPv4 or IPv6 address or prefix",
+                "an IPv6 zone (%eth0) has no meaning in a rule" if zone else
+                "e.g. 192.0.2.10, 10.0.0.0/8, 2001:db8::/32")
     try:
         ipaddress.ip_network(text, strict=True)
         return None
@@ -24,8 +39,9 @@ def check_network(text: str) -> tuple[str, str] | None:
     try:
         loose = ipaddress.ip_network(text, strict=False)
     except ValueError:
-        return (f"{text!r} is not an IPv4 or IPv6 address or prefix", "e.g. 192.0.2.10, 10.0.0.0/8, 2001:db8::/32")
-    return f"{text!r} has host bits set", f"did you mean {str(loose)!r}?"
+        return (f"{excerpt(text)} is not an IPv4 or IPv6 address or prefix",
+                "e.g. 192.0.2.10, 10.0.0.0/8, 2001:db8::/32")
+    return f"{excerpt(text)} has host bits set", f"did you mean {str(loose)!r}?"
 
 
 @dataclass(frozen=True)
@@ -61,9 +77,9 @@ def parse_range(value: object, kind: RangeKind) -> PortRange:
     timeout and zone ports, set members of type inet_service, packet lengths and queue ranges.
     """
     text = str(value)
-    m = _RANGE.fullmatch(text)
+    m = _RANGE.fullmatch(text) if len(text) <= 11 else None  # "65535-65535"; int() of 5000 digits fails
     if m is None:
-        raise BadValue(f"{text!r} is not {kind.form}", kind.example)
+        raise BadValue(f"{excerpt(text)} is not {kind.form}", kind.example)
     lo = int(m.group(1))
     hi = int(m.group(2)) if m.group(2) is not None else lo
     if not (kind.minimum <= lo <= 65535 and kind.minimum <= hi <= 65535):
@@ -100,11 +116,14 @@ def check_nat_address(text: str) -> tuple[str, str] | None:
     """None if text is an address or an inclusive range "first-last" of one family."""
     parts = text.split("-")
     if len(parts) > 2:
-        return f"{text!r} is not an address or a range first-last", "e.g. 192.0.2.10 or 198.51.100.1-198.51.100.5"
+        return (f"{excerpt(text)} is not an address or a range first-last",
+                "e.g. 192.0.2.10 or 198.51.100.1-198.51.100.5")
     try:
+        if not _address_text(text):
+            raise ValueError(text)
         addrs = [ipaddress.ip_address(p) for p in parts]
     except ValueError:
-        return (f"{text!r} is not an IPv4 or IPv6 address or range",
+        return (f"{excerpt(text)} is not an IPv4 or IPv6 address or range",
                 "e.g. 192.0.2.10, 2001:db8::10 or 198.51.100.1-198.51.100.5 (no prefix length)")
     if len(addrs) == 2:
         if addrs[0].version != addrs[1].version:
