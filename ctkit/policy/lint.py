@@ -13,6 +13,7 @@ from typing import Iterable
 from ctkit.errors import Problem
 from ctkit.netfilter import BASE_CHAINS
 from ctkit.policy.checks import PORTS, check_range
+from ctkit.policy.load import capped, pointer_of
 from ctkit.policy.model import (
     IPV4_ONLY_HELPERS,
     PORT_PROTOCOLS,
@@ -23,6 +24,7 @@ from ctkit.policy.model import (
     Rule,
     set_family,
 )
+from ctkit.terminal import excerpt
 from ctkit.values import PortRange
 
 #: chains a do-not-track direction has to get through, and where it comes from
@@ -35,6 +37,10 @@ def lint(policy: Policy) -> list[Problem]:
                   _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat,
                   _toggles, _ct_templates, _sets):
         problems.extend(check(policy))
+    problems = capped(problems)
+    prefetch = getattr(policy.lines, "prefetch", None)
+    if prefetch is not None:  # a JSON file's lines are found for all pointers in one pass
+        prefetch(p.pointer for p in problems)
     return [replace(p, source=policy.source, line=policy.line_of(p.pointer)) for p in problems]
 
 
@@ -82,13 +88,13 @@ def _chain_targets(policy: Policy):
                 continue
             key = "jump" if rule.jump else "goto"
             if rule.target in BASE_CHAINS:
-                yield _error(rule.pointer + "/" + key, f"cannot {key} to base chain {rule.target!r}",
+                yield _error(rule.pointer + "/" + key, f"cannot {key} to base chain {excerpt(rule.target)}",
                              "jump and goto lead to user-defined chains")
             elif rule.target not in user:
-                close = difflib.get_close_matches(rule.target, user, n=1)
+                close = difflib.get_close_matches(rule.target[:40], user, n=1)
                 hint = f"did you mean {close[0]!r}?" if close else (
                     "defined user chains: " + ", ".join(user) if user else "no user-defined chain exists")
-                yield _error(rule.pointer + "/" + key, f"{key} to unknown chain {rule.target!r}", hint)
+                yield _error(rule.pointer + "/" + key, f"{key} to unknown chain {excerpt(rule.target)}", hint)
 
 
 def _edges(policy: Policy) -> dict[str, list[Rule]]:
@@ -511,8 +517,10 @@ def _sets(policy: Policy):
                         # one port, read by the one port parser ("²".isdigit() is True)
                         bad = ("", "a map key is one port") if "-" in value else check_range(value, PORTS)
                         if bad is not None:
-                            yield _error(f"{p}/vmap/map/{value}", f"{value!r} is not a port", bad[1])
+                            yield _error(f"{p}/vmap/map{pointer_of([value])}", f"{excerpt(value)} is not a port",
+                                         bad[1])
                 for value, verdict in entries:
                     target = verdict.split(" ", 1)[1] if " " in verdict else None
                     if target is not None and (policy.chain(target) is None or target in BASE_CHAINS):
-                        yield _error(f"{p}/vmap/map/{value}", f"{verdict!r}: no user-defined chain {target!r}")
+                        yield _error(f"{p}/vmap/map{pointer_of([value])}",
+                                     f"{verdict!r}: no user-defined chain {target!r}")
