@@ -76,8 +76,14 @@ def _port(m: ir.Port, rule: ir.Rule) -> list[dict]:
     return [_eq(left, _set_or_one([_port_value(r) for r in m.ranges]))]
 
 
+def _ifname(name: str) -> str:
+    """A policy interface name as nft matches it: a trailing + is iptables' wildcard (eth+: every name that
+    starts with eth), and nft's is * ("eth+" would match only an interface called that)."""
+    return name[:-1] + "*" if name.endswith("+") else name
+
+
 def _iface(m: ir.Iface, rule: ir.Rule) -> list[dict]:
-    return [_eq({"meta": {"key": "iifname" if m.direction == "in" else "oifname"}}, m.name)]
+    return [_eq({"meta": {"key": "iifname" if m.direction == "in" else "oifname"}}, _ifname(m.name))]
 
 
 def _ctstate(m: ir.CtState, rule: ir.Rule) -> list[dict]:
@@ -171,7 +177,7 @@ _VMAP_KEYS = {"iif": {"meta": {"key": "iifname"}}, "oif": {"meta": {"key": "oifn
 
 def _verdict_map(s: ir.VerdictMap, rule: ir.Rule) -> list[dict]:
     if s.key in _VMAP_KEYS:
-        key, values = _VMAP_KEYS[s.key], [k for k, _v in s.entries]
+        key, values = _VMAP_KEYS[s.key], [_ifname(k) for k, _v in s.entries]
     else:
         key, values = _field(s.key, None, rule), [int(k) for k, _v in s.entries]
     data = [[value, _verdict(v, rule)[0]] for value, (_k, v) in zip(values, s.entries, strict=True)]
