@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
+
+from ctkit.errors import UsageError
+from ctkit.ownership import check_table
 
 # ------------------------------------------------------------ rule comments
 # Every kernel rule carries the id of the policy rule it came from, then the user's text:
@@ -31,14 +35,24 @@ def rule_id(comment: str | None, known: set[str] | None = None) -> str | None:
 # "toggle/NAME: policy on|off"; the iptables switch rule says "toggle/NAME".
 
 TOGGLE_PREFIX = "toggle/"
+#: the policy schema's toggle names; a name from a command line (`ctkit toggle NAME`) is checked
+#: against it before it becomes part of a set name, a chain name or a comment
+_TOGGLE_NAME = re.compile(r"[a-z][a-z0-9_]{0,11}", re.ASCII)
+
+
+def check_toggle_name(name: str) -> str:
+    if not isinstance(name, str) or not _TOGGLE_NAME.fullmatch(name):
+        raise UsageError(f"{name!r} is not a toggle name: a-z, 0-9 and _, starting with a letter, "
+                         "at most 12 characters")
+    return name
 
 
 def toggle_comment(name: str, policy_on: bool) -> str:
-    return f"{TOGGLE_PREFIX}{name}: policy {'on' if policy_on else 'off'}"
+    return f"{TOGGLE_PREFIX}{check_toggle_name(name)}: policy {'on' if policy_on else 'off'}"
 
 
 def toggle_switch_comment(name: str) -> str:
-    return f"{TOGGLE_PREFIX}{name}"
+    return f"{TOGGLE_PREFIX}{check_toggle_name(name)}"
 
 
 def parse_toggle_comment(comment: str) -> tuple[str, bool | None] | None:
@@ -64,7 +78,7 @@ NFT_TOGGLE_CHAIN = "toggle-state"
 
 def nft_toggle_set(name: str) -> str:
     """The set behind toggle `name`: {ipv4, ipv6} when on, empty when off."""
-    return f"toggle_{name}"
+    return f"toggle_{check_toggle_name(name)}"
 
 
 #: the comment on a set element the policy file declares; members added at run time (`ctkit set add`,
@@ -75,8 +89,12 @@ NFT_DECLARED_ELEMENT = "policy"
 # ---------------------------------------------------------------- iptables
 
 def chain_prefix(table: str) -> str:
-    """The prefix of every chain ctkit owns for policy table `table`: ctkit -> CTKIT-."""
-    return table.upper() + "-"
+    """The prefix of every chain ctkit owns for policy table `table`: ctkit -> CTKIT-.
+
+    The table is checked first: upper() maps some non-ASCII letters to ASCII ones ("ctkıt", with a
+    dotless i, to CTKIT; "ctkitſ", a long s, to CTKITS), and the prefix it gives would pass
+    ownership.check_prefix for a name that ownership.check_table refuses."""
+    return check_table(table).upper() + "-"
 
 
 def ipset_name(prefix: str, name: str) -> str:
@@ -90,6 +108,7 @@ BODY = "TR-"
 
 def toggle_chain_names(prefix: str, name: str, k: int) -> tuple[str, str]:
     """(switch chain, rule chain) of the k-th rule guarded by toggle `name`."""
+    check_toggle_name(name)
     return f"{prefix}{SWITCH}{name}-{k}", f"{prefix}{BODY}{name}-{k}"
 
 

@@ -14,9 +14,9 @@ from ctkit.errors import UsageError
 
 #: kept equal to the schema's pattern for `table` (a test checks it)
 TABLE_PATTERN = r"^ctkit[A-Za-z0-9_]{0,11}$"
-_TABLE = re.compile(TABLE_PATTERN)
+_TABLE = re.compile(TABLE_PATTERN, re.ASCII)
 #: the iptables chain prefix of table `ctkit` (its upper-case name and a dash)
-_PREFIX = re.compile(r"^CTKIT[A-Z0-9_]{0,11}-$")
+_PREFIX = re.compile(r"^CTKIT[A-Z0-9_]{0,11}-$", re.ASCII)
 
 
 def check_table(name: str) -> str:
