@@ -125,9 +125,9 @@ def _no_remote(uri: str):
 
 
 @lru_cache(maxsize=None)
-def _fast_validator(ref: str | None = None):
+def _fast_validator(ref: str | None = None, formats: bool = False):
     """A yes/no validator compiled to Python by fastjsonschema: of the whole document, or of the part of
-    the schema at `ref` (a pointer such as "#/$defs/rule").
+    the schema at `ref` (a pointer such as "#/$defs/rule"); with `formats`, the value checks too.
 
     jsonschema takes about 5 s on a 10,000-rule policy (benchmarks/audit.py);
     fastjsonschema about 0.4 s. It only says valid or not, so a document it
@@ -138,15 +138,13 @@ def _fast_validator(ref: str | None = None):
     _no_remote refuses).
     """
     schema = dict(policy_schema(), **{"$schema": "http://json-schema.org/draft-07/schema#"})
-    if ref is None:
-        # formats are left to the model builder, which checks every value once and names each bad one
-        formats = {name: (lambda value: True) for name in FORMATS}
-    else:
-        # a part is judged when the document is: every format (all lie in these parts) counts, so a
-        # bad address among otherwise good rules is named beside the document's other problems
+    if ref is not None:
         schema["$ref"] = ref  # draft-07: beside $ref, the root's own keywords are ignored
-        formats = {name: (lambda value, check=check: check(value) is None) for name, check in FORMATS.items()}
-    return fastjsonschema.compile(schema, formats=formats, handlers={"http": _no_remote, "https": _no_remote})
+    # without formats, values are left to the model builder, which checks every one once and names each
+    # bad one; with them (items of a document that is invalid anyway), a bad address among good rules is
+    # named beside the document's other problems
+    checks = {name: (lambda value, check=check: not formats or check(value) is None) for name, check in FORMATS.items()}
+    return fastjsonschema.compile(schema, formats=checks, handlers={"http": _no_remote, "https": _no_remote})
 
 
 def fast_valid(data: Any, ref: str | None = None) -> bool:
@@ -647,7 +645,7 @@ _ITEMWISE = (
 )
 
 
-def _split(data: Any) -> tuple[Any, list[tuple[tuple, Any, str]]]:
+def _split(data: Any, formats: bool) -> tuple[Any, list[tuple[tuple, Any, str]]]:
     """(the document with the _ITEMWISE lists emptied, [(path, item, schema pointer)] of the items the
     fast validator rejects). Only the containers on the way are copied; it stops after MAX_PROBLEMS
     bad items. The lists have no constraint of their own but their items' (and a list of set elements
@@ -658,7 +656,7 @@ def _split(data: Any) -> tuple[Any, list[tuple[tuple, Any, str]]]:
         if not rest:
             if not isinstance(node, list) or (most is not None and len(node) > most):
                 return node
-            check = _fast_validator(ref)
+            check = _fast_validator(ref, formats)
             for i, item in enumerate(node):
                 if len(bad) > MAX_PROBLEMS:
                     break
@@ -679,10 +677,11 @@ def _split(data: Any) -> tuple[Any, list[tuple[tuple, Any, str]]]:
 
 
 def schema_problems(data: Any, source: str) -> list[Problem]:
-    skeleton, bad = _split(data)
+    skeleton, bad = _split(data, formats=False)
     whole = fast_valid(skeleton)
     if whole and not bad:
         return []
+    skeleton, bad = _split(data, formats=True)  # invalid anyway: every bad value is named now
     validator = _validator()
 
     def errors() -> Iterator[tuple[tuple, jsonschema.ValidationError]]:
