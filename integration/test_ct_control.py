@@ -7,8 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SERVER4, SERVER6
-from lab import accept_peer, conntrack_list, tcp_listen, tcp_session, udp_exchange, udp_server
+from lab import SERVER4, SERVER6, accept_peer, conntrack_list, tcp_listen, tcp_session, udp_exchange, udp_server
 from test_differential import BACKENDS, apply, make_pair
 
 from ctkit.kernel import conntrack as ct

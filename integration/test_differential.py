@@ -12,9 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT4, CLIENT6, CLIENT_LAN4, SERVER4, SERVER6, SERVER_LAN4
 from lab import (
     BACKENDS,
+    CLIENT4,
+    CLIENT6,
+    CLIENT_LAN4,
+    SERVER4,
+    SERVER6,
+    SERVER_LAN4,
     backend_named,
     conntrack_list,
     ftp_passive,

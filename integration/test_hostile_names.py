@@ -18,8 +18,7 @@ import sys
 from collections import Counter
 
 import pytest
-from conftest import CLIENT4, SERVER4
-from lab import BACKENDS, Lab, backend_args, nft_json, run, udp_exchange, udp_server
+from lab import BACKENDS, CLIENT4, SERVER4, Lab, backend_args, nft_json, run, udp_exchange, udp_server
 
 from ctkit import pipeline
 from ctkit.backends.iptables import generate as ipt

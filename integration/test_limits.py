@@ -11,8 +11,7 @@ import socket
 import time
 
 import pytest
-from conftest import CLIENT4, CLIENT_LAN4, SERVER4
-from lab import sock, udp_server
+from lab import CLIENT4, CLIENT_LAN4, SERVER4, sock, udp_server
 from test_differential import BACKENDS, apply, make_pair
 
 PORT = 9999

@@ -7,9 +7,9 @@ import json
 import socket
 
 import pytest
-from conftest import SERVER4
 from lab import (
     LAN_SERVER4,
+    SERVER4,
     WAN_ROUTER4,
     accept_peer,
     conntrack_list,

@@ -8,8 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT4, SERVER4
-from lab import backend_args, run, tcp_listen, tcp_probe
+from lab import CLIENT4, SERVER4, backend_args, run, tcp_listen, tcp_probe
 from test_differential import BACKENDS, make_pair
 
 ROOT = Path(__file__).resolve().parent.parent

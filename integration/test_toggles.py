@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import SERVER4, SERVER6
-from lab import backend_args, tcp_listen, tcp_probe
+from lab import SERVER4, SERVER6, backend_args, tcp_listen, tcp_probe
 from test_differential import BACKENDS, make_pair
 
 ROOT = Path(__file__).resolve().parent.parent

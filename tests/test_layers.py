@@ -6,6 +6,7 @@ are used), so a lazy import cannot hide an arrow that points the wrong way.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -98,5 +99,16 @@ def test_nothing_outside_the_registry_compares_a_backend_name():
 def test_no_test_module_basename_is_used_twice():
     """pytest imports tests/ and integration/ modules by basename: two of one name break collection."""
     root = PACKAGE.parent
-    names = [p.name for d in ("tests", "integration") for p in (root / d).glob("test_*.py")]
+    names = [p.name for d in ("tests", "integration", "ansible/tests") for p in (root / d).glob("*.py")
+             if p.name != "conftest.py"]
     assert sorted({n for n in names if names.count(n) > 1}) == []
+
+
+def test_no_test_imports_from_a_conftest():
+    """integration/ and ansible/tests each have a conftest.py, and both are imported as `conftest`:
+    the last one loaded wins, so `from conftest import X` reads the wrong one under `make test`."""
+    root = PACKAGE.parent
+    offenders = [str(p.relative_to(root)) for d in ("tests", "integration", "ansible/tests")
+                 for p in (root / d).rglob("*.py")
+                 if re.search(r"^\s*(from conftest import|import conftest)", p.read_text(), re.M)]
+    assert offenders == []
