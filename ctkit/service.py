@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from ctkit.backends.base import Applied, Backend, Pending, Removed, Shown, ToggleStates
 from ctkit.errors import KernelError
+from ctkit.names import TOGGLE_PREFIX
 
 if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.audit.boot import BootCheck
@@ -33,7 +34,8 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.pipeline import Compiled
 
 __all__ = ["ApplyResult", "PlanResult", "ToggleResult", "MemberResult", "RollbackResult", "ConcurrentChange",
-           "plan", "apply", "confirm", "rollback", "remove", "show", "toggle", "set_member", "audit", "boot_check", "export", "Removed", "Shown"]
+           "ShowResult", "plan", "apply", "confirm", "rollback", "remove", "show", "toggle",
+           "set_member", "audit", "boot_check", "export", "Removed", "Shown"]
 
 
 class ConcurrentChange(KernelError):
@@ -233,9 +235,64 @@ def remove(backend: Backend, table: str = "ctkit", netns: str | None = None) -> 
         return backend.remove(table, netns)
 
 
-def show(backend: Backend, table: str = "ctkit", netns: str | None = None) -> Shown:
+#: `ctkit show --json`'s format version (schemas/show.schema.json)
+SHOW_VERSION = 1
+#: keys of a backend's Shown.details that the common part of the show document states itself
+_SHOW_COMMON = ("version", "backend", "netns", "table", "owned", "present", "rules", "toggles", "warnings")
+
+
+@dataclass(frozen=True)
+class ShowResult:
+    """What ctkit owns in one namespace: the backend's listing, and one shape for every backend
+    (`as_dict`, schemas/show.schema.json) with the counters of each policy rule."""
+    backend: str
+    netns: str | None
+    table: str  # the policy's table name (nft table; iptables chain prefix source)
+    owned: str  # in the backend's words: "table inet ctkit", "chains CTKIT-* (iptables)"
+    shown: Shown
+    hits: dict[str, tuple[int, int]]  # policy rule id -> (packets, bytes), summed over its kernel rules
+
+    @property
+    def present(self) -> bool:
+        return self.shown.present
+
+    @property
+    def listing(self) -> str:
+        return self.shown.listing
+
+    @property
+    def absent(self) -> str:
+        return self.shown.absent
+
+    @property
+    def details(self) -> dict[str, Any]:
+        return self.shown.details
+
+    @property
+    def toggles(self) -> ToggleStates:
+        return self.shown.toggles
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        return self.shown.warnings
+
+    def as_dict(self) -> dict[str, Any]:
+        """The common fields first, then the backend's own form of the same state (nft: `nftables`, the
+        table as `nft -j list table` prints it; iptables: `variant`, `prefix`, `families`)."""
+        return {"version": SHOW_VERSION, "backend": self.backend, "netns": self.netns, "table": self.table,
+                "owned": self.owned, "present": self.present,
+                "rules": [{"id": rid, "packets": p, "bytes": b} for rid, (p, b) in self.hits.items()
+                          if not rid.startswith(TOGGLE_PREFIX)],  # a toggle's marker rule is no policy rule
+                "toggles": {n: {"on": on, "policy": p} for n, (on, p) in self.toggles.items()},
+                "warnings": list(self.warnings),
+                **{k: v for k, v in self.details.items() if k not in _SHOW_COMMON}}
+
+
+def show(backend: Backend, table: str = "ctkit", netns: str | None = None) -> ShowResult:
     """What ctkit owns, with the kernel's counters and the toggles' states."""
-    return backend.show(table, netns)
+    shown = backend.show(table, netns)
+    hits = backend.rule_hits(table, netns) if shown.present else {}
+    return ShowResult(backend.name, netns, table, backend.owned(table), shown, dict(hits))
 
 
 def toggle(backend: Backend, name: str, on: bool, table: str = "ctkit", netns: str | None = None) -> ToggleResult:

@@ -251,7 +251,8 @@ def test_the_cli_prints_what_the_service_returns(policy_file, fake):
     assert r.stdout == ("maint\nestablished\nweb\n# toggles\n"
                         "  toggle maint: on (policy file: off)\n")
     assert json.loads(ctkit("show", "-b", "fake", "-n", "lab", "--json").stdout) == {
-        "present": True, "toggles": {"maint": {"on": True, "policy": False}}}
+        "version": 1, "backend": "fake", "netns": "lab", "table": "ctkit", "owned": "fake table ctkit",
+        "present": True, "rules": [], "toggles": {"maint": {"on": True, "policy": False}}, "warnings": []}
     assert ctkit("set", "add", "blocked", "192.0.2.9", "-b", "fake", "-n", "lab").stdout == \
         "added 192.0.2.9 to fake set blocked (netns lab)\n"
     assert ctkit("toggle", "nosuch", "on", "-b", "fake", "-n", "lab").exit_code == 2

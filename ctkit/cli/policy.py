@@ -137,13 +137,12 @@ def _print_settings(results) -> None:
 @handle_errors
 def show(netns: Optional[str] = NetnsOption, table: str = TableOption, as_json: bool = JsonOption,
          backend: str = BackendOption, variant: str = VariantOption) -> None:
-    """Show what ctkit owns in the kernel, with rule counters."""
+    """Show what ctkit owns in the kernel, with rule counters (--json: schemas/show.schema.json)."""
     shown = service.show(registry.get(backend, variant), table, netns)
     for line in shown.warnings:
         warn(line)
     if as_json:
-        print_json({**shown.details,
-                    "toggles": {n: {"on": on, "policy": p} for n, (on, p) in shown.toggles.items()}})
+        print_json(shown.as_dict())
         return
     if not shown.present:
         print(shown.absent)
