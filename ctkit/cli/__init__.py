@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ctkit.cli import audit, confirm, ct, export, plan, policy
+from ctkit.cli import audit, confirm, ct, explain, export, plan, policy
 
 app = typer.Typer(
     help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
@@ -33,6 +33,7 @@ plan.register(app)
 confirm.register(app)
 audit.register(app)
 export.register(app)
+explain.register(app)
 app.add_typer(ct.app, name="ct")
 app.add_typer(ct.sysctl_app, name="sysctl")
 
