@@ -4,8 +4,8 @@ backend's chain-by-chain transaction and ipset deltas).
 Every claim is read back from the kernel, never from ctkit's own output alone:
   * re-applying any example sends nothing: `nft monitor` in the namespace announces no event, and
     iptables-save / ip6tables-save / ipset save are byte-identical (apart from their comment lines);
-  * a rule that an apply does not touch keeps its kernel counters (nft: every kept rule, iptables:
-    every chain whose rules did not change);
+  * a rule that an apply does not touch keeps its kernel counters, also when another rule of its
+    chain changes (nft: the rule is not touched; iptables: the refilled chain carries its counters);
   * after each kind of edit, `ctkit plan --json` names exactly that difference and the incrementally
     changed kernel equals a fresh apply of the new policy in another namespace;
   * members added at run time (`ctkit set add`) survive re-applies, while declared members follow
@@ -421,15 +421,16 @@ def test_rules_an_apply_does_not_touch_keep_their_counters(lab, env, tmp_path, b
         ("insert-other-chain", counter_policy([{"name": "new-out", "protocol": "udp", "dport": 7002,
                                                 "action": "accept"}, dict(out_rule, dport=7001)]), "dport 7002"),
     ]
-    if backend == "nft":  # nft keeps every rule it does not touch, in the same chain as well
-        steps += [
-            ("add-in-same-chain", counter_policy([dict(out_rule, dport=7001)], input_extra=[other_in]), "dport 6000"),
-            ("change-in-same-chain", counter_policy([dict(out_rule, dport=7001)],
-                                                    input_extra=[dict(other_in, dport=6001)]), "dport 6001"),
-            ("insert-above", counter_policy([dict(out_rule, dport=7001)], input_extra=[dict(other_in, dport=6001)],
-                                            above=[{"name": "above", "protocol": "udp", "dport": 5003,
-                                                    "action": "accept"}]), "dport 5003"),
-        ]
+    # the same chain as well: nft keeps every rule it does not touch; iptables refills a changed
+    # chain and writes each rule it already held with its counters (-c PACKETS BYTES)
+    steps += [
+        ("add-in-same-chain", counter_policy([dict(out_rule, dport=7001)], input_extra=[other_in]), "dport 6000"),
+        ("change-in-same-chain", counter_policy([dict(out_rule, dport=7001)],
+                                                input_extra=[dict(other_in, dport=6001)]), "dport 6001"),
+        ("insert-above", counter_policy([dict(out_rule, dport=7001)], input_extra=[dict(other_in, dport=6001)],
+                                        above=[{"name": "above", "protocol": "udp", "dport": 5003,
+                                                "action": "accept"}]), "dport 5003"),
+    ]
     ok(ctkit(env, "apply", write(tmp_path, "base", counter_policy([out_rule])), *args))
     udp_traffic(ns, PACKETS)
     tcp_traffic(ns)

@@ -324,12 +324,30 @@ def transaction(desired: Document | None, current: dict[str, SavedTable], prefix
         lines += [f"-F {c}" for c in stale] + [f"-X {c}" for c in stale]
         for c in table.chains:
             if c.name not in same:
-                lines += [f"-A {c.name} {spec}" for spec in c.rules]
+                lines += _refill(c, saved)
         lines += [f"-I {c.builtin} 1 {jump_spec(c)}" for c in table.chains
                   if c.builtin and (c.builtin, c.name) not in kept]
         if lines:
             out += [f"*{name}"] + lines + ["COMMIT"]
     return "\n".join(out) + "\n" if out else ""
+
+
+def _refill(chain, saved: SavedTable) -> list[str]:
+    """The -A lines of a chain that is flushed and refilled. A wanted rule that the chain already
+    holds (the same spec, matched in order) is written with its kernel counters (`-c PACKETS BYTES`;
+    `saved` read with iptables-save -c), so a rule an apply does not change keeps counting when
+    another rule of its chain changes."""
+    old: dict[str, list[SavedRule]] = {}
+    for r in saved.rules:
+        if r.chain == chain.name:
+            old.setdefault(r.spec, []).append(r)
+    lines = []
+    for spec in chain.rules:
+        same = old.get(spec)
+        r = same.pop(0) if same else None
+        counts = f"-c {r.packets} {r.bytes} " if r and (r.packets or r.bytes) else ""
+        lines.append(f"-A {chain.name} {counts}{spec}")
+    return lines
 
 
 # ------------------------------------------------------- ownership record
@@ -533,7 +551,7 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
     sets = {s.name: s for doc in (v4, v6) for s in doc.ipsets}
     lock = contextlib.nullcontext(load_record(netns, prefix)) if dry_run else _locked(netns, prefix)
     with lock as rec:
-        before = {f: parse_save(save(f, variant, netns)) for f in docs}
+        before = {f: parse_save(save(f, variant, netns, counters=True)) for f in docs}  # counters: _refill
         _prune(rec, variant, before)
         if _has_ipset():
             rec.ipsets &= set(ipset.names(netns))
