@@ -13,7 +13,9 @@ with ctkit, then, timed as whole processes (Python start-up included), medians o
   iptables-save output of the changed policy (taken from the second namespace, where it was
   applied once), for the filter table.
 Alternating runs flip that one rule between two ports, so every changing run changes it.
-Also printed: whether the counter of an unchanged rule survived the one-rule changes (ctkit
+The same two applies are also timed through the Python API (service.apply) with both policies
+compiled beforehand: the cost of the change itself (the plan's kernel read, the diff, the write)
+without loading and compiling the policy file. Also printed: whether the counter of an unchanged rule survived the one-rule changes (ctkit
 keeps it, a full reload zeroes it), read from the kernel. The namespaces are removed on any exit.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -107,10 +110,26 @@ def bench(backend: str, extra: list[str], a: str, b: str, tmp: Path, n: int, rep
             load[port] = (ns_exec(a, [f"iptables-{variant}-restore", "-T", "filter"]), saved)
         subprocess.run(CTKIT + ["remove", "--netns", b] + extra, check=True, stdout=subprocess.DEVNULL)
 
-    row: dict = {"noop": [], "read": [], "change": [], "reload": []}
+    row: dict = {"noop": [], "read": [], "change": [], "reload": [], "noop_api": [], "change_api": []}
     for _ in range(repeat):
         row["noop"].append(timed(CTKIT + ["apply", str(paths[8000]), "--netns", a] + extra))
         row["read"].append(timed(read))
+    # the same through the Python API with the policies compiled once: what the apply itself costs
+    # (plan read, diff, kernel write) without loading and compiling the policy file
+    from ctkit import pipeline, service
+    from ctkit.backends import registry
+    api = registry.get("nft") if backend == "nft" else registry.get("iptables", backend.split("-", 1)[1])
+    compiled = {port: pipeline.compile_file(paths[port]) for port in paths}
+    for _ in range(repeat):
+        start = time.perf_counter()
+        assert not service.apply(compiled[8000], api, netns=a).changed
+        row["noop_api"].append(time.perf_counter() - start)
+    for i in range(repeat):
+        start = time.perf_counter()
+        assert service.apply(compiled[8001 if i % 2 == 0 else 8000], api, netns=a).changed
+        row["change_api"].append(time.perf_counter() - start)
+    if repeat % 2:
+        service.apply(compiled[8000], api, netns=a)
     ping_counted_rule(a)
     before = counted_packets(a, backend)
     for i in range(repeat):
@@ -124,7 +143,6 @@ def bench(backend: str, extra: list[str], a: str, b: str, tmp: Path, n: int, rep
         argv, text = load[8001 if i % 2 == 0 else 8000]
         row["reload"].append(timed(argv, text))
     ping_counted_rule(a)
-    row["reload_kept"] = False  # a full reload starts every counter again from zero
     subprocess.run(CTKIT + ["remove", "--netns", a] + extra, check=True, stdout=subprocess.DEVNULL)
     return row
 
@@ -137,6 +155,7 @@ def main() -> int:
                     help="only these backends (repeatable; default: all three)")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a killed run still removes its namespaces
     tag = uuid.uuid4().hex[:6]
     a, b = f"ctkit-bench-a-{tag}", f"ctkit-bench-b-{tag}"
     rows = {}
@@ -153,13 +172,19 @@ def main() -> int:
     med = statistics.median
     print(f"apply with little or nothing changed, a policy of {args.rules + 2} rules; "
           f"whole-process seconds, medians of {args.repeat}")
-    print(f"| {'backend':<15} | {'no-op apply':>11} | {'read (std)':>10} | {'ratio':>6} | "
-          f"{'1-rule apply':>12} | {'reload (std)':>12} | {'ratio':>6} | {'counters kept':>13} |")
-    print(f"|{'-' * 17}|{'-' * 13}|{'-' * 12}|{'-' * 8}|{'-' * 14}|{'-' * 14}|{'-' * 8}|{'-' * 15}|")
+    print("CLI: `ctkit apply` as a command; API: service.apply of the policy compiled beforehand")
+    head = ("backend        ", "read (std)", "no-op CLI", "ratio", "no-op API", "ratio",
+            "reload (std)", "1-rule CLI", "ratio", "1-rule API", "ratio", "counters kept")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "|".join("-" * (len(h) + 2) for h in head) + "|")
     for name, r in rows.items():
-        noop, read, change, reload = (med(r[k]) for k in ("noop", "read", "change", "reload"))
-        print(f"| {name:<15} | {noop:>11.2f} | {read:>10.2f} | {noop / read:>5.1f}x | {change:>12.2f} | "
-              f"{reload:>12.2f} | {change / reload:>5.1f}x | {'yes' if r['kept'] else 'NO':>13} |")
+        noop, read, change, reload, noop_api, change_api = (
+            med(r[k]) for k in ("noop", "read", "change", "reload", "noop_api", "change_api"))
+        cells = (name, f"{read:.3f}", f"{noop:.2f}", f"{noop / read:.1f}x", f"{noop_api:.3f}",
+                 f"{noop_api / read:.1f}x", f"{reload:.3f}", f"{change:.2f}", f"{change / reload:.1f}x",
+                 f"{change_api:.3f}", f"{change_api / reload:.2f}x", "yes" if r["kept"] else "NO")
+        print("| " + " | ".join(c.ljust(len(h)) if h.strip() == "backend" else c.rjust(len(h))
+                                 for c, h in zip(cells, head, strict=True)) + " |")
     return 0
 
 
