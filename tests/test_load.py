@@ -185,3 +185,89 @@ def test_one_range_parser_for_ports_lengths_and_queues():
         with pytest.raises(BadValue) as info:
             parse_range(value, kind)
         assert words in f"{info.value.message} {info.value.hint}"
+
+
+# ------------------------------------------------- compiled validators kept on disk (schema_code.py)
+
+def _compile(where, schema=None, **kw):
+    from ctkit.policy import schema_code
+    schema = schema or {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object",
+                        "properties": {"a": {"type": "string", "format": "even"}}}
+    return schema_code.compile_validator(schema, {"even": lambda v: len(v) % 2 == 0}, {}, where=where, **kw)
+
+
+def _rejects(check, value):
+    try:
+        check(value)
+    except Exception:  # noqa: BLE001 - fastjsonschema's JsonSchemaValueException
+        return True
+    return False
+
+
+def test_a_compiled_validator_is_kept_and_used_again(tmp_path, monkeypatch):
+    import fastjsonschema
+    where = tmp_path / "ctkit"
+    check = _compile(where)
+    assert not _rejects(check, {"a": "xx"}) and _rejects(check, {"a": "x"}) and _rejects(check, {"a": 1})
+    (kept,) = where.iterdir()
+    assert kept.stat().st_mode & 0o077 == 0 and where.stat().st_mode & 0o077 == 0
+
+    def refuse(*_a, **_k):
+        raise AssertionError("compiled again although the cache holds it")
+    monkeypatch.setattr(fastjsonschema, "compile_to_code", refuse)
+    again = _compile(where)  # from the file; the format check is passed at call time, not cached
+    assert not _rejects(again, {"a": "xx"}) and _rejects(again, {"a": "x"})
+
+
+def test_another_schema_or_part_gets_another_file(tmp_path):
+    where = tmp_path / "ctkit"
+    _compile(where)
+    _compile(where, {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array"})
+    _compile(where, {"$schema": "http://json-schema.org/draft-07/schema#", "type": "array",
+                     "$defs": {"x": {"type": "string"}}}, ref="#/$defs/x")
+    assert len(list(where.iterdir())) == 3
+
+
+@pytest.mark.parametrize("spoil", ["group-writable file", "group-writable directory", "symlink", "damaged"])
+def test_a_cache_anyone_else_could_write_is_not_used(tmp_path, spoil):
+    """ctkit runs as root and executes the cached code: only a file nobody else could write is read."""
+    import os
+    where = tmp_path / "ctkit"
+    _compile(where)
+    (kept,) = where.iterdir()
+    evil = b"not marshal"
+    if spoil == "group-writable file":
+        kept.chmod(0o620)
+    elif spoil == "group-writable directory":
+        where.chmod(0o770)
+    elif spoil == "symlink":
+        other = tmp_path / "other"
+        os.replace(kept, other)
+        kept.symlink_to(other)
+    else:
+        kept.write_bytes(evil)
+    check = _compile(where)  # compiled in memory instead: still right
+    assert not _rejects(check, {"a": "xx"}) and _rejects(check, {"a": "x"})
+
+
+def test_the_cache_lives_in_the_users_cache_directory(tmp_path, monkeypatch):
+    from ctkit.policy import schema_code
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert schema_code.cache_dir() == tmp_path / "ctkit"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert schema_code.cache_dir() == tmp_path / "home" / ".cache" / "ctkit"
+    # a parent that is not a private directory: nothing is created, the validator still works
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "missing"))
+    check = _compile(None)
+    assert not _rejects(check, {"a": "xx"}) and not (tmp_path / "missing").exists()
+
+
+def test_a_valid_policy_loads_without_importing_jsonschema():
+    """jsonschema (0.1 s to import) only words the problems of an invalid document."""
+    import subprocess
+    import sys
+    code = ("import sys; from ctkit.policy.load import load_file; load_file(sys.argv[1]); "
+            "print('jsonschema' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(EXAMPLES[0])], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
