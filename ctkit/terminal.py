@@ -66,3 +66,42 @@ def clip(text: str, limit: int = 400) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} characters)"
+
+
+#: a suggestion is offered when the typed word is at most one edit (insert, delete, change, or swap of
+#: two neighbours) per this many of its characters from a known word: 'nf_conntrack_tcp_loos' (1 edit
+#: in 21) gets 'nf_conntrack_tcp_loose', 'dprot' (1 swap) 'dport'; 'action' (4 edits from 'direction')
+#: gets none
+CHARS_PER_EDIT = 3
+#: the most characters of a word compared (a key of a megabyte costs no more than one of 40)
+SUGGEST_CHARS = 40
+
+
+def edits(a: str, b: str) -> int:
+    """Edits (insertions, deletions, substitutions, transpositions of neighbours) from a to b."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        row = [i] + [0] * len(b)
+        for j, cb in enumerate(b, 1):
+            row[j] = min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                row[j] = min(row[j], prev2[j - 2] + 1)
+        prev2, prev = prev, row
+    return prev[-1]
+
+
+def suggest(word: object, known) -> str | None:
+    """The known word closest to `word` when it is close enough (CHARS_PER_EDIT), else None: the one
+    rule for every did-you-mean ctkit prints."""
+    typed = str(word)[:SUGGEST_CHARS]
+    limit = max(1, len(typed) // CHARS_PER_EDIT)
+    best: tuple[int, str] | None = None
+    for candidate in known:
+        text = str(candidate)
+        if text == typed or abs(len(text) - len(typed)) > limit:
+            continue
+        distance = edits(typed, text[:SUGGEST_CHARS + limit])
+        if distance <= limit and (best is None or (distance, text) < best):
+            best = (distance, text)
+    return None if best is None else best[1]

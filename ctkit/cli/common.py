@@ -10,12 +10,12 @@ import functools
 import json
 import os
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import typer
 
 from ctkit.errors import EXIT_KERNEL, CtkitError, PolicyError
-from ctkit.terminal import printable
+from ctkit.terminal import printable, suggest
 
 NetnsOption = typer.Option(None, "--netns", "-n", help="Network namespace (name under /run/netns, a path, "
                            "or pid:N). Default: the current one.", show_default=False)
@@ -41,6 +41,22 @@ def print_toggles(states: dict) -> None:
 def print_json(data: Any) -> None:
     json.dump(data, sys.stdout, indent=2, sort_keys=False)
     sys.stdout.write("\n")
+
+
+def sysctl_hints(names: Iterable[str]) -> str:
+    """" (did you mean NAME?)" for the names this kernel lacks and ctkit does not know, when a sysctl of
+    this kernel is close (terminal.suggest; with more than one: "NAME for KEY, ..."); "" otherwise.
+    Run it in the namespace."""
+    from ctkit.kernel import sysctl
+    have = sysctl.names()
+    unknown = [n for n in names if n not in have and n not in sysctl.ABSENT_MEANS]
+    close = [(n, suggest(n, have)) for n in unknown]
+    close = [(n, c) for n, c in close if c]
+    if not close:
+        return ""
+    if len(unknown) == 1:
+        return f" (did you mean {close[0][1]}?)"
+    return " (did you mean " + ", ".join(f"{c} for {n}" for n, c in close) + "?)"
 
 
 def handle_errors(fn: Callable) -> Callable:

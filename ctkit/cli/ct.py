@@ -13,7 +13,7 @@ from typing import Iterable, Optional
 
 import typer
 
-from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json
+from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json, sysctl_hints
 from ctkit.errors import EXIT_FINDINGS, UsageError
 from ctkit.kernel import conntrack as ct
 from ctkit.kernel import sysctl
@@ -626,7 +626,10 @@ def sysctl_set(assignments: list[str] = typer.Argument(..., metavar="KEY=VALUE..
     """Set net.netfilter sysctls in a namespace; host-wide keys are refused outside the initial one."""
     pairs = [sysctl.parse_assignment(a) for a in assignments]
     with entered(netns):  # scope is checked inside: entering moves only this thread
-        changes = sysctl.plan(pairs)  # every key checked before any is written
+        try:
+            changes = sysctl.plan(pairs)  # every key checked before any is written
+        except UsageError as exc:
+            raise UsageError(f"{exc}{sysctl_hints(n for n, _ in pairs)}") from None
         after = sysctl.apply_plan(changes)  # all or nothing: a failed write restores the earlier ones
     for value in after:
         print(f"net.netfilter.{value.name} = {value.value}")

@@ -20,6 +20,7 @@ import struct
 from typing import Iterator
 
 from ctkit.errors import KernelError, UsageError
+from ctkit.terminal import suggest
 
 NETNS_RUN_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
@@ -66,8 +67,13 @@ def entered(name: str | None) -> Iterator[None]:
     try:
         target = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
-        names = ", ".join(known()) or "none"
-        raise UsageError(f"network namespace {name!r} does not exist (known: {names})") from None
+        # never the list of every namespace on the host (hundreds on a container host): the closest
+        # name when one is close, and the command that lists them
+        if name.startswith("pid:") or "/" in name:
+            raise UsageError(f"network namespace {name!r} does not exist (no {path})") from None
+        close = suggest(name, known())
+        raise UsageError(f"network namespace {name!r} does not exist ("
+                         + (f"did you mean {close!r}? " if close else "") + "`ip netns list` shows them)") from None
     except PermissionError:
         raise KernelError(f"cannot open network namespace {name!r}: permission denied (run as root)") from None
     saved = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
