@@ -25,10 +25,8 @@ from functools import lru_cache
 from importlib import resources
 from itertools import islice
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
-import fastjsonschema
-import jsonschema
 import yaml
 
 from ctkit.errors import PolicyError, Problem, UsageError
@@ -43,7 +41,11 @@ from ctkit.policy.checks import (
     check_queue_range,
 )
 from ctkit.policy.model import Policy
+from ctkit.policy.schema_code import compile_validator
 from ctkit.terminal import clip, excerpt, suggest
+
+if TYPE_CHECKING:  # jsonschema is imported when a document is invalid: its import alone took 0.1 s
+    import jsonschema
 
 #: value checks the schema names with "format"; each returns None or (message, hint)
 FORMATS = {"ip-network": check_network, "port-range": check_port_range, "nat-address": check_nat_address,
@@ -90,25 +92,27 @@ def _strict(pattern: str) -> re.Pattern:
 
 
 def _pattern(validator, pattern, instance, schema):
+    import jsonschema
     if validator.is_type(instance, "string") and not _strict(pattern).search(instance):
         yield jsonschema.ValidationError(f"{excerpt(instance)} does not match {pattern!r}")
-
-
-_BASE_KEYWORDS = jsonschema.Draft202012Validator.VALIDATORS
 
 
 def _bounded(keyword: str):
     """A keyword that skips a list longer than its schema's maxItems: maxItems reports that list, and
     judging each of 100,000 addresses where 4096 are allowed would take seconds to say nothing more."""
+    import jsonschema
+    base = jsonschema.Draft202012Validator.VALIDATORS[keyword]
+
     def check(validator, value, instance, schema):
         if validator.is_type(instance, "array") and len(instance) > schema.get("maxItems", math.inf):
             return
-        yield from _BASE_KEYWORDS[keyword](validator, value, instance, schema)
+        yield from base(validator, value, instance, schema)
     return check
 
 
 @lru_cache(maxsize=None)
 def _validator() -> jsonschema.Draft202012Validator:
+    import jsonschema
     schema = policy_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     checker = jsonschema.FormatChecker(formats=())
@@ -134,16 +138,15 @@ def _fast_validator(ref: str | None = None, formats: bool = False):
     The schema uses nothing draft-07 lacks, so it is compiled as draft-07; a part
     (the items of _ITEMWISE) keeps the schema's $id, so that its references resolve in
     this document (without it fastjsonschema looked the $id up on the network, which
-    _no_remote refuses).
+    _no_remote refuses). The compiled code is kept on disk (ctkit/policy/schema_code.py): compiling
+    it took about 0.2 s of every process that loaded a policy.
     """
     schema = dict(policy_schema(), **{"$schema": "http://json-schema.org/draft-07/schema#"})
-    if ref is not None:
-        schema["$ref"] = ref  # draft-07: beside $ref, the root's own keywords are ignored
     # without formats, values are left to the model builder, which checks every one once and names each
     # bad one; with them (items of a document that is invalid anyway), a bad address among good rules is
     # named beside the document's other problems
     checks = {name: (lambda value, check=check: not formats or check(value) is None) for name, check in FORMATS.items()}
-    return fastjsonschema.compile(schema, formats=checks, handlers={"http": _no_remote, "https": _no_remote})
+    return compile_validator(schema, checks, {"http": _no_remote, "https": _no_remote}, ref)
 
 
 def fast_valid(data: Any, ref: str | None = None) -> bool:
