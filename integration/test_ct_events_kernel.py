@@ -4,8 +4,10 @@ Both listen in the server namespace (ctkit from outside, through --netns: its so
 entering the namespace); the client opens UDP flows from many source ports (IPv4 and IPv6, some
 answered) and a few TCP connections, then every entry is deleted. Both tools must print the same
 new, update and destroy events. Traffic and deletions are paced in small steps because conntrack -E
-keeps the kernel's default receive buffer (about 160 events; its -b option does not reach its event
-socket in conntrack-tools 1.4.7), and every loop is bounded in count and time.
+keeps the kernel's default receive buffer (about 160 events; in conntrack-tools 1.4.7 its -b option
+sets the buffer of its other netlink socket, not of the one that joined the event groups), and every
+loop is bounded in count and time. A separate test overruns a 4K buffer on loopback and checks what
+ctkit reports against the kernel's own figures.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import sys
 import time
 
 import pytest
-from lab import CLIENT4, CLIENT6, SERVER4, SERVER6, run, sock, tcp_listen
+from lab import CLIENT4, CLIENT6, SERVER4, SERVER6, nft_json, run, sock, tcp_listen
 from test_ct_kernel import _ftp_pasv
 
 from ctkit.kernel import conntrack as ct
@@ -287,6 +289,76 @@ def test_a_full_queue_is_a_counted_loss(pair, tmp_path):
     assert losses and lost > 0, text
     assert len(destroys) + lost == n  # every event is either shown or counted as lost
     assert code == 1 and "ENOBUFS" in text and f"{len(destroys)} events shown" in text and f"{lost} lost" in text
+
+
+LOOPBACK_TRACK = """table inet t {
+    chain out {
+        type filter hook output priority 0;
+        ct state new counter
+    }
+    chain in {
+        type filter hook input priority 0;
+        meta l4proto udp udp dport 1024-61023 drop
+    }
+}
+"""
+
+
+def new_flows_counted(ns: str) -> int:
+    """Packets the kernel's `ct state new counter` rule counted: one per entry conntrack created."""
+    for item in nft_json(ns, "list", "chain", "inet", "t", "out"):
+        for expr in item.get("rule", {}).get("expr", []):
+            if "counter" in expr:
+                return expr["counter"]["packets"]
+    raise AssertionError("the ct state new counter is missing")
+
+
+def test_an_overrun_is_counted_against_the_kernels_figures(lab, tmp_path):
+    """Flows sent as fast as possible and then flushed, at a listener with a 4K buffer: what ctkit shows plus
+    what it reports lost is every event the kernel made (the entries it counted creating and flushing), and
+    its lost figure is the kernel's own drop counter for its socket."""
+    ns = lab.netns("ev")
+    run(ns, "nft", "-f", "-", input=LOOPBACK_TRACK)  # tracked in output, dropped in input: no ICMP answers
+    n = 3000
+    out, err = open(tmp_path / "out", "w+"), open(tmp_path / "err", "w+")
+    proc = subprocess.Popen([sys.executable, "-m", "ctkit", "ct", "events", "--netns", ns, "--json",
+                             "--buffer-size", "4K", "--seconds", "60"], stdout=out, stderr=err, text=True)
+    try:
+        wait_for("ctkit to subscribe", lambda: len(event_sockets(ns)) == 1)
+        udp = sock(ns, socket.AF_INET, socket.SOCK_DGRAM)
+        with udp:
+            for i in range(n):  # n new flows (one socket, n destinations on 127/8), unpaced: a burst
+                udp.sendto(b"x", (f"127.0.{1 + i // 1000}.1", 1024 + i % 1000))
+        wait_for("ctkit to read the new events", lambda: drained(ns), timeout=30)
+        created, in_table = new_flows_counted(ns), ct.count(ns).entries
+        with entered(ns):
+            flusher = nl.NetlinkSocket()
+        with flusher:
+            for _ in flusher.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_DELETE, 0, dump=False,
+                                     what="flushing"):  # a destroy event for every entry, at once
+                pass
+        destroyed = in_table - ct.count(ns).entries
+        wait_for("ctkit to read the destroy events", lambda: drained(ns), timeout=30)
+        ((_, kernel_drops),) = event_sockets(ns)  # the only listener: ctkit's socket, before it closes
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    out.seek(0)
+    err.seek(0)
+    objs = [json.loads(line) for line in out.read().splitlines()]
+    text = err.read()
+    out.close()
+    err.close()
+    assert created == in_table == n and destroyed == n  # the kernel made n entries, then removed them
+    shown = {kind: sum(1 for o in objs if o["event"] == kind) for kind in ("new", "update", "destroy")}
+    lost = sum(o["lost"] for o in objs if o["event"] == "lost")
+    assert kernel_drops > 0, "the 4K buffer did not overrun: the test proves nothing"
+    assert lost == kernel_drops, text  # every drop the kernel counted is reported, none invented
+    assert shown["new"] + shown["destroy"] + lost == created + destroyed and shown["update"] == 0
+    assert code == 1 and f"{shown['new'] + shown['destroy']} events shown" in text and f"{lost} lost" in text
 
 
 @pytest.mark.parametrize("args", [["--count", "3"], ["--seconds", "1"]])
