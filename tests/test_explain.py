@@ -113,6 +113,9 @@ def test_sets_vmaps_and_toggles():
     assert run("blocklist-set.json", "tcp 198.51.100.7:4000 -> 10.0.0.10:22 iif eth0").decided_by == "input/blocked"
     ssh = run("blocklist-set.json", "tcp 10.0.0.5:4000 -> 10.0.0.10:2222 iif eth0")
     assert ssh.trace() == [("input", "dispatch", "jump ssh"), ("ssh", "ssh-lan", "accept")]
+    # no entry for the key: the map lookup fails and the kernel does not report the rule
+    assert run("blocklist-set.json", "tcp 192.0.2.20:4000 -> 192.0.2.10:8080 iif eth0").trace() == \
+        [("input", None, "policy drop")]
     assert run("maintenance-toggle.json", "tcp 192.0.2.20:4000 -> 192.0.2.10:80").trace() == \
         [("input", "web", "accept")]  # the toggle is off in the file
 

@@ -212,6 +212,8 @@ def run_chain(table: ir.Table, chain_name: str, flow: Flow, ctx: Context | None 
             if hit is False:
                 continue
             v = _decision(rule, flow, ctx)
+            if v is None and ctx is not None and any(isinstance(s, ir.VerdictMap) for s in rule.statements):
+                continue  # no entry for the key: the lookup fails and the rule does not match
             if hit is None:
                 if ctx is None:
                     if v is None:
