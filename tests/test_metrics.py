@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from test_service import POLICY, FakeBackend
 
 from ctkit import lock, pipeline, service
-from ctkit.audit import metrics, run
+from ctkit.audit import health, metrics, run
 from ctkit.kernel import settings as kernel_settings
 
 FIGURES = run.HostFigures(count=3000, maximum=12000, buckets=4096, max_writable=True, expect_max=256,
@@ -28,6 +28,7 @@ class CountingBackend(FakeBackend):
 def fixed_host(monkeypatch, tmp_path):
     monkeypatch.setattr(run, "read_figures", lambda netns: FIGURES)
     monkeypatch.setattr(metrics, "read_figures", lambda netns: FIGURES)
+    monkeypatch.setattr(health, "host_uptime", lambda: 60.0)  # 2 drops in the first minute: critical
     monkeypatch.setattr(run, "read_settings", lambda settings, netns: [])
     monkeypatch.setattr(kernel_settings, "apply_settings", lambda settings, netns, dry_run=False: [])
     monkeypatch.setenv("CTKIT_STATE_DIR", str(tmp_path / "state"))

@@ -80,27 +80,87 @@ def fill(count: int, maximum: int, buckets: int | None, peak: int, sizing: Sizin
         evidence)]
 
 
-def drops(totals: dict[str, int], previous: dict[str, int] | None, seconds: float | None) -> list[Finding]:
-    """Findings for drop counters; with a previous state only what rose since then counts."""
+#: Without a baseline (no --state, or its first audit), a counter's total is all the audit knows: it
+#: may have risen once, long ago. Its average rate over the host's uptime decides: at least this many
+#: per minute keeps the stat's severity; fewer is reported as info, saying there is no baseline. The
+#: counters of a namespace start when it is made, so over the host's uptime their rate is a lower bound.
+SINCE_BOOT_PER_MINUTE = 1.0
+UPTIME = "/proc/uptime"
+
+
+def host_uptime() -> float | None:
+    """Seconds since the host booted (/proc/uptime), None when it cannot be read."""
+    try:
+        with open(UPTIME) as f:
+            return float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def duration(seconds: float) -> str:
+    """'3 d 4 h', '2 h 5 min', '12 min', '40 s'."""
+    s = int(seconds)
+    if s >= 86400:
+        return f"{s // 86400} d {s % 86400 // 3600} h"
+    if s >= 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 60} min" if s >= 60 else f"{s} s"
+
+
+_LOWER = {"critical": "warning", "warning": "info", "info": "info"}
+_NO_BASELINE = "audit with --state FILE: each later audit judges only what rose since the one before"
+
+
+def drops(totals: dict[str, int], previous: dict[str, int] | None, seconds: float | None,
+          uptime: float | None = None) -> list[Finding]:
+    """Findings for drop counters. With a previous state only what rose since then counts. Without
+    one, the total since the counters started is judged by its rate over the host's uptime
+    (`uptime`: seconds, default read from /proc/uptime): see SINCE_BOOT_PER_MINUTE."""
     out = []
+    if previous is None and uptime is None and any(totals.get(n, 0) > 0 for n in DROP_STATS):
+        uptime = host_uptime()
     for name, (severity, meaning, remedy) in DROP_STATS.items():
         if name not in totals:
             continue
         total = totals[name]
-        delta = total - previous.get(name, 0) if previous is not None else total
-        if previous is not None and delta < 0:  # counters reset (reboot): count from zero
+        if previous is None:
+            if total > 0:
+                out.append(_since_boot(name, total, severity, meaning, remedy, uptime))
+            continue
+        delta = total - previous.get(name, 0)
+        if delta < 0:  # counters reset (reboot): count from zero
             delta = total
         if delta <= 0:
             continue
-        evidence = {"stat": name, "total": total}
-        if previous is not None:
-            evidence["since_last_audit"] = delta
-            if seconds:
-                evidence["per_second"] = round(delta / seconds, 3)
-        when = "since the last audit" if previous is not None else "since boot (no --state given)"
+        evidence = {"stat": name, "total": total, "since_last_audit": delta}
+        if seconds:
+            evidence["per_second"] = round(delta / seconds, 3)
         out.append(Finding(f"conntrack.{name}", severity, f"conntrack stat {name}",
-                           f"{name} rose by {delta} {when}: {meaning}", remedy, evidence))
+                           f"{name} rose by {delta} since the last audit: {meaning}", remedy, evidence))
     return out
+
+
+def _since_boot(name: str, total: int, severity: str, meaning: str, remedy: str,
+                uptime: float | None) -> Finding:
+    """A counter seen without a baseline: its severity stands only when its rate over the uptime is high."""
+    evidence = {"stat": name, "total": total, "baseline": False}
+    if uptime is None or uptime <= 0:
+        return Finding(f"conntrack.{name}", _LOWER[severity], f"conntrack stat {name}",
+                       f"{name} is {total} since the counters started; the host's uptime is unknown and no "
+                       f"baseline from an earlier audit tells when they rose: {meaning}",
+                       f"{_NO_BASELINE}; {remedy}", evidence)
+    per_minute = total / (uptime / 60)
+    evidence.update(uptime_seconds=round(uptime), per_minute_since_boot=round(per_minute, 4))
+    shown = f"{per_minute:.3g}" if per_minute >= 0.01 else "under 0.01"
+    rate = f"{shown} per minute on average over the host's uptime of {duration(uptime)}"
+    if per_minute >= SINCE_BOOT_PER_MINUTE:
+        return Finding(f"conntrack.{name}", severity, f"conntrack stat {name}",
+                       f"{name} is {total} since the counters started, {rate} (no baseline from an earlier "
+                       f"audit): {meaning}", f"{remedy}; {_NO_BASELINE}", evidence)
+    return Finding(f"conntrack.{name}", "info", f"conntrack stat {name}",
+                   f"{name} is {total} since the counters started, {rate}: too few to say it still happens, "
+                   f"and no baseline from an earlier audit tells when they rose: {meaning}",
+                   f"{_NO_BASELINE}; {remedy}", evidence)
 
 
 def autoassign(helper_sysctl: str | None) -> list[Finding]:
