@@ -35,16 +35,16 @@ def _echo(mark: str, text: str) -> None:
 
 
 def _method(p: Pending) -> str:
-    n = len(p.items)
+    n = f"{len(p.items)} change" + ("" if len(p.items) == 1 else "s")
     if p.method == NONE:
         return "no changes: an apply sends nothing to the kernel"
     if p.method == CREATE:
-        return f"{n} changes: not in the kernel yet, created in one transaction"
+        return f"{n}: not in the kernel yet, created in one transaction"
     if p.method == INCREMENTAL:
-        return f"{n} changes, sent as one transaction: " + (
+        return f"{n}, sent as one transaction: " + (
             p.reason or "only they are touched (other rules keep their counters)")
     assert p.method == REPLACE
-    return f"{n} changes; replaced whole in one transaction, because {p.reason}"
+    return f"{n}; replaced whole in one transaction, because {p.reason}"
 
 
 def print_pending(p: Pending, netns: str | None) -> None:

@@ -68,6 +68,29 @@ def _set_items(lines: tuple[str, ...]) -> list[PlanItem]:
     return out
 
 
+def _toggle_items(plan: ir.Plan, live: dict[str, tuple[bool, bool | None]]) -> list[PlanItem]:
+    """The toggles whose switch state or policy value an apply changes (the chain view leaves switch
+    chains and markers out: they are the toggles' state, not policy rules)."""
+    def word(on: bool) -> str:
+        return "on" if on else "off"
+    out: list[PlanItem] = []
+    for t in plan.table.toggles:
+        subject = f"toggle {t.name}"
+        if t.name not in live:
+            out.append(PlanItem("toggle", "add", subject, None, word(t.on), t.origin))
+            continue
+        on, policy = live[t.name]
+        if on != t.on:
+            out.append(PlanItem("toggle", "change", subject, word(on), word(t.on), t.origin))
+        elif policy != t.policy_on:
+            before = "policy " + ("unknown" if policy is None else word(policy))
+            out.append(PlanItem("toggle", "change", subject, before, f"policy {word(t.policy_on)}", t.origin))
+    wanted = {t.name for t in plan.table.toggles}
+    out += [PlanItem("toggle", "remove", f"toggle {name}", word(on), None) for name, (on, _p) in live.items()
+            if name not in wanted]
+    return out
+
+
 class IptablesBackend:
     name = BACKEND
     formats = ("restore", "json")
@@ -106,6 +129,7 @@ class IptablesBackend:
             present |= have.present
             if want.present or have.present:
                 items += plan_items(compare(want, have if have.present else TableView(True)), f"{family} ")
+        items += _toggle_items(plan, kernel.states_in(pv.current, ruleset.prefix, pv.mine))
         items += _set_items(pv.sets)
         items += [PlanItem("object", "change", f"cttimeout {n}", None, "created or updated with the policy's "
                            "timeouts") for n in pv.timeouts]

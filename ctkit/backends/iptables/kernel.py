@@ -748,11 +748,19 @@ def toggle_states(prefix: str, netns: str | None = None, variant: str = "auto"
     """(variant, {toggle: (on now, the policy file's value at the last apply)}), both families."""
     check_prefix(prefix)
     variant = resolve_variant(variant)
-    out: dict[str, tuple[bool, bool | None]] = {}
     rec = load_record(netns, prefix)
+    current = {f: parse_save(save(f, variant, netns)) for f in FAMILIES}
+    return variant, states_in(current, prefix, {f: rec.mine(variant, f) for f in FAMILIES})
+
+
+def states_in(saved: dict[str, dict[str, SavedTable]], prefix: str, mine_by_family: dict
+              ) -> dict[str, tuple[bool, bool | None]]:
+    """{toggle: (on now, the policy file's value at the last apply)} from one reading of both families
+    (family -> iptables-save tables) and ctkit's chains in them (family -> the record's chains)."""
+    out: dict[str, tuple[bool, bool | None]] = {}
     for family in FAMILIES:
-        current = parse_save(save(family, variant, netns))
-        mine = rec.mine(variant, family)
+        current = saved.get(family, {})
+        mine = mine_by_family.get(family) or {}
         for toggle, chains in _toggle_chains(current, prefix, mine).items():
             on = any(r.chain == c for t, c in chains for r in current[t].rules)
             policy = None
@@ -766,7 +774,7 @@ def toggle_states(prefix: str, netns: str | None = None, variant: str = "auto"
                         policy = marked
             prev_on, prev_policy = out.get(toggle, (False, None))
             out[toggle] = (prev_on or on, policy if policy is not None else prev_policy)
-    return variant, out
+    return out
 
 
 #: tables a toggled rule can be in: those of ctkit's filter-priority chains

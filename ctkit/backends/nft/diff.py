@@ -267,7 +267,8 @@ class _Diff:
         comment = (after or before or {}).get("comment")
         if chain == names.NFT_TOGGLE_CHAIN:
             marker = names.parse_toggle_comment(comment or "")
-            if marker is not None and action in ("change", "add"):
+            known = marker is not None and any(i.subject == f"toggle {marker[0]}" for i in self.items)
+            if marker is not None and action in ("change", "add") and not known:
                 self.item("toggle", "change" if before else "add", f"toggle {marker[0]}",
                           before and before.get("comment"), comment)
             return
@@ -296,6 +297,9 @@ class _Diff:
             if want[wi].get("comment") != have[hi].get("comment"):
                 body = _with_counters(want[wi], have[hi], handle=have[hi]["handle"])
                 self.adds.append({"replace": {"rule": body}})
+                if chain == names.NFT_TOGGLE_CHAIN:  # a toggle's marker: the policy file's value changed
+                    self.rule_item("change", chain, have[hi], want[wi])
+                    continue
                 self.item("rule", "change", f"{chain}/{names.rule_id(want[wi].get('comment'))}",
                           f"comment {json.dumps(have[hi].get('comment'))}",
                           f"comment {json.dumps(want[wi].get('comment'))}", names.rule_id(want[wi].get("comment")))
