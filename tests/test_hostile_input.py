@@ -5,12 +5,15 @@ Classes: YAML alias expansion; YAML tags and YAML 1.1 readings; messages that wo
 value; text that would change the meaning of nft text, libnftables JSON or iptables-restore input;
 Unicode tricks on names; paths that are not regular files or are too big; a foreign --state file.
 
-Times are measured in-process. The issue asks for "well under 2 s"; the bounds here are 5 s so that a
-loaded machine does not fail them, and they still catch what they are for (each refused in ~0.1 s
-here, and each took from seconds to forever, or a traceback, before).
+Times are measured in-process as CPU time, and judged as a ratio to the CPU time of loading a valid
+1,000-rule YAML policy in the same run (about 0.1 s here), never against a fixed number of seconds:
+the machine is shared, and a loaded one must not fail them. The bound (FAST times the reference,
+about 4 s here; the issue asks for "well under 2 s") still catches what it is for: each refusal costs
+0.1 to 1 s here, and each took from seconds to forever, or a traceback, before.
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import os
@@ -42,8 +45,23 @@ from ctkit.policy.load import load_document, load_file, load_text
 #: the documented limits (README, "Input")
 LIMITS = {name: getattr(load, name, default) for name, default in
           (("MAX_ALIASED", 100_000), ("MAX_PROBLEMS", 100), ("MAX_NODES", 500_000))}
-#: a refusal must come this fast (the issue: "well under 2 s"; generous for a loaded machine)
-FAST = 5.0
+#: a refusal costs at most this many times reference_seconds() (CPU time, measured in the same run)
+FAST = 40.0
+
+
+@functools.cache
+def reference_seconds() -> float:
+    """CPU seconds to load a valid 1,000-rule YAML policy (the best of three, after a warm-up)."""
+    rules = [{"name": f"r{i}", "protocol": "tcp", "dport": 1000 + i, "saddr": f"10.0.{i // 250}.{i % 250}",
+              "action": "accept"} for i in range(1000)]
+    text = json.dumps({"version": 1, "chains": {"input": {"policy": "accept", "rules": rules}}}, indent=1)
+    load_text(text, "p.yaml", "yaml")
+    best = float("inf")
+    for _ in range(3):
+        start = time.process_time()
+        load_text(text, "p.yaml", "yaml")
+        best = min(best, time.process_time() - start)
+    return best
 
 
 @contextmanager
@@ -61,21 +79,23 @@ def deadline(seconds: float = 20):
 
 
 def refused(call, *args, within: float = FAST, memory: int | None = None) -> tuple[PolicyError, float]:
-    """(the PolicyError `call(*args)` raised, seconds it took); it must raise within `within` s
-    (and allocate at most `memory` bytes at its peak, when given)."""
+    """(the PolicyError `call(*args)` raised, CPU seconds it took); it must cost at most `within` times
+    reference_seconds() (and allocate at most `memory` bytes at its peak, when given)."""
+    reference = reference_seconds()
     if memory:
         tracemalloc.start()
-    start = time.perf_counter()
+    start = time.process_time()
     try:
-        with deadline(max(20, 4 * within)):
+        with deadline(120):  # wall clock: only so that a hang fails instead of blocking the suite
             call(*args)
     except PolicyError as exc:
-        took = time.perf_counter() - start
+        took = time.process_time() - start
         if memory:
             _, peak = tracemalloc.get_traced_memory()
             assert peak < memory, f"{peak >> 20} MiB at the peak"
         assert exc.exit_code == EXIT_INVALID
-        assert took < within, f"refused after {took:.1f} s"
+        assert took < within * reference, (f"refused after {took:.2f} s of CPU, {took / reference:.0f} times "
+                                           f"the reference load ({reference:.3f} s; the bound is {within:.0f}x)")
         assert len(str(exc)) < 40_000, f"the message is {len(str(exc))} characters"
         return exc, took
     else:
