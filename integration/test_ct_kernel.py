@@ -209,9 +209,8 @@ def test_conntrack_text_format_matches_conntrack_L(flows):
     def strip_timeout(line: str) -> str:
         words = line.split()
         return " ".join(w if not w.startswith("delta-time=") else "delta-time" for w in words[:2] + words[3:])
-    # conntrack -L names labels only through connlabel.conf, which this host lacks
-    ours = [" ".join(w for w in line.split() if not w.startswith("labels=")) for line in result.stdout.splitlines()]
-    assert any("labels=3" in line for line in result.stdout.splitlines())
+    # conntrack -L prints no labels (only with -o labels, by connlabel.conf's names): neither does ctkit
+    ours = result.stdout.splitlines()
     ours, theirs = sorted(map(strip_timeout, ours)), sorted(map(strip_timeout, theirs))
     assert [a for a in ours if a not in theirs] == [b for b in theirs if b not in ours] == []
     assert ours == theirs

@@ -1,8 +1,10 @@
-"""The ctnetlink decoder against real dumps recorded on Linux 6.18 (tests/fixtures/ct)."""
+"""The ctnetlink decoder and conntrack's text layouts against real dumps recorded on Linux 6.18 (tests/fixtures/ct)."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
 import struct
 
 import pytest
@@ -14,8 +16,10 @@ from ctkit.kernel import conntrack as ct
 from ctkit.kernel import ctnetlink as nl
 from ctkit.kernel import procfs
 from ctkit.kernel.conntrack.counters import parse_cpu_stats
-from ctkit.kernel.conntrack.dump import decode_dump
-from ctkit.kernel.conntrack.expect import parse_expectations
+from ctkit.kernel.conntrack.dump import decode_dump, filtered
+from ctkit.kernel.conntrack.expect import Expectation, parse_expectations
+from ctkit.kernel.conntrack.layout import Layout
+from ctkit.kernel.conntrack.text import TEXT_COLUMNS, conntrack_line, expect_line
 
 FIX = os.path.join(os.path.dirname(__file__), "fixtures", "ct")
 
@@ -286,3 +290,97 @@ def test_truncated_message_is_a_kernel_error():
     from ctkit.errors import KernelError
     with pytest.raises(KernelError, match="malformed"):
         list(nl.Decoder(["mark"]).rows(m, len(m)))
+
+
+# ------------------------------------------------ conntrack's text, word for word (fidelity-* fixtures)
+
+def fidelity_lines() -> list[str]:
+    """ctkit's `--format conntrack` lines for the recorded table (capture_fidelity.py)."""
+    layout = Layout.of(TEXT_COLUMNS)
+    data = fixture("fidelity-dump.bin")
+    return [conntrack_line(layout.convert(row)) for row in filtered([(data, len(data))], layout.raws)]
+
+
+def test_text_equals_conntrack_L_for_the_same_messages():
+    theirs = fixture("fidelity-conntrack-L.txt", "r").splitlines()
+    assert sorted(fidelity_lines()) == sorted(theirs)
+
+
+@pytest.mark.parametrize("dst, words", [
+    ("198.51.100.2", "sport=1000 dport=2000 zone-orig=4 packets=0 bytes=0 [UNREPLIED]"),
+    ("198.51.100.3", "sport=2000 dport=1000 zone-reply=5 packets=0 bytes=0 mark=0"),
+    ("198.51.100.4", "[ASSURED] mark=0 zone=6 use=1"),
+    ("198.51.100.5", "unknown  99 "),
+    ("198.51.100.6", "unknown  2 "),  # igmp: conntrack has no name for it
+    ("2001:db8:1::3", "unknown  253 "),
+    ("198.51.100.7", "srckey=0x1a dstkey=0x2b packets=0"),
+    ("198.51.100.9", "dccp     33 "),
+])
+def test_each_kind_prints_as_conntrack_prints_it(dst, words):
+    (line,) = [line for line in fidelity_lines() if re.search(r"src=\S+ dst=(\S+)", line).group(1) == dst]
+    assert words in line
+    assert line in fixture("fidelity-conntrack-L.txt", "r").splitlines()
+
+
+def test_labels_are_in_the_json_not_in_the_text():
+    # conntrack -L prints no labels (only with -o labels, by the names of connlabel.conf)
+    assert not any("labels" in line for line in fidelity_lines())
+    data = fixture("fidelity-dump.bin")
+    labelled = [e for e in decode_dump(data) if e.get("labels")]
+    assert sorted((e.get("family"), e.get("dport"), e.get("labels")) for e in labelled) == \
+        [("ipv4", 8080, [3]), ("ipv6", 8080, [3])]
+
+
+def test_json_carries_directional_zones_and_master_tuples():
+    rows = {d["dst"]: d for d in (json.loads(t) for t in _json_texts())}
+    assert (rows["198.51.100.2"]["orig_zone"], rows["198.51.100.2"]["reply_zone"], rows["198.51.100.2"]["zone"]) \
+        == (4, None, 0)
+    assert (rows["198.51.100.3"]["orig_zone"], rows["198.51.100.3"]["reply_zone"]) == (None, 5)
+    assert (rows["198.51.100.4"]["zone"], rows["198.51.100.4"]["orig_zone"]) == (6, None)
+    assert set(ct.DEFAULT_COLUMNS) >= {"orig_zone", "reply_zone", "master_src", "master_dst", "master_sport",
+                                       "master_dport", "labels", "secctx"}
+    assert all(set(d) == set(ct.DEFAULT_COLUMNS) for d in rows.values())
+
+
+def _json_texts() -> list[str]:
+    layout = Layout.of(ct.DEFAULT_COLUMNS)
+    data = fixture("fidelity-dump.bin")
+    return [layout.to_json(row) for row in filtered([(data, len(data))], layout.raws)]
+
+
+def test_expectations_print_as_conntrack_L_expect():
+    data = fixture("fidelity-expect.bin")
+    exps = parse_expectations([(data, len(data))])
+    assert sorted(map(expect_line, exps)) == sorted(fixture("fidelity-conntrack-L-expect.txt", "r").splitlines())
+    v4 = next(e.as_dict() for e in exps if e.family == "ipv4")
+    assert (v4["mask_src"], v4["mask_dst"], v4["mask_sport"], v4["mask_dport"], v4["class"]) == \
+        ("255.255.255.255", "255.255.255.255", 0, 65535, 0)
+    assert (v4["protonum"], v4["master_protonum"], v4["master_dport"], v4["helper"]) == (6, 6, 21, "ftp")
+    assert "klass" not in v4 and "class_" not in v4
+
+
+def _exp(**kw) -> Expectation:
+    base = {f: None for f in Expectation.__dataclass_fields__}
+    base.update(family="ipv4", proto="udp", protonum=17, src="192.0.2.1", dst="192.0.2.2", sport=0, dport=69,
+                mask_src="255.255.255.255", mask_dst="255.255.255.255", mask_sport=0, mask_dport=65535,
+                master_protonum=17, master_src="192.0.2.1", master_dst="192.0.2.2", master_sport=5000,
+                master_dport=69, timeout=5, flags=0, class_=0, helper="tftp")
+    base.update(kw)
+    return Expectation(**base)
+
+
+@pytest.mark.parametrize("kw, tail", [
+    ({}, "dport=69 class=0 helper=tftp"),
+    ({"zone": 3}, "dport=69 zone=3 class=0 helper=tftp"),
+    ({"flags": 1}, "dport=69 PERMANENT class=0 helper=tftp"),
+    ({"flags": 7}, "dport=69 PERMANENT,INACTIVE,USERSPACE class=0 helper=tftp"),
+    ({"flags": 8}, "dport=69  class=0 helper=tftp"),  # an unnamed flag leaves libnetfilter_conntrack's blank
+    ({"class_": None, "helper": None}, "dport=69"),
+    ({"protonum": 47, "master_protonum": 6, "sport": 1, "dport": 2, "mask_sport": 65535, "mask_dport": 65535},
+     "srckey=0x1 dstkey=0x2 mask-src=255.255.255.255 mask-dst=255.255.255.255 srckey=0xffff dstkey=0xffff "
+     "master-src=192.0.2.1 master-dst=192.0.2.2 sport=5000 dport=69 class=0 helper=tftp"),
+])
+def test_expect_line_follows_libnetfilter_conntrack(kw, tail):
+    line = expect_line(_exp(**kw))
+    assert line.startswith("5 proto=")
+    assert line.endswith(tail), line

@@ -18,6 +18,7 @@ from ctkit.errors import EXIT_FINDINGS, UsageError
 from ctkit.kernel import conntrack as ct
 from ctkit.kernel import sysctl
 from ctkit.kernel.conntrack import events
+from ctkit.kernel.conntrack.text import EVENT_TEXT_COLUMNS, TEXT_COLUMNS, conntrack_line, conntrack_parts, expect_line
 from ctkit.kernel.netns import entered
 
 app = typer.Typer(help="Read the connection tracker: entries, summaries, counts, stats, expectations.",
@@ -53,78 +54,9 @@ def _filter(family, proto, src, dst, reply_src, reply_dst, sport, dport, state, 
 
 
 # --------------------------------------------------------- conntrack format
+# the text of conntrack(8) is formatted in ctkit/kernel/conntrack/text.py
 
-TEXT_COLUMNS = ("proto", "protonum", "timeout", "state", "src", "dst", "sport", "dport", "icmp_type",
-                "icmp_code", "icmp_id", "orig_packets", "orig_bytes", "status_bits", "reply_src",
-                "reply_dst", "reply_sport", "reply_dport", "reply_icmp_type", "reply_icmp_code",
-                "reply_icmp_id", "reply_packets", "reply_bytes", "mark", "secctx", "zone", "helper",
-                "labels", "use", "start")
-_SEEN_REPLY, _ASSURED = ct.STATUS_VALUES["SEEN_REPLY"], ct.STATUS_VALUES["ASSURED"]
-_OFFLOAD, _HW_OFFLOAD = ct.STATUS_VALUES["OFFLOAD"], ct.STATUS_VALUES["HW_OFFLOAD"]
-
-
-def _l4(parts: list[str], sport, dport, itype, icode, iid) -> None:
-    if sport is not None:
-        parts.append(f"sport={sport} dport={dport}")
-    elif itype is not None:
-        parts.append(f"type={itype} code={icode} id={iid}")
-
-
-def conntrack_line(v: tuple) -> str:
-    """One entry in the layout `conntrack -L` prints (values in TEXT_COLUMNS order)."""
-    return " ".join(_conntrack_parts(v))
-
-
-def _conntrack_parts(v: tuple, event: bool = False, raw_mark: int | None = None) -> list[str]:
-    """The words of conntrack_line. An `event` (values in EVENT_TEXT_COLUMNS order) shows only what its
-    message carried: no timeout in some destroys, a mark only when set or changed (`raw_mark`, None when
-    the message had none), no use count; a destroyed entry's delta-time runs to its stop time."""
-    if event:
-        stop, mark = v[30], raw_mark
-        v = v[:30]
-    else:
-        stop = None
-    (proto, protonum, timeout, state, src, dst, sport, dport, itype, icode, iid, opk, oby, status,
-     rsrc, rdst, rsport, rdport, ritype, ricode, riid, rpk, rby, mark_shown, secctx, zone, helper, labels,
-     use, start) = v
-    if not event:
-        mark = mark_shown
-    status = status or 0
-    parts = [f"{proto:<8} {protonum}" if event and timeout is None else f"{proto:<8} {protonum} {timeout}"]
-    if state is not None:
-        parts.append(state)
-    parts.append(f"src={src} dst={dst}")
-    _l4(parts, sport, dport, itype, icode, iid)
-    if opk is not None:
-        parts.append(f"packets={opk} bytes={oby}")
-    if not status & _SEEN_REPLY:
-        parts.append("[UNREPLIED]")
-    parts.append(f"src={rsrc} dst={rdst}")
-    _l4(parts, rsport, rdport, ritype, ricode, riid)
-    if rpk is not None:
-        parts.append(f"packets={rpk} bytes={rby}")
-    if status & _OFFLOAD:
-        parts.append("[HW_OFFLOAD]" if status & _HW_OFFLOAD else "[OFFLOAD]")
-    if status & _ASSURED:
-        parts.append("[ASSURED]")
-    if not event or mark is not None:
-        parts.append(f"mark={mark or 0}")
-    if secctx is not None:
-        parts.append(f"secctx={secctx}")
-    if zone:
-        parts.append(f"zone={zone}")
-    if start is not None:
-        if stop:
-            parts.append(f"delta-time={max(0, stop // 10**9 - start // 10**9)}")
-        else:
-            parts.append(f"delta-time={max(0, int(time.time() - start / 1e9))}")
-    if helper:
-        parts.append(f"helper={helper}")
-    if labels:
-        parts.append("labels=" + ",".join(str(b) for b in labels))
-    if not event or use is not None:
-        parts.append(f"use={use}")
-    return parts
+_conntrack_parts = conntrack_parts
 
 
 def _write_lines(lines: Iterable[str]) -> int:
@@ -296,18 +228,8 @@ def expect_cmd(netns: Optional[str] = NetnsOption, as_json: bool = JsonOption) -
     print(f"{len(exps)} expectations", file=sys.stderr)
 
 
-def expect_line(e) -> str:
-    """One expectation as `ct expect` prints it."""
-    ports = f" sport={e.sport} dport={e.dport}" if e.sport is not None else ""
-    mports = f" sport={e.master_sport} dport={e.master_dport}" if e.master_sport is not None else ""
-    timeout = "" if e.timeout is None else f"{e.timeout} "
-    return (f"{timeout}proto={e.proto} src={e.src} dst={e.dst}{ports} "
-            f"master-src={e.master_src} master-dst={e.master_dst}{mports} helper={e.helper}")
-
-
 # ------------------------------------------------------------------- events
 
-EVENT_TEXT_COLUMNS = TEXT_COLUMNS + ("stop",)
 _TAGS = {kind: f"{'[' + kind.upper() + ']':>9}" for kind in events.KINDS}
 LINGER = 0.005  # seconds between an idle queue's first message and reading on: bursts, not a syscall per event
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

@@ -19,7 +19,8 @@ Where each part lives:
 - layout.py    `Layout` (compiled row converters) and `Entry`
 - dump.py      the table dump: `entries`, `rows`, `json_rows`, `summary`, saved dumps
 - counters.py  `count` and the per-CPU `stats`
-- expect.py    the expectation table
+- expect.py    the expectation table (every attribute: tuple, mask, master, class, flags, NAT)
+- text.py      conntrack(8)'s text of entries and expectations, word for word
 - deletion.py  `delete`
 - events.py    live events from the ctnetlink multicast groups, loss counting, rates
 The ctnetlink decoder itself is ctkit/kernel/ctnetlink.py.

@@ -2,8 +2,10 @@
 
 A `Column` is what a user asks for (`src`, `state`, `labels`...): which raw
 ctnetlink fields (ctkit/kernel/ctnetlink.py RAW_FIELDS) it reads and how it
-converts them to a display value. Zones are shown as 0 when the entry has
-none; labels are the numbers of the bits that are set.
+converts them to a display value. `zone` (a zone of both directions) is shown
+as 0 when the entry has none; `orig_zone` / `reply_zone` (a zone of one
+direction: conntrack's zone-orig / zone-reply) are null when absent; labels are
+the numbers of the bits that are set. The default columns carry every field.
 """
 from __future__ import annotations
 
@@ -109,8 +111,9 @@ COLUMNS: dict[str, Column] = {c.name: c for c in [
 DEFAULT_COLUMNS = ("id", "family", "proto", "protonum", "state", "timeout", "src", "dst", "sport",
                    "dport", "icmp_type", "icmp_code", "icmp_id", "reply_src", "reply_dst",
                    "reply_sport", "reply_dport", "reply_icmp_type", "reply_icmp_code",
-                   "reply_icmp_id", "status", "mark", "zone", "helper", "orig_packets", "orig_bytes",
-                   "reply_packets", "reply_bytes", "start", "stop", "labels", "secctx", "use")
+                   "reply_icmp_id", "status", "mark", "zone", "orig_zone", "reply_zone", "helper",
+                   "orig_packets", "orig_bytes", "reply_packets", "reply_bytes", "start", "stop", "labels",
+                   "secctx", "use", "master_src", "master_dst", "master_sport", "master_dport")
 
 
 def column(name: str) -> Column:
