@@ -291,6 +291,12 @@ def entries(ns: str) -> int:
     return conntrack.count(ns).entries
 
 
+def loadavg() -> str:
+    """The 1-minute load average: the machine is shared, and the listeners compete for its CPUs."""
+    with open("/proc/loadavg") as f:
+        return f.read().split()[0]
+
+
 # -------------------------------------------------------------------- run
 
 def listener_argv(name: str, ns: str, count: int, bound: float, buf: int, ct_buf: int | None) -> list[str]:
@@ -367,6 +373,7 @@ def bench_rate(rate: int, seconds: float, names: list[str], buf: int, ct_buf: in
             if dead or time.monotonic() > end:
                 raise SystemExit(f"listener {(dead or listeners)[0].name} did not subscribe")
             time.sleep(0.05)
+        load_before = loadavg()
         sampler = Sampler(ns, listeners)
         sampler.start()
         new_before = nft_new_packets(ns)
@@ -400,7 +407,7 @@ def bench_rate(rate: int, seconds: float, names: list[str], buf: int, ct_buf: in
         for ls in listeners:
             ls.stop()
         generated_destroy = in_table - entries(ns)
-        result = {"rate": rate, "n": n, "gen": g, "flush_s": flush_s, "generated": {
+        result = {"rate": rate, "n": n, "gen": g, "load": (load_before, loadavg()), "flush_s": flush_s, "generated": {
             "paced": generated_new, "burst": generated_destroy}, "listeners": {}}
         for ls in listeners:
             c = counts(ls)
@@ -436,7 +443,8 @@ def print_tables(res: dict) -> None:
     rate, gen = res["rate"], res["gen"]
     print(f"\nR = {rate:,} events/s asked: {res['n']:,} flows sent at {gen['rate']:,.0f}/s "
           f"({gen['end'] - gen['start']:.2f} s), then flushed in {res['flush_s']:.3f} s "
-          f"({res['generated']['burst'] / max(res['flush_s'], 1e-6):,.0f} destroys/s)")
+          f"({res['generated']['burst'] / max(res['flush_s'], 1e-6):,.0f} destroys/s); "
+          f"load average {res['load'][0]} before, {res['load'][1]} after")
     print("| phase | listener | generated | received | kernel drops | events/s | lag s | peak queue MiB "
           "| CPU s | CPU µs/event | CPU x conntrack -E |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -450,14 +458,17 @@ def print_tables(res: dict) -> None:
             print(f"| {phase} | {name} | {res['generated'][phase]:,} | {p['received']:,} | {p['drops']:,} "
                   f"| {p['rate']:,.0f} | {p['lag']:.2f} | {p['peak_queue'] / 2**20:.1f} | {p['cpu']:.2f} "
                   f"| {per * 1e6 if per is not None else 0:.1f} | {ratio} |")
-    print("\n| listener | generated | received | lost (counted) | kernel drops | uncounted | exit |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("\n| listener | generated | received | received x conntrack -E | lost (counted) | kernel drops "
+          "| uncounted | exit |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     total = res["generated"]["paced"] + res["generated"]["burst"]
+    got_by = {name: sum(p["received"] for p in ls["phases"].values()) for name, ls in res["listeners"].items()}
     for name, ls in res["listeners"].items():
-        got = sum(p["received"] for p in ls["phases"].values())
+        got = got_by[name]
+        ratio = f"{got / got_by['conntrack']:.2f}" if got_by.get("conntrack") else "-"
         counted = ls["lost"] if name.startswith("ctkit") else 0
         lost_text = f"{counted:,}" if name.startswith("ctkit") else f"({ls['enobufs']} ENOBUFS warnings)"
-        print(f"| {name} | {total:,} | {got:,} | {lost_text} | {ls['drops']:,} | {total - got - counted:,} "
+        print(f"| {name} | {total:,} | {got:,} | {ratio} | {lost_text} | {ls['drops']:,} | {total - got - counted:,} "
               f"| {ls['code']} |")
 
 
