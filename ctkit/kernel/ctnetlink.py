@@ -80,6 +80,7 @@ IPCTNL_MSG_EXP_DELETE = 2
 NFNLGRP_CONNTRACK_NEW, NFNLGRP_CONNTRACK_UPDATE, NFNLGRP_CONNTRACK_DESTROY = 1, 2, 3
 NFNLGRP_CONNTRACK_EXP_NEW, NFNLGRP_CONNTRACK_EXP_UPDATE, NFNLGRP_CONNTRACK_EXP_DESTROY = 4, 5, 6
 NETLINK_ADD_MEMBERSHIP = 1
+NETLINK_NO_ENOBUFS = 5
 SO_MEMINFO = 55  # struct of SK_MEMINFO_VARS u32s; the last one we read is sk_drops
 SK_MEMINFO_DROPS = 8
 _MEMINFO = struct.Struct("=9I")
@@ -194,6 +195,21 @@ class NetlinkSocket:
         except OSError:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
         return self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+
+    def set_no_enobufs(self) -> bool:
+        """Drop only the multicast messages that do not fit, without ENOBUFS (NETLINK_NO_ENOBUFS).
+
+        By default the first overrun marks the socket congested (net/netlink/af_netlink.c:
+        netlink_overrun): the kernel then drops every message for it until the queue has been
+        read empty, however much room reading has made, and recv() reports ENOBUFS once. With
+        this option it queues again as soon as there is room, and reports nothing: the drops
+        are counted in sk_drops only (`drops`). True when the kernel took the option.
+        """
+        try:
+            self.sock.setsockopt(SOL_NETLINK, NETLINK_NO_ENOBUFS, 1)
+        except OSError:
+            return False
+        return True
 
     def drops(self) -> int:
         """Messages the kernel could not queue on this socket so far (sk_drops, from SO_MEMINFO).
