@@ -32,9 +32,10 @@ if TYPE_CHECKING:  # imported where used: a command loads only what it runs
     from ctkit.export import ExportResult, HostFacts
     from ctkit.kernel.settings import SettingResult
     from ctkit.pipeline import Compiled
+    from ctkit.policy.partial import Checked
 
 __all__ = ["ApplyResult", "PlanResult", "ToggleResult", "MemberResult", "RollbackResult", "ConcurrentChange",
-           "ShowResult", "plan", "apply", "confirm", "rollback", "remove", "show", "toggle",
+           "ShowResult", "plan", "apply", "confirm", "rollback", "remove", "show", "validate", "toggle",
            "set_member", "audit", "boot_check", "export", "Removed", "Shown"]
 
 
@@ -233,6 +234,13 @@ def remove(backend: Backend, table: str = "ctkit", netns: str | None = None) -> 
     """Delete everything ctkit owns under `table`; nothing else is touched."""
     with _changing(netns, table, "remove"):
         return backend.remove(table, netns)
+
+
+def validate(path: str | Path) -> Checked:
+    """Every problem of one policy file in one run: the schema's, and the semantic checks' (build, lint)
+    of what can still be read (ctkit/policy/partial.py). Nothing is raised for an invalid policy."""
+    from ctkit.policy.partial import check_file
+    return check_file(path)
 
 
 #: `ctkit show --json`'s format version (schemas/show.schema.json)

@@ -22,7 +22,7 @@ from ctkit.cli.common import (
     print_toggles,
     warn,
 )
-from ctkit.errors import EXIT_INVALID, PolicyError, UsageError
+from ctkit.errors import EXIT_INVALID, UsageError
 
 PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
 BackendOption = typer.Option("nft", "--backend", "-b", help="Kernel backend: nft or iptables.")
@@ -40,26 +40,33 @@ def print_warnings(compiled: pipeline.Compiled) -> None:
 @handle_errors
 def validate(policies: List[Path] = typer.Argument(..., help="Policy files (JSON or YAML)."),
              as_json: bool = JsonOption) -> None:
-    """Check policy files against the schema and the semantic rules; print every problem."""
+    """Check policy files against the schema and the semantic rules; print every problem, in one run:
+    entries the schema refuses are set aside and the rest is checked too."""
+    from ctkit.policy.partial import PARTIAL, WAITING
     report, failed = [], False
     for path in policies:
-        try:
-            policy, warnings = pipeline.check(path)
-        except PolicyError as exc:
-            failed = True
-            report.append({"file": str(path), "valid": False, "problems": [p.as_dict() for p in exc.problems]})
-            if not as_json:
-                for p in exc.problems:
-                    err(p.render())
+        checked = service.validate(path)
+        failed |= not checked.valid
+        report.append({"file": str(path), "valid": checked.valid, "problems": [p.as_dict() for p in checked.problems],
+                       "semantic": checked.semantic, "set_aside": list(checked.set_aside)})
+        if as_json:
             continue
-        rules = sum(len(c.rules) for c in policy.chains)
-        report.append({"file": str(path), "valid": True, "problems": [w.as_dict() for w in warnings]})
-        if not as_json:
-            for w in warnings:
-                err(w.render())
+        for p in checked.problems:
+            err(p.render())
+        if checked.semantic == PARTIAL:
+            shown = ", ".join(checked.set_aside[:5]) + (f" and {len(checked.set_aside) - 5} more"
+                                                        if len(checked.set_aside) > 5 else "")
+            err(f"{path}: note: the semantic checks ran without the {len(checked.set_aside)} "
+                f"entr{'y' if len(checked.set_aside) == 1 else 'ies'} refused above ({shown})")
+        elif checked.semantic == WAITING:
+            err(f"{path}: note: the semantic checks run once these errors are fixed")
+        policy = checked.policy
+        if policy is not None:
+            rules = sum(len(c.rules) for c in policy.chains)
+            warnings = len(checked.problems)
             print(f"{path}: ok (table {policy.table}: {len(policy.chains)} chains, {rules} rules, "
                   f"{len(policy.notrack)} notrack, {len(policy.helpers)} helpers, {len(policy.nat)} nat, "
-                  f"{len(warnings)} warnings)")
+                  f"{warnings} warnings)")
     if as_json:
         print_json(report)
     if failed:
