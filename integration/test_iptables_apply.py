@@ -165,6 +165,28 @@ def test_foreign_rules_survive_apply_reapply_change_and_remove(ns, variant):
     assert {f: save(ns, f, variant) for f in FAMILIES} == before
 
 
+def nft_tables(ns: str) -> list[str]:
+    return sorted(ln for ln in run(ns, "nft", "list", "tables").stdout.splitlines() if ln.strip())
+
+
+def test_remove_deletes_the_iptables_nft_tables_its_apply_created(ns):
+    """iptables-nft makes ip/ip6 tables on first use; a remove left them behind, empty, in a namespace
+    that had none. Tables that another tool's rules use since stay, with those rules."""
+    assert nft_tables(ns) == []
+    for name in ("server-baseline.json", "ftp-helper.json", "router-nat.json"):
+        rs = ruleset(ROOT / "examples" / name)
+        kernel.apply(rs.ipv4, rs.ipv6, ns, "nft")
+    assert "table ip filter" in nft_tables(ns) and "table ip6 raw" in nft_tables(ns)
+    kernel.remove(rs.prefix, ns, "nft")
+    assert nft_tables(ns) == []
+
+    kernel.apply(rs.ipv4, rs.ipv6, ns, "nft")
+    run(ns, "iptables-nft", "-A", "INPUT", "-s", "198.51.100.9", "-j", "DROP")  # another tool, after ctkit
+    kernel.remove(rs.prefix, ns, "nft")
+    assert nft_tables(ns) == ["table ip filter"]
+    assert "-A INPUT -s 198.51.100.9/32 -j DROP" in save(ns, "ipv4", "nft")
+
+
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_dry_run_changes_nothing(ns, variant):
     r = ctkit("apply", str(ROOT / "examples" / "dns-server.json"), "-b", "iptables", "--iptables-variant", variant,

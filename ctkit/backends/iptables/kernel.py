@@ -371,6 +371,9 @@ class Record:
     ipsets: set = field(default_factory=set)
     declared: dict = field(default_factory=dict)  # ipset name -> ipset.declaration() at the last apply
     timeouts: dict = field(default_factory=dict)  # cttimeout name -> timeout_declaration() at the last apply
+    #: family -> the iptables-nft tables that did not exist before ctkit's apply made them (ctkit remove
+    #: deletes those it finds empty: a namespace that had no ip filter table is left without one)
+    created: dict = field(default_factory=dict)
 
     def mine(self, variant: str, family: str) -> Mine:
         return self.chains.setdefault(variant, {}).setdefault(family, {})
@@ -385,7 +388,8 @@ class Record:
                            for v, fams in self.chains.items()},
                 "ipsets": sorted(self.ipsets),
                 "declared": {n: d for n, d in sorted(self.declared.items()) if n in self.ipsets},
-                "timeouts": dict(sorted(self.timeouts.items()))}
+                "timeouts": dict(sorted(self.timeouts.items())),
+                "created": {f: sorted(t) for f, t in sorted(self.created.items()) if t}}
 
 
 def record_path(netns: str | None, prefix: str) -> str:
@@ -415,6 +419,8 @@ def load_record(netns: str | None, prefix: str) -> Record:
         rec.ipsets = {str(n) for n in data.get("ipsets", [])}
         rec.declared = {str(n): [str(d[0]), [str(x) for x in d[1]]] for n, d in dict(data.get("declared", {})).items()}
         rec.timeouts = {str(n): str(d) for n, d in dict(data.get("timeouts", {})).items()}
+        rec.created = {str(f): {str(t) for t in tabs} for f, tabs in dict(data.get("created", {})).items()
+                       if f in FAMILIES}
     except (TypeError, ValueError, IndexError, KeyError):
         return Record(path, rec.netns, prefix)
     return rec
@@ -563,6 +569,9 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
         if dry_run:
             return variant, _reconcile(plan, before, prefix, variant, netns, True, mine_old, mine_old)
         used = _timeouts_used(before, prefix, mine_old)
+        if variant == "nft":  # iptables-nft-save prints only the tables that exist
+            for f, doc in docs.items():
+                rec.created.setdefault(f, set()).update(t.name for t in doc.tables if t.name not in before[f])
         # written ahead: an interrupted run leaves nothing of ctkit's unrecorded
         for f, doc in docs.items():
             for t in doc.tables:
@@ -683,12 +692,41 @@ def remove(prefix: str, netns: str | None = None, variant: str = "auto",
             if not ok:
                 _settle(rec, variant, netns)
         rec.chains[variant] = {}
+        if variant == "nft":
+            _drop_created(rec, netns)
         _store(rec)
         _drop_timeouts(used, netns)
         if _has_ipset():
             rec.ipsets = ipset.destroy_stale(set(), rec.ipsets, netns)
         _store(rec)
     return variant, changes
+
+
+_NFT_FAMILY = {"ipv4": "ip", "ipv6": "ip6"}
+
+
+def _drop_created(rec: Record, netns: str | None) -> None:
+    """After a remove (iptables-nft): delete the tables ctkit's apply created that hold nothing now (no
+    rule, no chain but the built-in ones, every policy ACCEPT), so a namespace that had no ip/ip6 raw or
+    filter table does not keep empty ones. A table that holds anything else (another tool's rules since)
+    stays. The check and the delete are two steps: a rule added in between would go with the table, the
+    same window iptables-nft itself leaves between its read and its write."""
+    nft = shutil.which("nft")
+    commands = []
+    for family, made in rec.created.items():
+        if not made:
+            continue
+        current = parse_save(save(family, "nft", netns))
+        for name in sorted(made):
+            t = current.get(name)
+            if t is not None and not t.rules and all(p == "ACCEPT" for p in t.policies.values()):
+                commands.append(f"delete table {_NFT_FAMILY[family]} {name}")
+    rec.created = {}
+    if not commands or nft is None:
+        return
+    with entered(netns):
+        subprocess.run([nft, "-f", "-"], input="\n".join(commands) + "\n", text=True, capture_output=True,
+                       timeout=TIMEOUT)  # best effort: an empty table left behind changes no packet
 
 
 @dataclass(frozen=True)
