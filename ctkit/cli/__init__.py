@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from ctkit.cli import audit, confirm, ct, explain, export, plan, policy
+from ctkit.cli import audit, confirm, ct, explain, export, importer, plan, policy
 
 app = typer.Typer(
     help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
@@ -34,6 +34,7 @@ confirm.register(app)
 audit.register(app)
 export.register(app)
 explain.register(app)
+importer.register(app)
 app.add_typer(ct.app, name="ct")
 app.add_typer(ct.sysctl_app, name="sysctl")
 

@@ -1,0 +1,58 @@
+"""`ctkit import`: an existing ruleset -> a ctkit policy that means the same.
+
+save.py reads iptables-save text (tables, chains, rules, line numbers); rules.py turns one rule's tokens
+into the policy's fields; idioms.py recognises what the rules are for (notrack, helpers, zones, nat,
+mangle statements, filter chains) and lists what it cannot say; document.py merges the families and
+writes the policy with a header. `from_iptables_save` is the service function: it returns a frozen
+`Imported` whose document has been checked by ctkit's own loader and linter.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ctkit.errors import CtkitError, PolicyError, UsageError
+from ctkit.importer.document import Imported, document
+from ctkit.importer.idioms import Importer
+from ctkit.importer.save import looks_like_save, parse
+
+#: the largest iptables-save file read (a host with 100,000 rules writes about 10 MiB)
+MAX_BYTES = 64 << 20
+
+
+class ImportBug(CtkitError):
+    """The importer wrote a policy ctkit's loader refuses: a bug in the importer, not in the input."""
+
+
+def from_texts(texts: list[tuple[str, str]], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+    """(source name, iptables-save text) each -> the policy they mean."""
+    imp = Importer(frozenset(include))
+    for source, text in texts:
+        if not looks_like_save(text):
+            raise UsageError(f"{source}: not iptables-save output (no '*table' ... 'COMMIT')")
+        imp.add(parse(text, source))
+    result = document(imp.finish(), tuple(s for s, _ in texts), table)
+    check(result)
+    return result
+
+
+def from_iptables_save(paths: list[Path], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+    from ctkit.paths import read_regular
+    texts = [(str(p), read_regular(p, MAX_BYTES).decode("utf-8", errors="surrogateescape")) for p in paths]
+    return from_texts(texts, table, include)
+
+
+def check(result: Imported) -> None:
+    """The document must load and lint like a file a person wrote."""
+    import copy
+
+    from ctkit.policy.lint import errors_of, lint
+    from ctkit.policy.load import load_document
+    try:
+        policy = load_document(copy.deepcopy(result.document), "<imported policy>")
+    except PolicyError as exc:
+        raise ImportBug("the imported policy does not load (an importer bug): "
+                        + "; ".join(p.render() for p in exc.problems)) from None
+    errors = errors_of(lint(policy))
+    if errors:
+        raise ImportBug("the imported policy does not lint (an importer bug): "
+                        + "; ".join(p.render() for p in errors))

@@ -1,0 +1,260 @@
+"""One iptables rule's tokens -> the policy's words for its matches, and its target with options.
+
+Each match the policy can say becomes a policy field (`protocol`, `saddr`, `dport`, `ct_state`, `length`,
+`signature`, `limit`...); each it cannot (a negation, -m mark, -m set, -m addrtype, an unknown option)
+becomes a problem naming it. The target is returned as it is written; ctkit/importer/idioms.py decides
+what it means in its table and chain.
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+#: iptables' protocol names and numbers -> the policy's
+PROTOCOLS = {"tcp": "tcp", "udp": "udp", "udplite": "udplite", "sctp": "sctp", "dccp": "dccp", "icmp": "icmp",
+             "icmpv6": "icmpv6", "ipv6-icmp": "icmpv6", "gre": "gre", "esp": "esp", "ah": "ah",
+             "6": "tcp", "17": "udp", "1": "icmp", "58": "icmpv6", "47": "gre", "50": "esp", "51": "ah",
+             "132": "sctp", "33": "dccp", "136": "udplite"}
+CT_STATES = {"NEW": "new", "ESTABLISHED": "established", "RELATED": "related", "INVALID": "invalid",
+             "UNTRACKED": "untracked"}
+LIMIT_UNITS = {"sec": "second", "second": "second", "s": "second", "min": "minute", "minute": "minute",
+               "m": "minute", "hour": "hour", "h": "hour", "day": "day", "d": "day"}
+#: options of a match module that take no value
+_FLAGS = {"--syn", "--icase", "--rsource", "--rdest", "--rcheck", "--update", "--set", "--remove"}
+#: options that take two values
+_TWO = {"--tcp-flags", "--match-set"}
+#: options this reader understands (anything else is a problem naming it)
+_KNOWN = {"--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
+          "--destination-ports", "--source-ports", "--ports", "--tcp-flags", "--syn", "--ctstate", "--state",
+          "--comment", "--length", "--string", "--hex-string", "--algo", "--from", "--to", "--limit",
+          "--limit-burst", "--hashlimit-upto", "--hashlimit", "--hashlimit-burst", "--hashlimit-mode",
+          "--hashlimit-name", "--hashlimit-htable-expire", "--hashlimit-htable-size", "--hashlimit-htable-max",
+          "--hashlimit-htable-gcinterval", "--hashlimit-above"}
+#: why the policy cannot say what a module matches
+_NO_EQUIVALENT = {
+    "mark": "the policy has no packet mark match",
+    "connmark": "the policy has no conntrack mark match",
+    "set": "ipset members are not in iptables-save output (and the policy's sets are declared with it)",
+    "addrtype": "the policy has no address type match",
+    "owner": "the policy has no socket owner match",
+    "icmp": "the policy has no ICMP type match",
+    "icmp6": "the policy has no ICMPv6 type match",
+    "recent": "the policy has no recent match",
+    "u32": "the policy has no u32 match (payload matches are at fixed offsets)",
+    "physdev": "the policy has no bridge port match",
+    "iprange": "the policy has no address range match",
+    "mac": "the policy has no MAC address match",
+    "time": "the policy has no time match",
+    "condition": "use a toggle (`when`) instead",
+    "helper": "the policy has no conntrack helper match",
+    "connlimit": "the policy has no connection count match",
+    "policy": "the policy has no IPsec policy match",
+    "pkttype": "the policy has no packet type match",
+    "dscp": "the policy has no DSCP match",
+    "tos": "the policy has no TOS match",
+    "ttl": "the policy has no TTL match",
+    "hl": "the policy has no hop limit match",
+    "statistic": "the policy has no statistic match",
+    "rpfilter": "the policy has no reverse path match",
+    "socket": "the policy has no socket match",
+    "devgroup": "the policy has no device group match",
+    "cgroup": "the policy has no cgroup match",
+    "bpf": "the policy has no BPF match",
+}
+
+
+@dataclass
+class Reading:
+    """What one rule says: policy fields for its matches, the target and its options, and what cannot be said."""
+    fields: dict = field(default_factory=dict)
+    target: str | None = None  # ACCEPT, DROP, CT, DNAT, a chain name ... None: no target
+    goto: bool = False
+    options: dict = field(default_factory=dict)  # target options: --to-destination -> value, flags -> True
+    problems: list = field(default_factory=list)
+    tcp_syn: bool = False  # --tcp-flags SYN,RST SYN (what TCPMSS needs)
+    either_ports: tuple | None = None  # multiport --ports: source or destination port
+
+
+def address(text: str) -> str:
+    """An iptables-save address as the policy writes it: /32 and /128 dropped."""
+    net = ipaddress.ip_network(text, strict=False)
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def port_range(text: str, floor: int = 1) -> str | int:
+    """80 -> 80, 1024:65535 -> '1024-65535' (iptables' : is the policy's -); ports start at 1."""
+    lo, sep, hi = text.partition(":")
+    lo_n = max(int(lo) if lo else 0, floor)
+    if not sep:
+        return lo_n
+    hi_n = int(hi) if hi else 65535
+    return lo_n if lo_n == hi_n else f"{lo_n}-{hi_n}"
+
+
+def ports(text: str) -> list:
+    return [port_range(p) for p in text.split(",")]
+
+
+def _one_or_list(values: list):
+    return values[0] if len(values) == 1 else values
+
+
+def rate(text: str) -> tuple[int, str] | None:
+    n, _, unit = text.partition("/")
+    if not n.isdigit() or LIMIT_UNITS.get(unit or "sec") is None:
+        return None
+    return int(n), LIMIT_UNITS[unit or "sec"]
+
+
+def hex_of_string(text: str) -> str:
+    """-m string's pattern (with |hex| parts, as --hex-string writes them) as hex digits."""
+    out, in_hex = [], False
+    for i, part in enumerate(text.split("|")):
+        in_hex = i % 2 == 1
+        if in_hex:
+            out.append("".join(part.split()).lower())
+        else:
+            out.append(part.encode("utf-8", errors="surrogateescape").hex())
+    return "".join(out)
+
+
+def _targets(tokens: tuple[str, ...], i: int, r: Reading) -> None:
+    """The target's options, after -j NAME: --opt value or --opt alone."""
+    while i < len(tokens):
+        t = tokens[i]
+        if not t.startswith("--"):
+            r.problems.append(f"target {r.target}: unexpected {t!r}")
+            i += 1
+            continue
+        if i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            r.options[t] = tokens[i + 1]
+            i += 2
+        else:
+            r.options[t] = True
+            i += 1
+
+
+def read(tokens: tuple[str, ...]) -> Reading:
+    r = Reading()
+    opts: dict[str, object] = {}
+    modules: list[str] = []
+    i, negate = 0, False
+    while i < len(tokens):
+        t = tokens[i]
+        if t == "!":
+            negate = True
+            i += 1
+            continue
+        value = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if negate and t not in ("-m", "--match"):
+            r.problems.append(f"the negation '! {t} {value}': the policy has no negated matches")
+            negate = False
+            i += 1 if t in _FLAGS else 3 if t in _TWO else 2
+            continue
+        if t in ("-p", "--protocol"):
+            if value.lower() in ("all", "0"):
+                pass
+            elif value.lower() in PROTOCOLS:
+                r.fields["protocol"] = PROTOCOLS[value.lower()]
+            else:
+                r.problems.append(f"protocol {value!r} has no policy name")
+            i += 2
+        elif t in ("-s", "--source", "-d", "--destination"):
+            key = "saddr" if t in ("-s", "--source") else "daddr"
+            try:
+                r.fields[key] = _one_or_list([address(a) for a in value.split(",")])
+            except ValueError:
+                r.problems.append(f"{t} {value!r} is not an address")
+            i += 2
+        elif t in ("-i", "--in-interface", "-o", "--out-interface"):
+            r.fields["iif" if t in ("-i", "--in-interface") else "oif"] = value
+            i += 2
+        elif t in ("-m", "--match"):
+            modules.append(value)
+            if value in _NO_EQUIVALENT:
+                r.problems.append(f"-m {value}: {_NO_EQUIVALENT[value]}")
+            i += 2
+        elif t in ("-j", "--jump", "-g", "--goto"):
+            r.target, r.goto = value, t in ("-g", "--goto")
+            _targets(tokens, i + 2, r)
+            break
+        elif t in ("-f", "--fragment"):
+            r.problems.append("-f (fragments): the policy has no fragment match")
+            i += 1
+        elif t.startswith("--"):
+            if t in _FLAGS:
+                opts[t] = True
+                i += 1
+            elif t in _TWO:
+                opts[t] = (value, tokens[i + 2] if i + 2 < len(tokens) else "")
+                i += 3
+            else:
+                opts[t] = value
+                i += 2
+            if t not in _KNOWN and not any(m in _NO_EQUIVALENT for m in modules):
+                r.problems.append(f"option {t}: no policy equivalent")
+        else:
+            r.problems.append(f"unexpected {t!r}")
+            i += 1
+        negate = False
+    _matches(opts, r)
+    return r
+
+
+def _matches(opts: dict, r: Reading) -> None:
+    f = r.fields
+    for keys, name in ((("--dport", "--destination-port", "--dports", "--destination-ports"), "dport"),
+                       (("--sport", "--source-port", "--sports", "--source-ports"), "sport")):
+        for k in keys:
+            if k in opts:
+                f[name] = _one_or_list(ports(str(opts[k])))
+    if "--ports" in opts:
+        r.either_ports = tuple(ports(str(opts["--ports"])))
+    if "--tcp-flags" in opts:
+        mask, comp = opts["--tcp-flags"]
+        if set(mask.split(",")) == {"SYN", "RST"} and comp == "SYN":
+            r.tcp_syn = True
+        else:
+            r.problems.append(f"--tcp-flags {mask} {comp}: the policy matches TCP flags only for MSS clamping")
+    if "--syn" in opts:
+        r.problems.append("--syn: the policy matches TCP flags only for MSS clamping")
+    for k in ("--ctstate", "--state"):
+        if k in opts:
+            states = str(opts[k]).split(",")
+            bad = [s for s in states if s not in CT_STATES]
+            if bad:
+                r.problems.append(f"{k} {','.join(bad)}: the policy's states are {', '.join(CT_STATES)}")
+            f["ct_state"] = [CT_STATES[s] for s in states if s in CT_STATES]
+    if "--comment" in opts:
+        f["comment"] = str(opts["--comment"])
+    if "--length" in opts:
+        f["length"] = _one_or_list([port_range(x, floor=0) for x in str(opts["--length"]).split(",")])
+    if "--string" in opts or "--hex-string" in opts:
+        sig = {"hex": hex_of_string(str(opts.get("--hex-string", opts.get("--string"))))}
+        if opts.get("--algo") in ("bm", "kmp"):
+            sig["algo"] = opts["--algo"]
+        for k, name in (("--from", "from"), ("--to", "to")):
+            if k in opts and str(opts[k]).isdigit() and not (name == "to" and int(opts[k]) == 65535) \
+                    and not (name == "from" and int(opts[k]) == 0):
+                sig[name] = int(opts[k])
+        if "--icase" in opts:
+            r.problems.append("--icase: the policy's signatures are case-sensitive")
+        f["signature"] = sig
+    if "--limit" in opts:
+        got = rate(str(opts["--limit"]))
+        if got is None:
+            r.problems.append(f"--limit {opts['--limit']}: not a rate N/sec|min|hour|day")
+        else:
+            f["limit"] = {"rate": got[0], "per": got[1], "burst": int(opts.get("--limit-burst", 5))}
+    upto = opts.get("--hashlimit-upto", opts.get("--hashlimit"))
+    if upto is not None:
+        got = rate(str(upto))
+        mode = str(opts.get("--hashlimit-mode", ""))
+        by = {"srcip": "saddr", "dstip": "daddr"}.get(mode)
+        if got is None or by is None:
+            r.problems.append(f"hashlimit {upto} by {mode or 'nothing'}: the policy limits per source or "
+                              "destination address (srcip or dstip)")
+        else:
+            f["limit"] = {"rate": got[0], "per": got[1], "burst": int(opts.get("--hashlimit-burst", 5)), "by": by}
+    if "--hashlimit-above" in opts:
+        r.problems.append("--hashlimit-above: the policy's limits match below the rate")
