@@ -5,10 +5,18 @@ comment written by another tool may carry control characters or bytes that are
 not UTF-8. Everything ctkit prints from the kernel goes through `printable`.
 A message about a value a user gave (a policy file may hold a list of 100,000
 addresses or a string of a megabyte) shows `excerpt(value)`, never the value.
+`suggest` is the one did-you-mean rule; `activity` the status line of a long operation.
 """
 from __future__ import annotations
 
+import os
 import reprlib
+import sys
+import threading
+import time
+from typing import Iterable, Iterator, TypeVar
+
+T = TypeVar("T")
 
 #: the most characters of a value a message shows
 EXCERPT = 80
@@ -105,3 +113,114 @@ def suggest(word: object, known) -> str | None:
         if distance <= limit and (best is None or (distance, text) < best):
             best = (distance, text)
     return None if best is None else best[1]
+
+
+# ------------------------------------------------------------------ progress
+
+#: seconds a long operation runs before its status line appears, so that a quick one prints nothing
+#: (CTKIT_PROGRESS_DELAY overrides it; 0 shows the line at once)
+PROGRESS_DELAY = 0.5
+#: a counted stream updates its line every this many items
+PROGRESS_EVERY = 4096
+
+
+def _progress_delay() -> float:
+    try:
+        return max(0.0, float(os.environ.get("CTKIT_PROGRESS_DELAY", PROGRESS_DELAY)))
+    except ValueError:
+        return PROGRESS_DELAY
+
+
+def progress_shown(streaming: bool = False) -> bool:
+    """A status line goes to stderr only when stderr is a terminal (never into a log or a pipe). A
+    `streaming` command writes its result while it runs: on a terminal stdout shows that itself, so the
+    line is shown only when stdout goes elsewhere (`ctkit ct list > dump.txt`)."""
+    if os.environ.get("TERM") == "dumb" or not _isatty(sys.stderr):
+        return False
+    return not (streaming and _isatty(sys.stdout))
+
+
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Line:
+    """The status line: a spinner, the label, the seconds so far (rendered afresh at each refresh)."""
+
+    def __init__(self, label: str) -> None:
+        from rich.spinner import Spinner
+        self.label, self.started, self.spinner = label, time.monotonic(), Spinner("dots")
+
+    def __rich__(self):
+        self.spinner.update(text=f"{self.label} ({int(time.monotonic() - self.started)} s)")
+        return self.spinner
+
+
+class Activity:
+    """A status line on stderr while a long operation runs, when progress_shown() says so; otherwise
+    nothing at all. Use as a context manager; `update(label)` changes what it says."""
+
+    def __init__(self, label: str, shown: bool, delay: float) -> None:
+        self.label, self.shown, self._delay = label, shown, delay
+        self._lock = threading.Lock()
+        self._live = self._timer = self._line = None
+        self._closed = False
+
+    def update(self, label: str) -> None:
+        self.label = label
+        if self._line is not None:
+            self._line.label = label
+
+    def _start(self) -> None:
+        from rich.console import Console
+        from rich.live import Live
+        with self._lock:
+            if self._closed:
+                return
+            self._line = _Line(self.label)
+            self._live = Live(self._line, console=Console(stderr=True), transient=True, refresh_per_second=8,
+                              redirect_stdout=False, redirect_stderr=True)
+            self._live.start(refresh=True)
+
+    def __enter__(self) -> Activity:
+        if self.shown:
+            if self._delay <= 0:
+                self._start()
+            else:
+                self._timer = threading.Timer(self._delay, self._start)
+                self._timer.daemon = True
+                self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        with self._lock:
+            self._closed = True
+            if self._live is not None:
+                self._live.stop()
+
+
+def activity(label: str, streaming: bool = False) -> Activity:
+    """The status line of one long operation (see progress_shown for when it shows)."""
+    return Activity(label, progress_shown(streaming), _progress_delay())
+
+
+def counted(items: Iterable[T], act: Activity, what: str) -> Iterable[T]:
+    """`items` as they are, the line saying how many went by ("conntrack entries: 8192") when it shows;
+    when it does not, `items` itself: a dump that nobody watches pays nothing."""
+    if not act.shown:
+        return items
+
+    def counting() -> Iterator[T]:
+        n = 0
+        for item in items:
+            n += 1
+            if not n % PROGRESS_EVERY:
+                act.update(f"{what}: {n}")
+            yield item
+        act.update(f"{what}: {n}")
+    return counting()

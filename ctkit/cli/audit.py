@@ -12,13 +12,15 @@ from ctkit import pipeline
 from ctkit.backends import registry
 from ctkit.cli.common import JsonOption, NetnsOption, handle_errors, print_json
 from ctkit.errors import KernelError, UsageError
+from ctkit.terminal import activity
 
 
 @handle_errors
 def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML)."),
           netns: Optional[str] = NetnsOption,
           state: Optional[Path] = typer.Option(None, "--state", help="State file: drop counters are judged by "
-                                               "what rose since the last audit that used it."),
+                                               "what rose since the last audit that used it (without one: by "
+                                               "their rate over the host's uptime)."),
           flush_denied: bool = typer.Option(False, "--flush-denied", help="Delete the conntrack entries of "
                                             "flows the policy no longer admits (and only those)."),
           no_flows: bool = typer.Option(False, "--no-flows", help="Skip judging every tracked flow "
@@ -34,8 +36,13 @@ def audit(policy: Path = typer.Argument(..., help="Policy file (JSON or YAML).")
     from ctkit.audit.report import render
     chosen = registry.get(backend, variant)
     compiled = pipeline.compile_file(policy)
-    report = service.audit(compiled, chosen, netns, state, check_flows=not no_flows, flush_denied=flush_denied)
-    checked = None if boot is None else service.boot_check(compiled, chosen, boot, netns)
+    label = "auditing: reading the kernel" + ("" if no_flows else ", judging every tracked flow")
+    with activity(label) as act:  # on stderr, when it is a terminal
+        report = service.audit(compiled, chosen, netns, state, check_flows=not no_flows, flush_denied=flush_denied)
+        checked = None
+        if boot is not None:
+            act.update("auditing: loading the boot files into a scratch namespace")
+            checked = service.boot_check(compiled, chosen, boot, netns)
     if as_json:
         print_json(report.as_dict() if checked is None else {**report.as_dict(), "boot": checked.as_dict()})
     else:

@@ -20,6 +20,7 @@ from ctkit.kernel import sysctl
 from ctkit.kernel.conntrack import events
 from ctkit.kernel.conntrack.text import EVENT_TEXT_COLUMNS, TEXT_COLUMNS, conntrack_line, conntrack_parts, expect_line
 from ctkit.kernel.netns import entered
+from ctkit.terminal import activity, counted
 
 app = typer.Typer(help="Read the connection tracker: entries, summaries, counts, stats, expectations.",
                   no_args_is_help=True)
@@ -104,28 +105,30 @@ def list_cmd(
     if fmt == "conntrack":
         if fields:
             raise UsageError("--fields applies to --format json/jsonl")
-        _write_lines(map(conntrack_line, ct.rows(netns, flt, TEXT_COLUMNS)))
+        with activity("reading conntrack entries", streaming=True) as act:  # on stderr, when it is a terminal
+            _write_lines(map(conntrack_line, counted(ct.rows(netns, flt, TEXT_COLUMNS), act, "conntrack entries")))
         return
     names = tuple(f.strip() for f in fields.split(",")) if fields else ct.DEFAULT_COLUMNS
     for name in names:
         ct.column(name)
-    objects = ct.json_rows(netns, flt, names)
-    if fmt == "jsonl":
-        _write_lines(objects)
-        return
-    sys.stdout.write("[")
-    first = True
-    out = sys.stdout
-    batch: list[str] = []
-    for obj in objects:
-        batch.append(obj)
-        if len(batch) >= 512:
+    with activity("reading conntrack entries", streaming=True) as act:
+        objects = counted(ct.json_rows(netns, flt, names), act, "conntrack entries")
+        if fmt == "jsonl":
+            _write_lines(objects)
+            return
+        sys.stdout.write("[")
+        first = True
+        out = sys.stdout
+        batch: list[str] = []
+        for obj in objects:
+            batch.append(obj)
+            if len(batch) >= 512:
+                out.write(("\n" if first else ",\n") + ",\n".join(batch))
+                first = False
+                batch.clear()
+        if batch:
             out.write(("\n" if first else ",\n") + ",\n".join(batch))
-            first = False
-            batch.clear()
-    if batch:
-        out.write(("\n" if first else ",\n") + ",\n".join(batch))
-    out.write("\n]\n")
+        out.write("\n]\n")
 
 
 @app.command("summary")
@@ -153,7 +156,8 @@ def summary_cmd(
         raise UsageError("--top must be 0 or more")
     flt = _filter(family, proto, src, dst, reply_src, reply_dst, sport, dport, state, status, mark, zone,
                   helper)
-    counts = ct.summary(netns, names, flt)
+    with activity("counting conntrack entries"):
+        counts = ct.summary(netns, names, flt)
     total = sum(counts.values())
     groups = counts.most_common(top or None)
     if as_json:

@@ -23,6 +23,7 @@ from ctkit.cli.common import (
     warn,
 )
 from ctkit.errors import EXIT_INVALID, UsageError
+from ctkit.terminal import activity
 
 PolicyArg = typer.Argument(..., help="Policy file (JSON or YAML).", exists=False)
 BackendOption = typer.Option("nft", "--backend", "-b", help="Kernel backend: nft or iptables.")
@@ -111,7 +112,8 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
     print_warnings(compiled)
     if dry_run and confirm_within is not None:
         raise UsageError("--confirm-within changes the kernel; --dry-run does not: use one of them")
-    result = service.apply(compiled, chosen, netns, dry_run=dry_run, confirm_within=confirm_within)
+    with activity(f"{'checking' if dry_run else 'applying'} {policy}{_in_netns(netns)}"):  # stderr, a terminal
+        result = service.apply(compiled, chosen, netns, dry_run=dry_run, confirm_within=confirm_within)
     for line in result.warnings:
         warn(line)
     if as_json:
