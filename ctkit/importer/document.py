@@ -146,6 +146,11 @@ def _chains(s: Sections) -> tuple[dict, list[str]]:
                 notes.append(f"chain {name}: the IPv4 and IPv6 policies differ: the IPv6 one is its last rule")
             if first != "accept":
                 chain["policy"] = first
+                if len(s.families) == 1:  # the other family's chain was left as it was: empty, accept
+                    other = "ipv6" if "ipv4" in s.families else "ipv4"
+                    rules.insert(0, {"family": other, "action": "accept",
+                                     "comment": f"no {'ip6tables' if other == 'ipv6' else 'iptables'} rules "
+                                                "were imported: this family passes"})
             if not rules and first == "accept":
                 continue  # an empty accept chain is what no chain means
         chain["rules"] = rules
@@ -165,10 +170,12 @@ def document(s: Sections, sources: tuple[str, ...], table: str, kind: str = "ipt
         doc["chains"] = chains
     notes = list(s.notes) + notes
     if s.families == {"ipv4"}:
-        notes.append("the input had IPv4 rules only: entries without addresses say family: ipv4 "
-                     "(remove it to cover IPv6 as well)")
+        notes.append("the input had IPv4 rules only: entries without addresses say family: ipv4, and a chain "
+                     "that drops first accepts IPv6 (as the empty ip6tables chain did); give ip6tables-save "
+                     "output too, or edit both to cover IPv6")
     elif s.families == {"ipv6"}:
-        notes.append("the input had IPv6 rules only: entries without addresses say family: ipv6")
+        notes.append("the input had IPv6 rules only: entries without addresses say family: ipv6, and a chain "
+                     "that drops first accepts IPv4 (as the empty iptables chain did)")
     order = {src: i for i, src in enumerate(sources)}
     not_expressed = sorted(s.not_expressed, key=lambda n: (order.get(n.source, len(order)), n.line))
     left_out = sorted(s.left_out, key=lambda x: (order.get(x.source, len(order)), x.line))
