@@ -185,6 +185,8 @@ def check_file(path: str | Path) -> Checked:
         part = semantic(read[0], problems, str(path), read[1]) if read is not None else None
         if part is None:
             return Checked(str(path), None, problems, WAITING)
-        return Checked(str(path), None, problems + part.problems, PARTIAL, part.set_aside)
+        # the builder's problems of the rest are reported even when it never got as far as lint
+        return Checked(str(path), None, problems + part.problems, PARTIAL if part.linted else WAITING,
+                       part.set_aside)
     findings = tuple(lint(policy))
     return Checked(str(path), None if errors_of(findings) else policy, findings, ALL)
