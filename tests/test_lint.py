@@ -175,3 +175,180 @@ def test_addresses_of_a_family_the_other_side_lacks_are_a_warning():
     both = chains(input={"rules": [{"saddr": ["10.0.0.0/8", "fd00::/8"], "daddr": ["192.0.2.1", "2001:db8::1"],
                                     "action": "accept"}]})
     assert findings(both) == []
+
+
+# ------------------------------------------------- do-not-track traps (issue 13, section 3)
+
+def messages(doc):
+    return [(p.pointer, p.message, p.hint) for p in lint(load_document(doc)) if p.severity == "warning"]
+
+
+WEB = {"name": "http", "protocol": "tcp", "ports": [80]}
+ICMP = {"name": "icmp", "protocols": ["icmp", "icmpv6"], "action": "accept"}
+SERVE_80 = {"name": "http-untracked", "ct_state": ["untracked"], "protocol": "tcp", "dport": 80, "action": "accept"}
+
+
+def test_a_server_that_untracks_a_port_it_also_connects_to():
+    doc = {"version": 1, "notrack": [WEB], "chains": {"input": {"policy": "drop", "rules": [SERVE_80, ICMP]}}}
+    assert messages(doc) == [(
+        "/notrack/0",
+        "this host's own connections to port 80 are untracked by 'http' too (its ports match source and "
+        "destination), and chain 'input' drops their replies (source port 80)",
+        "add to chain 'input': {\"ct_state\": [\"untracked\"], \"protocol\": \"tcp\", \"sport\": 80, "
+        "\"action\": \"accept\"}")]
+    # the rule the hint names ends it
+    replies = {"ct_state": ["untracked"], "protocol": "tcp", "sport": 80, "action": "accept"}
+    doc["chains"]["input"]["rules"].insert(1, replies)
+    assert messages(doc) == []
+
+
+def test_no_client_warning_when_the_host_cannot_connect_to_the_port():
+    doc = {"version": 1, "notrack": [WEB], "chains": {
+        "input": {"policy": "drop", "rules": [SERVE_80, ICMP]},
+        "output": {"policy": "drop", "rules": [
+            {"name": "replies", "ct_state": ["untracked"], "protocol": "tcp", "sport": 80, "action": "accept"},
+            {"name": "tracked-out", "ct_state": ["established", "related"], "action": "accept"}, ICMP]}}}
+    assert messages(doc) == []
+    # an untracked accept for this host's own connections to port 80: the replies need one too
+    doc["chains"]["output"]["rules"].append(
+        {"name": "http-out", "ct_state": ["untracked"], "protocol": "tcp", "dport": 80, "action": "accept"})
+    assert [m for _p, m, _h in messages(doc)] == [
+        "untracked traffic of 'http' is accepted in chain 'output' but not in chain 'input', which drops the "
+        "other half of the same flows (replies from port 80)"]
+
+
+def test_a_port_rule_for_the_server_is_not_an_accept_for_the_client_replies():
+    # dport 80 matches requests to this host, not replies to it (their destination is an ephemeral port)
+    wide = {"name": "high", "ct_state": ["untracked"], "protocol": "tcp", "dport": "1024-65535", "action": "accept"}
+    doc = {"version": 1, "notrack": [WEB], "chains": {"input": {"policy": "drop", "rules": [SERVE_80, wide, ICMP]}}}
+    assert messages(doc) == []  # replies from port 80 to an ephemeral port are accepted by 'high'
+
+
+MEMCACHED = {"name": "memcached", "protocols": ["tcp", "udp"], "ports": [11211], "peers": ["192.0.2.0/24"]}
+CLIENTS = {"name": "clients", "ct_state": ["untracked"], "protocols": ["tcp", "udp"], "dport": 11211,
+           "saddr": "192.0.2.0/24", "action": "accept"}
+REPLIES = {"name": "replies", "ct_state": ["untracked"], "protocols": ["tcp", "udp"], "sport": 11211,
+           "daddr": "192.0.2.0/24", "action": "accept"}
+OUT = {"name": "out", "ct_state": ["new", "established", "related"], "action": "accept"}
+
+
+def test_peers_notrack_with_the_input_half_only():
+    doc = {"version": 1, "notrack": [MEMCACHED], "chains": {
+        "input": {"policy": "drop", "rules": [CLIENTS, ICMP]}, "output": {"policy": "drop", "rules": [OUT, ICMP]}}}
+    assert messages(doc) == [(
+        "/notrack/0",
+        "untracked traffic of 'memcached' is accepted in chain 'input' but not in chain 'output', which drops the "
+        "other half of the same flows (replies from port 11211)",
+        "add to chain 'output': {\"ct_state\": [\"untracked\"], \"protocols\": [\"tcp\", \"udp\"], \"sport\": 11211, "
+        "\"daddr\": [\"192.0.2.0/24\"], \"action\": \"accept\"}")]
+
+
+def test_peers_notrack_with_the_output_half_only():
+    doc = {"version": 1, "notrack": [MEMCACHED], "chains": {
+        "input": {"policy": "drop", "rules": [ICMP]}, "output": {"policy": "drop", "rules": [REPLIES, OUT, ICMP]}}}
+    assert messages(doc) == [(
+        "/notrack/0",
+        "untracked traffic of 'memcached' is accepted in chain 'output' but not in chain 'input', which drops the "
+        "other half of the same flows (requests to port 11211)",
+        "add to chain 'input': {\"ct_state\": [\"untracked\"], \"protocols\": [\"tcp\", \"udp\"], \"dport\": 11211, "
+        "\"saddr\": [\"192.0.2.0/24\"], \"action\": \"accept\"}")]
+
+
+def test_mirrored_peers_notrack_and_an_accepting_output_are_fine():
+    mirrored = {"version": 1, "notrack": [MEMCACHED], "chains": {
+        "input": {"policy": "drop", "rules": [CLIENTS, ICMP]},
+        "output": {"policy": "drop", "rules": [REPLIES, OUT, ICMP]}}}
+    assert messages(mirrored) == []
+    open_output = {"version": 1, "notrack": [MEMCACHED], "chains": {
+        "input": {"policy": "drop", "rules": [CLIENTS, ICMP]}, "output": {"policy": "accept"}}}
+    # the output chain accepts the replies by its policy; this host may connect to the peers' 11211 too
+    assert [m for _p, m, _h in messages(open_output)] == [
+        "this host's own connections to port 11211 are untracked by 'memcached' too (its ports match source and "
+        "destination), and chain 'input' drops their replies (source port 11211)"]
+
+
+def test_an_accept_for_other_addresses_is_no_mirror():
+    elsewhere = dict(REPLIES, daddr="198.51.100.0/24")
+    doc = {"version": 1, "notrack": [MEMCACHED], "chains": {
+        "input": {"policy": "drop", "rules": [CLIENTS, ICMP]},
+        "output": {"policy": "drop", "rules": [elsewhere, OUT, ICMP]}}}
+    assert [m for _p, m, _h in messages(doc)][0].startswith(
+        "untracked traffic of 'memcached' is accepted in chain 'input' but not in chain 'output'")
+
+
+def test_neighbour_discovery_dropped_by_a_default_drop_chain():
+    doc = chains(input={"policy": "drop", "rules": [
+        {"name": "established", "ct_state": ["established", "related"], "action": "accept"},
+        {"name": "ping", "protocol": "icmpv6", "ct_state": ["new"], "action": "accept"}]},
+        output={"policy": "drop", "rules": [
+            {"name": "out", "ct_state": ["new", "established", "related"], "action": "accept"},
+            {"name": "v6-drop", "family": "ipv6", "action": "drop"}, ICMP]})
+    assert messages(doc) == [
+        ("/chains/input/policy",
+         "chain 'input' drops IPv6 neighbour discovery (by its policy): it is untracked, so no ct_state rule "
+         "accepts it, and IPv6 stops working",
+         "add: {\"name\": \"icmpv6-nd\", \"protocol\": \"icmpv6\", \"action\": \"accept\"}"),
+        ("/chains/output",
+         "chain 'output' drops IPv6 neighbour discovery (rule 'v6-drop'): it is untracked, so no ct_state rule "
+         "accepts it, and IPv6 stops working",
+         "add before rule 'v6-drop': {\"name\": \"icmpv6-nd\", \"protocol\": \"icmpv6\", \"action\": \"accept\"}")]
+
+
+@pytest.mark.parametrize("accept", [
+    {"protocol": "icmpv6", "action": "accept"},
+    {"protocols": ["icmp", "icmpv6"], "ct_state": ["untracked"], "action": "accept"},
+    {"jump": "icmp6"},
+])
+def test_neighbour_discovery_accepted(accept):
+    doc = chains(input={"policy": "drop", "rules": [accept]}, icmp6={"rules": [{"protocol": "icmpv6",
+                                                                                "action": "accept"}]})
+    assert [p for p in messages(doc) if "neighbour" in p[1]] == []
+
+
+def test_neighbour_discovery_is_not_accepted_by_a_loopback_or_address_rule():
+    doc = chains(input={"policy": "drop", "rules": [{"iif": "lo", "action": "accept"},
+                                                    {"saddr": "2001:db8::/64", "action": "accept"}]})
+    assert [m for _p, m, _h in messages(doc)] == [
+        "chain 'input' drops IPv6 neighbour discovery (by its policy): it is untracked, so no ct_state rule "
+        "accepts it, and IPv6 stops working"]
+
+
+def test_icmp_errors_about_untracked_flows_are_invalid():
+    invalid = {"name": "invalid", "ct_state": ["invalid"], "action": "drop"}
+    replies = {"name": "replies", "ct_state": ["untracked"], "protocol": "tcp", "sport": 80, "action": "accept"}
+    doc = {"version": 1, "notrack": [WEB], "chains": {"input": {"policy": "drop", "rules": [
+        SERVE_80, replies, invalid, ICMP]}}}
+    assert messages(doc) == [(
+        "/notrack/0",
+        "ICMP errors about the untracked flows of 'http' (unreachable, packet too big) are related to no conntrack "
+        "entry: they arrive as ct_state invalid and rule 'invalid' of chain 'input' drops icmp and icmpv6 ones",
+        "add before rule 'invalid', without ct_state: {\"protocols\": [\"icmp\", \"icmpv6\"], \"action\": \"accept\"}")]
+    # ICMP first: the errors are accepted before the invalid drop
+    doc["chains"]["input"]["rules"] = [SERVE_80, replies, ICMP, invalid]
+    assert messages(doc) == []
+
+
+def test_icmp_errors_dropped_by_the_policy_and_per_family():
+    v4 = dict(WEB, peers="192.0.2.0/24")
+    nd = {"name": "nd", "protocol": "icmpv6", "action": "accept"}
+    serve = dict(SERVE_80, saddr="192.0.2.0/24")
+    replies = {"name": "replies", "ct_state": ["untracked"], "protocol": "tcp", "sport": 80, "saddr": "192.0.2.0/24",
+               "action": "accept"}
+    doc = {"version": 1, "notrack": [v4], "chains": {"input": {"policy": "drop", "rules": [serve, replies, nd]}}}
+    assert messages(doc) == [(
+        "/notrack/0",
+        "ICMP errors about the untracked flows of 'http' (unreachable, packet too big) are related to no conntrack "
+        "entry: they arrive as ct_state invalid and chain 'input' (its policy) drops icmp ones",
+        "add, without ct_state: {\"protocol\": \"icmp\", \"action\": \"accept\"}")]
+    # an accept that requires a tracked state does not take invalid packets
+    doc["chains"]["input"]["rules"].append({"name": "icmp4", "protocol": "icmp", "ct_state": ["related"],
+                                            "action": "accept"})
+    assert len(messages(doc)) == 1
+    doc["chains"]["input"]["rules"][-1] = {"name": "icmp4", "protocol": "icmp", "action": "accept"}
+    assert messages(doc) == []
+
+
+def test_icmp_errors_need_no_accept_when_input_accepts_by_default():
+    doc = {"version": 1, "notrack": [dict(WEB, protocols=["tcp", "udp"], protocol=None)]}
+    doc["notrack"][0].pop("protocol")
+    assert messages(doc) == []

@@ -25,7 +25,8 @@ POLICY = {
     "version": 1, "toggles": {"maint": False}, "sets": {"blocked": {"type": "ipv4_addr"}},
     "chains": {"input": {"policy": "drop", "rules": [
         {"name": "maint", "when": "maint", "protocol": "tcp", "dport": 80, "action": "drop"},
-        {"name": "established", "ct_state": ["established", "related"], "action": "accept"},
+        # untracked too: IPv6 neighbour discovery (else the policy has a lint warning)
+        {"name": "established", "ct_state": ["established", "related", "untracked"], "action": "accept"},
         {"name": "web", "protocol": "tcp", "dport": 80, "action": "accept"},
     ]}},
 }

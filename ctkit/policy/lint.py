@@ -27,14 +27,12 @@ from ctkit.policy.model import (
 from ctkit.terminal import excerpt
 from ctkit.values import PortRange
 
-#: chains a do-not-track direction has to get through, and where it comes from
-_NOTRACK_FILTERS = {"in": ("input",), "out": ("output",)}
-
 
 def lint(policy: Policy) -> list[Problem]:
     problems: list[Problem] = []
     for check in (_duplicates, _chain_targets, _jump_loops, _unreachable_chains, _rules,
-                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _settings, _nat,
+                  _notrack_entries, _helpers, _helper_untracked, _notrack_dropped, _notrack_icmp_errors,
+                  _neighbour_discovery, _settings, _nat,
                   _toggles, _ct_templates, _sets):
         problems.extend(check(policy))
     problems = capped(problems)
@@ -344,28 +342,216 @@ def _helper_untracked(policy: Policy):
                          "untracked flows get no helper: remove the port from one of them")
 
 
-def _covers(rule: Rule, n: Notrack) -> bool:
-    if "untracked" not in rule.ct_state or rule.action != "accept":
+# ---------------------------------------------- do-not-track: what the filter has to accept
+#
+# An untracked packet is accepted only by a rule that matches ct state untracked (or no
+# ct state at all): `established` never matches it. A notrack entry's ports match the
+# source and the destination port, so a flow of it has up to four halves the filter
+# sees: as a server, requests in input and replies in output; as a client (this host's
+# own connections to the port), requests in output and replies in input.
+
+#: (role, chain) -> (which port of the packet is the entry's port, which address is the peer's)
+_HALVES = {
+    ("server", "input"): ("dport", "saddr"),
+    ("server", "output"): ("sport", "daddr"),
+    ("client", "output"): ("dport", "daddr"),
+    ("client", "input"): ("sport", "saddr"),
+}
+_FILTER_DIRECTION = {"input": "in", "output": "out"}
+_OTHER_PORT = {"sport": "dport", "dport": "sport"}
+#: the peer's side of a flow uses an ephemeral port: Linux's default ip_local_port_range
+_EPHEMERAL = PortRange(32768, 60999)
+_ICMP_OF = {"ipv4": "icmp", "ipv6": "icmpv6"}
+
+
+def _spans(ranges: tuple[PortRange, ...], want: PortRange) -> bool:
+    return not ranges or any(r.lo <= want.lo and want.hi <= r.hi for r in ranges)
+
+
+def _accepts_half(rule: Rule, n: Notrack, role: str, chain: str) -> bool:
+    """Can `rule` accept the untracked packets of `n`'s flows in this half (role, chain)?"""
+    if rule.action != "accept" or (rule.ct_state and "untracked" not in rule.ct_state):
         return False
     if rule.protocols and n.protocols and not set(rule.protocols) & set(n.protocols):
         return False
-    return _ranges_overlap(rule.dport, n.ports) and _ranges_overlap(rule.sport, n.ports)
+    if rule.family and n.family and rule.family != n.family:
+        return False
+    if (rule.iif and rule.iif != n.iif) or (rule.oif and rule.oif != n.oif):
+        return False  # a loopback accept does not accept the peers' traffic
+    port_key, addr_key = _HALVES[role, chain]
+    if n.ports and not (_ranges_overlap(getattr(rule, port_key), n.ports)
+                        and _spans(getattr(rule, _OTHER_PORT[port_key]), _EPHEMERAL)):
+        return False
+    return not n.peers or _nets_overlap(getattr(rule, addr_key), n.peers)
+
+
+def _chain_rules(policy: Policy, name: str) -> list[Rule]:
+    return [r for c in reachable_chains(policy, name) for r in c.rules]
+
+
+def _drops_by_default(policy: Policy, name: str) -> bool:
+    chain = policy.chain(name)
+    return chain is not None and chain.policy == "drop"
+
+
+def _ports_text(n: Notrack) -> str:
+    return ",".join(str(p) for p in n.ports)
+
+
+def _proto_json(n: Notrack) -> str:
+    if len(n.protocols) == 1:
+        return f'"protocol": "{n.protocols[0]}", '
+    return ('"protocols": [' + ", ".join(f'"{p}"' for p in n.protocols) + "], ") if n.protocols else ""
+
+
+def _half_rule(n: Notrack, role: str, chain: str) -> str:
+    """The rule that accepts a half, as the user would write it in the policy."""
+    port_key, addr_key = _HALVES[role, chain]
+    ports = ", ".join(str(p.lo) if p.lo == p.hi else f'"{p}"' for p in n.ports)
+    text = '{"ct_state": ["untracked"], ' + _proto_json(n)
+    if n.ports:
+        text += f'"{port_key}": ' + (ports if len(n.ports) == 1 else f"[{ports}]") + ", "
+    if n.peers:
+        text += f'"{addr_key}": [' + ", ".join(f'"{a}"' for a in n.peers[:2]) \
+            + (", ..." if len(n.peers) > 2 else "") + "], "
+    return text + '"action": "accept"}'
+
+
+def _may_connect(policy: Policy, n: Notrack, client_out: bool) -> bool:
+    """Does the output chain let this host open connections to `n`'s ports? When `n` untracks output
+    too, its connection attempts are untracked (`client_out`: the filter accepts those); else tracked."""
+    if not _drops_by_default(policy, "output"):
+        return True
+    if "out" in _dirs(n.direction):
+        return client_out
+    return any(r.action == "accept" and (not r.ct_state or "new" in r.ct_state) and not r.oif and not r.sport
+               and (not r.protocols or not n.protocols or set(r.protocols) & set(n.protocols))
+               and _ranges_overlap(r.dport, n.ports) for r in _chain_rules(policy, "output"))
+
+
+_HALF_WORDS = {("server", "input"): "requests to port", ("server", "output"): "replies from port",
+               ("client", "output"): "own connections to port", ("client", "input"): "replies from port"}
 
 
 def _notrack_dropped(policy: Policy):
     for n in policy.notrack:
-        directions = ("in", "out") if n.direction == "both" else (n.direction,)
-        for direction in directions:
-            for base in _NOTRACK_FILTERS[direction]:
-                chain = policy.chain(base)
-                if chain is None or chain.policy != "drop":
-                    continue
-                rules = [r for c in reachable_chains(policy, base) for r in c.rules]
-                if not any(_covers(r, n) for r in rules):
-                    yield _warning(n.pointer, f"untracked traffic of {n.name!r} is dropped by chain {base!r}",
-                                   f"chain {base!r} drops by default and no rule accepts ct_state untracked "
-                                   "for this traffic; add {\"ct_state\": [\"untracked\"], ..., "
-                                   "\"action\": \"accept\"}")
+        chains = [c for c in ("input", "output") if _FILTER_DIRECTION[c] in _dirs(n.direction)]
+        rules = {c: _chain_rules(policy, c) for c in chains}
+        accepted = {(role, c): any(_accepts_half(r, n, role, c) for r in rules[c])
+                    for role, c in _HALVES if c in chains}
+        for base in chains:
+            if not _drops_by_default(policy, base):
+                continue
+            other = "output" if base == "input" else "input"
+            missing = [role for role in ("server", "client") if not accepted[role, base]]
+            mirrored = [role for role in missing if accepted.get((role, other))]
+            for role in mirrored:
+                yield _warning(n.pointer, f"untracked traffic of {n.name!r} is accepted in chain {other!r} but not "
+                               f"in chain {base!r}, which drops the other half of the same flows "
+                               f"({_HALF_WORDS[role, base]} {_ports_text(n) or 'any'})",
+                               f"add to chain {base!r}: {_half_rule(n, role, base)}")
+            if len(missing) == 2 and not mirrored:
+                yield _warning(n.pointer, f"untracked traffic of {n.name!r} is dropped by chain {base!r}",
+                               f"chain {base!r} drops by default and no rule accepts ct_state untracked "
+                               "for this traffic; add {\"ct_state\": [\"untracked\"], ..., "
+                               "\"action\": \"accept\"}")
+            elif (base == "input" and "client" in missing and "client" not in mirrored and n.ports
+                  and _may_connect(policy, n, accepted.get(("client", "output"), False))):
+                ports = _ports_text(n)
+                yield _warning(n.pointer, f"this host's own connections to port {ports} are untracked by {n.name!r} "
+                               f"too (its ports match source and destination), and chain 'input' drops their "
+                               f"replies (source port {ports})",
+                               f"add to chain 'input': {_half_rule(n, 'client', 'input')}")
+
+
+# ------------------------------------------------------------ what a packet meets first
+
+def _decisive(rule: Rule) -> bool:
+    """Does the rule decide every packet it can match (no narrowing beyond protocol, family, ct state)?"""
+    return not any((rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif, rule.oif, rule.length,
+                    rule.payload, rule.signature, rule.limit, rule.when, rule.saddr_set, rule.daddr_set,
+                    rule.sport_set, rule.dport_set, rule.match_set, rule.vmap))
+
+
+def _first_verdict(policy: Policy, name: str, protocol: str, family: str, state: str,
+                   seen: frozenset = frozenset()) -> tuple[str | None, Rule | None]:
+    """What chain `name` does with every packet of `protocol`/`family` in ct state `state`:
+    ("accept" | "drop" | "return", the rule) for the first rule that decides all of them, (None, None)
+    when the chain's rules leave it to the caller (or to the base chain's policy)."""
+    chain = policy.chain(name)
+    if chain is None or name in seen:
+        return None, None
+    for rule in chain.rules:
+        if rule.protocols and protocol not in rule.protocols:
+            continue
+        if (rule.family and rule.family != family) or (rule.ct_state and state not in rule.ct_state):
+            continue
+        if rule.target and not rule.vmap:
+            verdict, by = _first_verdict(policy, rule.target, protocol, family, state, seen | {name})
+            if verdict in ("accept", "drop") and _decisive(rule):
+                return verdict, by
+            if rule.goto and _decisive(rule):
+                return None, None
+            continue
+        if not _decisive(rule):
+            continue
+        if rule.action == "accept":
+            return "accept", rule
+        if rule.action in ("drop", "reject"):
+            return "drop", rule
+        if rule.action == "return":
+            return "return", rule
+    return None, None
+
+
+def _dropped_by(policy: Policy, name: str, protocol: str, family: str, state: str) -> tuple[bool, Rule | None]:
+    """(True, rule or None for the policy) when default-drop chain `name` drops all such packets."""
+    if not _drops_by_default(policy, name):
+        return False, None
+    verdict, rule = _first_verdict(policy, name, protocol, family, state)
+    if verdict == "accept":
+        return False, None
+    return True, rule if verdict == "drop" else None
+
+
+def _notrack_icmp_errors(policy: Policy):
+    """ICMP errors about an untracked flow are related to no conntrack entry: they arrive as ct state invalid."""
+    for n in policy.notrack:
+        if not n.protocols or not set(n.protocols) & PORT_PROTOCOLS:
+            continue
+        families = _families(n.peers + n.saddr + n.daddr) or {"ipv4", "ipv6"}
+        if n.family:
+            families &= {n.family}
+        lost = []
+        for family in sorted(families):
+            dropped, rule = _dropped_by(policy, "input", _ICMP_OF[family], family, "invalid")
+            if dropped:
+                lost.append((_ICMP_OF[family], rule))
+        if not lost:
+            continue
+        protos = [p for p, _ in lost]
+        where = f"rule {lost[0][1].id!r} of chain 'input'" if lost[0][1] else "chain 'input' (its policy)"
+        before = f" before rule {lost[0][1].id!r}" if lost[0][1] else ""
+        accept = ('{"protocols": ["icmp", "icmpv6"]' if len(protos) == 2 else f'{{"protocol": "{protos[0]}"')
+        yield _warning(n.pointer, f"ICMP errors about the untracked flows of {n.name!r} (unreachable, packet too big) "
+                       f"are related to no conntrack entry: they arrive as ct_state invalid and {where} drops "
+                       f"{' and '.join(protos)} ones",
+                       f"add{before}, without ct_state: {accept}, \"action\": \"accept\"}}")
+
+
+def _neighbour_discovery(policy: Policy):
+    """IPv6 neighbour discovery is untracked: a default-drop chain needs an accept for it."""
+    for name in ("input", "output"):
+        dropped, rule = _dropped_by(policy, name, "icmpv6", "ipv6", "untracked")
+        if not dropped:
+            continue
+        chain = policy.chain(name)
+        by = f"rule {rule.id!r}" if rule else "by its policy"
+        before = f" before rule {rule.id!r}" if rule else ""
+        yield _warning(chain.pointer + ("" if rule else "/policy"),
+                       f"chain {name!r} drops IPv6 neighbour discovery ({by}): it is untracked, so no ct_state "
+                       "rule accepts it, and IPv6 stops working",
+                       f'add{before}: {{"name": "icmpv6-nd", "protocol": "icmpv6", "action": "accept"}}')
 
 
 def _settings(policy: Policy):
