@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from ctkit.bulk import without_cycle_collection
 from ctkit.compile import ir
 from ctkit.netfilter import FAMILY_ONLY_PROTOCOLS
 from ctkit.policy import model
@@ -107,13 +108,12 @@ def _set_refs(rule: model.Rule, sets: dict) -> list[ir.SetLookup]:
 def _part_text(part) -> str:
     if isinstance(part, model.AddrRange):
         return f"{part.lo}-{part.hi}"
-    if isinstance(part, model.PortRange):
-        return str(part)
-    return str(part.network_address) if part.prefixlen == part.max_prefixlen else str(part)
+    return str(part)  # a SetAddress or a PortRange: its canonical text
 
 
 def set_object(s: model.NamedSet) -> ir.SetObject:
-    members = tuple(ir.SetMember(tuple(_part_text(x) for x in m.parts), m.timeout) for m in s.members)
+    with without_cycle_collection():
+        members = tuple(ir.SetMember(tuple(_part_text(x) for x in m.parts), m.timeout) for m in s.members)
     return ir.SetObject(s.name, s.types, s.interval, s.timeout, members, s.pointer)
 
 

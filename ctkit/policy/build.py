@@ -5,6 +5,7 @@ problems of a file at once; build_policy returns a Policy only when there were n
 """
 from __future__ import annotations
 
+from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
@@ -17,9 +18,10 @@ from ctkit.policy.builder import Builder
 from ctkit.policy.model import Policy, Toggle
 
 
-def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
+def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None, base: Path | None = None
                  ) -> tuple[Policy | None, list[Problem]]:
-    """Build the model from a schema-valid document. Returns (policy, problems)."""
+    """Build the model from a schema-valid document. Returns (policy, problems). `base`: the directory
+    files the policy names (a set's elements_file) are relative to; None: the current directory."""
     b = Builder(source)
     sections = dict(  # in this order, so problems are reported in the order of the sections
         settings=build_settings(doc.get("conntrack", {})),
@@ -29,7 +31,7 @@ def build_policy(doc: dict, source: str, lines: Mapping[str, int] | None = None
         nat=build_nat(b, doc.get("nat", [])),
         timeouts=build_timeouts(b, doc.get("timeouts", [])),
         zones=build_zones(b, doc.get("zones", [])),
-        sets=build_sets(b, doc.get("sets", {})),
+        sets=build_sets(b, doc.get("sets", {}), base),
         toggles=tuple(Toggle(k, v, f"/toggles/{k}") for k, v in doc.get("toggles", {}).items()),
     )
     if b.problems:

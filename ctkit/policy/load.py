@@ -643,7 +643,7 @@ _ITEMWISE = (
     (("chains", "*", "rules"), "#/$defs/rule", None),
     (("notrack",), "#/$defs/notrack", None), (("helpers",), "#/$defs/helper", None),
     (("nat",), "#/$defs/nat", None), (("timeouts",), "#/$defs/timeout", None), (("zones",), "#/$defs/zone", None),
-    (("sets", "*", "elements"), "#/$defs/set/properties/elements/items", 65536),
+    (("sets", "*", "elements"), "#/$defs/set/properties/elements/items", None),
 )
 
 
@@ -725,8 +725,9 @@ def _line_for(lines: Mapping[str, int], pointer: str) -> int | None:
 # ------------------------------------------------------------- entry points
 
 def load_document(data: Any, source: str = "<policy>", lines: Mapping[str, int] | None = None,
-                  earlier: list[Problem] | None = None) -> Policy:
-    """Validate an already parsed document and build the model, or raise PolicyError."""
+                  earlier: list[Problem] | None = None, base: Path | None = None) -> Policy:
+    """Validate an already parsed document and build the model, or raise PolicyError. `base`: the
+    directory a relative elements_file is read from (load_file: the policy file's; None: the current one)."""
     lines = lines if lines is not None else {}  # never test a LineIndex for truth
     problems = list(earlier or [])
     value_problems = _value_problems(data, source)
@@ -740,7 +741,7 @@ def load_document(data: Any, source: str = "<policy>", lines: Mapping[str, int] 
         except UsageError as exc:
             problems.append(Problem("/table", str(exc), source=source))
     if not problems:
-        policy, problems = build_policy(data, source, lines)
+        policy, problems = build_policy(data, source, lines, base)
     if problems:
         raise PolicyError(located(capped(problems), lines))
     return policy
@@ -830,9 +831,9 @@ def _has_bad_float(data: Any) -> bool:
     return False
 
 
-def load_text(text: str, source: str = "<policy>", fmt: str | None = None) -> Policy:
+def load_text(text: str, source: str = "<policy>", fmt: str | None = None, base: Path | None = None) -> Policy:
     data, lines, problems = parse_text(text, source, fmt)
-    return load_document(data, source, lines, problems)
+    return load_document(data, source, lines, problems, base)
 
 
 def load_file(path: str | Path) -> Policy:
@@ -850,4 +851,4 @@ def load_file(path: str | Path) -> Policy:
         raise PolicyError([Problem("", f"not UTF-8 text (byte {exc.start})", source=source)]) from None
     suffix = path.suffix.lower()
     fmt = "json" if suffix == ".json" else "yaml" if suffix in (".yaml", ".yml") else None
-    return load_text(text, source, fmt)
+    return load_text(text, source, fmt, path.parent)

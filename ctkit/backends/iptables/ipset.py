@@ -82,9 +82,25 @@ def check_free(sets, owned: set[str], netns: str | None) -> None:
                                   "give the policy another table name")
 
 
+#: ipset's own default maxelem: a hash set refuses members beyond it ("Hash is full")
+DEFAULT_MAXELEM = 65536
+
+
+def maxelem(members: int) -> int | None:
+    """The maxelem a hash set of this many declared members is created with (None: ipset's default):
+    the power of two at or above twice the count, so run-time members (`ctkit set add`) have room too."""
+    want = 1 << (2 * members - 1).bit_length() if members else 0
+    return want if want > DEFAULT_MAXELEM else None
+
+
 def _create_line(name: str, s) -> str:
-    line = f"create {name} {s.kind} family {'inet' if s.family == 'ipv4' else 'inet6'}" if s.kind != "bitmap:port" \
-        else f"create {name} bitmap:port range 0-65535"
+    if s.kind == "bitmap:port":
+        line = f"create {name} bitmap:port range 0-65535"
+    else:
+        line = f"create {name} {s.kind} family {'inet' if s.family == 'ipv4' else 'inet6'}"
+        most = maxelem(len(s.elements))
+        if most is not None:  # a hash's size grows as it fills; only its most is fixed at creation
+            line += f" hashsize {min(most // 4, 1 << 20)} maxelem {most}"
     if s.timeout is not None:
         line += f" timeout {s.timeout}"
     return line

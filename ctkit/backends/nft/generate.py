@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from ctkit import names as kname
+from ctkit.bulk import without_cycle_collection
 from ctkit.compile import ir
 from ctkit.errors import CompileError
 from ctkit.netfilter import DSCP_NAMES
@@ -133,26 +134,30 @@ def _set_lookup(m: ir.SetLookup, rule: ir.Rule) -> list[dict]:
 
 def member_value(types: tuple[str, ...], parts: tuple[str, ...]) -> Any:
     """A set member in libnftables JSON: 80, "192.0.2.1", a prefix, a range, or a concatenation."""
-    out = []
-    for kind, text in zip(types, parts, strict=True):
-        if kind == "inet_service":
-            lo, _, hi = text.partition("-")
-            out.append(int(lo) if not hi else {"range": [int(lo), int(hi)]})
-        elif "/" in text:
-            out.append(_addr_value(text))
-        elif "-" in text:
-            out.append({"range": text.split("-", 1)})
-        else:
-            out.append(text)
-    return out[0] if len(out) == 1 else {"concat": out}
+    if len(parts) == 1 and len(types) == 1:
+        return _part_value(types[0], parts[0])
+    return {"concat": [_part_value(kind, text) for kind, text in zip(types, parts, strict=True)]}
 
 
-def _member(types, parts, timeout) -> Any:
-    elem: dict[str, Any] = {"val": member_value(types, parts)}
-    if timeout is not None:
-        elem["timeout"] = timeout
-    elem["comment"] = kname.NFT_DECLARED_ELEMENT  # declared by the policy (backends/nft/diff.py)
-    return {"elem": elem}
+def _part_value(kind: str, text: str) -> Any:
+    if kind == "inet_service":
+        lo, _, hi = text.partition("-")
+        return int(lo) if not hi else {"range": [int(lo), int(hi)]}
+    if "/" in text:
+        return _addr_value(text)
+    if "-" in text:
+        return {"range": text.split("-", 1)}
+    return text
+
+
+def _members(s: ir.SetObject) -> list[dict]:
+    """The declared members, each marked with the comment that tells them from run-time ones
+    (backends/nft/diff.py). A set may hold a million: one pass, the cycle collector paused."""
+    declared = kname.NFT_DECLARED_ELEMENT
+    with without_cycle_collection():
+        return [{"elem": {"val": member_value(s.types, m.parts), "comment": declared} if m.timeout is None else
+                 {"val": member_value(s.types, m.parts), "timeout": m.timeout, "comment": declared}}
+                for m in s.members]
 
 
 def _set_commands(table: str, sets: tuple[ir.SetObject, ...]) -> list[dict]:
@@ -168,7 +173,7 @@ def _set_commands(table: str, sets: tuple[ir.SetObject, ...]) -> list[dict]:
         cmds.append({"add": {"set": body}})
         if s.members:
             cmds.append({"add": {"element": {"family": FAMILY, "table": table, "name": s.name,
-                                             "elem": [_member(s.types, m.parts, m.timeout) for m in s.members]}}})
+                                             "elem": _members(s)}}})
     return cmds
 
 
