@@ -89,3 +89,20 @@ def test_a_missing_namespace_is_named_without_the_list_of_every_namespace(many_n
                                          r"\(no /proc/999999999/ns/net\)$"):
         with netns.entered("pid:999999999"):
             pass
+
+
+def test_lint_suggests_chains_toggles_and_sets_by_the_same_rule():
+    def problems(doc):
+        from ctkit.policy.lint import lint
+        from ctkit.policy.load import load_document
+        return {p.pointer: p.hint for p in lint(load_document(doc))}
+    chains = {"logit": {"rules": [{"action": "accept"}]}}
+    near = problems({"version": 1, "toggles": {"maint": False}, "sets": {"blocked": {"type": "ipv4_addr"}},
+                     "chains": {**chains, "input": {"rules": [
+                         {"jump": "logti"}, {"when": "mainr", "action": "drop"},
+                         {"match_set": {"name": "blokced", "keys": ["saddr"]}, "action": "drop"}]}}})
+    assert near["/chains/input/rules/0/jump"] == "did you mean 'logit'?"
+    assert near["/chains/input/rules/1/when"] == "did you mean 'maint'?"
+    assert near["/chains/input/rules/2/match_set"] == "did you mean 'blocked'?"
+    far = problems({"version": 1, "chains": {**chains, "input": {"rules": [{"jump": "logs"}]}}})
+    assert far["/chains/input/rules/0/jump"] == "defined user chains: logit"  # 2 edits in 4: not offered

@@ -5,7 +5,6 @@ are printed and do not. Each finding names the place (JSON pointer and line).
 """
 from __future__ import annotations
 
-import difflib
 from collections import Counter
 from dataclasses import replace
 from typing import Iterable
@@ -24,7 +23,7 @@ from ctkit.policy.model import (
     Rule,
     set_family,
 )
-from ctkit.terminal import excerpt
+from ctkit.terminal import excerpt, suggest
 from ctkit.values import PortRange
 
 
@@ -89,8 +88,8 @@ def _chain_targets(policy: Policy):
                 yield _error(rule.pointer + "/" + key, f"cannot {key} to base chain {excerpt(rule.target)}",
                              "jump and goto lead to user-defined chains")
             elif rule.target not in user:
-                close = difflib.get_close_matches(rule.target[:40], user, n=1)
-                hint = f"did you mean {close[0]!r}?" if close else (
+                close = suggest(rule.target, user)
+                hint = f"did you mean {close!r}?" if close else (
                     "defined user chains: " + ", ".join(user) if user else "no user-defined chain exists")
                 yield _error(rule.pointer + "/" + key, f"{key} to unknown chain {excerpt(rule.target)}", hint)
 
@@ -603,9 +602,9 @@ def _toggles(policy: Policy):
                 continue
             used.add(rule.when)
             if rule.when not in names:
-                close = difflib.get_close_matches(rule.when, names, n=1)
+                close = suggest(rule.when, names)
                 yield _error(rule.pointer + "/when", f"unknown toggle {rule.when!r}",
-                             f"did you mean {close[0]!r}?" if close else
+                             f"did you mean {close!r}?" if close else
                              "declare it in toggles, e.g. \"toggles\": {\"" + rule.when + "\": false}")
     for t in policy.toggles:
         if t.name not in used:
@@ -677,8 +676,8 @@ def _sets(policy: Policy):
                     continue
                 s = sets.get(name)
                 if s is None:
-                    close = difflib.get_close_matches(name, list(sets), n=1)
-                    yield _error(f"{p}/{key}", f"unknown set {name!r}", f"did you mean {close[0]!r}?" if close
+                    close = suggest(name, sets)
+                    yield _error(f"{p}/{key}", f"unknown set {name!r}", f"did you mean {close!r}?" if close
                                  else "declare it in sets")
                     continue
                 keys = rule.match_set[1] if key == "match_set" else (key,)
