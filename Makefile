@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := nftables libnftables1 iptables ipset conntrack iproute2 python3-venv
 
-.PHONY: deps install demo lint test test-fast test-ansible ansible-sanity clean
+.PHONY: deps install demo lint test test-fast test-ansible ansible-sanity bench clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -38,6 +38,11 @@ test-ansible: install
 # ansible-test sanity for the collection, offline (its own virtualenv; not part of `make test`)
 ansible-sanity: install
 	bash ansible/tests/sanity.sh
+
+# benchmarks/bench_*.py, as root: each builds and deletes its own throwaway namespaces (BENCH_ARGS: e.g. --repeat 5)
+BENCH_ARGS ?=
+bench: install
+	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script $(BENCH_ARGS) || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
