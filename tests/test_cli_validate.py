@@ -121,3 +121,16 @@ def test_a_value_problem_no_longer_hides_the_schema_errors_of_other_entries(tmp_
     assert [e.split(": ")[0] for e in errors] == ["/chains/input/rules/0/dport", "/chains/input/rules/1",
                                                   "/chains/input/rules/2/jump"]
     assert "unknown property 'dprot'" in errors[1] and "unknown chain 'nowhere'" in errors[2]
+
+
+def test_the_rest_reads_a_sets_elements_file_beside_the_policy(tmp_path, monkeypatch):
+    (tmp_path / "block.netset").write_text("# a block list\n198.51.100.0/24\n203.0.113.7\n")
+    doc = {"version": 1, "sets": {"block": {"type": "ipv4_addr", "interval": True, "elements_file": "block.netset"}},
+           "chains": {"input": {"rules": [{"protocol": "tcp", "dprot": 22, "action": "accept"},
+                                          {"match_set": {"name": "blok", "keys": ["saddr"]}, "action": "drop"}]}}}
+    monkeypatch.chdir("/")  # elsewhere: the file is found beside the policy, as load_file finds it
+    path, r = validate(tmp_path, json.dumps(doc), "--json", name="p.json")
+    (report,) = json.loads(r.stdout)
+    assert report["semantic"] == "partial"
+    assert [(p["pointer"], p["message"]) for p in report["problems"]] == [
+        ("/chains/input/rules/0", "unknown property 'dprot'"), ("/chains/input/rules/1/match_set", "unknown set 'blok'")]

@@ -104,9 +104,11 @@ def _entries(problems, data: Any) -> dict[str, set[int]] | None:
     return out
 
 
-def semantic(data: Any, problems: tuple[Problem, ...], source: str, lines: Mapping[str, int]) -> Partial | None:
+def semantic(data: Any, problems: tuple[Problem, ...], source: str, lines: Mapping[str, int],
+             base: Path | None = None) -> Partial | None:
     """The build and lint problems of `data` without the entries that hold `problems` (the schema's);
-    None when one of those errors is outside every entry that can be set aside."""
+    None when one of those errors is outside every entry that can be set aside. `base`: the directory a
+    set's elements_file is read from, as for load_document."""
     from ctkit.policy.build import build_policy
     from ctkit.policy.lint import lint
     from ctkit.policy.load import located, schema_problems
@@ -123,7 +125,7 @@ def semantic(data: Any, problems: tuple[Problem, ...], source: str, lines: Mappi
         rest = _without(data, removed)
         found = schema_problems(rest, source)
         if not found:
-            policy, found = build_policy(rest, source, {})
+            policy, found = build_policy(rest, source, {}, base)
             if policy is not None:
                 found, linted = lint(policy), True
         moved = [replace(p, pointer=_original(p.pointer, removed), line=None) for p in found]
@@ -182,7 +184,7 @@ def check_file(path: str | Path) -> Checked:
         problems = tuple(exc.problems)
         readable = all(entry_of(p.pointer) for p in problems if p.severity == "error")
         read = _document(path) if readable else None
-        part = semantic(read[0], problems, str(path), read[1]) if read is not None else None
+        part = semantic(read[0], problems, str(path), read[1], path.parent) if read is not None else None
         if part is None:
             return Checked(str(path), None, problems, WAITING)
         # the builder's problems of the rest are reported even when it never got as far as lint
