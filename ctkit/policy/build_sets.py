@@ -37,6 +37,15 @@ def _named_set(b: Builder, name: str, body: dict, base: Path | None) -> NamedSet
     types = tuple(body["type"]) if isinstance(body["type"], list) else (body["type"],)
     interval = body.get("interval", False)
     members: dict[SetMember, None] = {}  # each member once (nft refuses a repeated element), first order kept
+    with without_cycle_collection():
+        _inline(b, p, body, types, interval, members)
+    path = None
+    if "elements_file" in body:
+        path = _elements_file(b, f"{p}/elements_file", body["elements_file"], base, types, interval, members)
+    return NamedSet(name, p, types, interval, body.get("timeout"), tuple(members), path)
+
+
+def _inline(b: Builder, p: str, body: dict, types: tuple[str, ...], interval: bool, members: dict) -> None:
     for i, item in enumerate(body.get("elements", [])):
         ptr = f"{p}/elements/{i}"
         value, timeout = (item["value"], item.get("timeout")) if isinstance(item, dict) else (item, None)
@@ -49,10 +58,6 @@ def _named_set(b: Builder, name: str, body: dict, base: Path | None) -> NamedSet
         parts = tuple(_member_part(b, k, v, interval, ptr) for k, v in zip(types, values, strict=True))
         if all(x is not None for x in parts):
             members.setdefault(SetMember(parts, timeout))
-    path = None
-    if "elements_file" in body:
-        path = _elements_file(b, f"{p}/elements_file", body["elements_file"], base, types, interval, members)
-    return NamedSet(name, p, types, interval, body.get("timeout"), tuple(members), path)
 
 
 def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, types: tuple[str, ...],
