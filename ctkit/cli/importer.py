@@ -12,22 +12,31 @@ from ctkit.cli.common import JsonOption, err, handle_errors, print_json
 @handle_errors
 def import_(iptables_save: List[Path] = typer.Option([], "--iptables-save", help="iptables-save (or ip6tables-save) "
                                                      "output; give it twice for both families."),
+            ip6tables_save: List[Path] = typer.Option([], "--ip6tables-save", help="ip6tables-save output (read "
+                                                      "as IPv6 whatever its header says)."),
             output: Optional[Path] = typer.Option(None, "--output", help="Write the policy here (.json: JSON, "
                                                   "else YAML with a header comment). Default: standard output."),
             table: str = typer.Option("ctkit", "--table", "-t", help="The policy's table name."),
             include: List[str] = typer.Option([], "--include", help="Import this chain of another tool "
                                               "(DOCKER-USER, ...) instead of leaving it out (repeatable)."),
+            netns: Optional[str] = typer.Option(None, "--netns", "-n", help="Import the iptables rules live in "
+                                                "this namespace (ctkit's own chains read back as their policy)."),
+            variant: str = typer.Option("auto", "--iptables-variant", help="With --netns: nft, legacy or auto "
+                                        "(the system's iptables-save)."),
             as_json: bool = JsonOption) -> None:
     """Write a ctkit policy that means the same as an existing ruleset. Exit 1 when some rules cannot be
     expressed (each is listed with its line and the reason), 0 when all were."""
     from ctkit.errors import UsageError
-    from ctkit.importer import from_iptables_save
+    from ctkit.importer import from_iptables_save, from_netns
     from ctkit.ownership import check_table
-    if not iptables_save:
-        raise UsageError("name the ruleset: --iptables-save FILE (iptables-save or ip6tables-save output; "
-                         "--nft-json and --netns are not built yet)")
+    if bool(iptables_save or ip6tables_save) == (netns is not None):
+        raise UsageError("name the ruleset: --iptables-save FILE and/or --ip6tables-save FILE (repeatable) "
+                         "or --netns NS (its live iptables rules); --nft-json is not built yet")
     check_table(table)
-    result = from_iptables_save(list(iptables_save), table, tuple(include))
+    if netns is not None:
+        result = from_netns(netns, table, tuple(include), variant)
+    else:
+        result = from_iptables_save(list(iptables_save), table, tuple(include), list(ip6tables_save))
     if as_json:
         print_json(result.as_dict())
         raise typer.Exit(result.exit_code)

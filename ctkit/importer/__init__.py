@@ -23,21 +23,38 @@ class ImportBug(CtkitError):
     """The importer wrote a policy ctkit's loader refuses: a bug in the importer, not in the input."""
 
 
-def from_texts(texts: list[tuple[str, str]], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
-    """(source name, iptables-save text) each -> the policy they mean."""
-    imp = Importer(frozenset(include))
-    for source, text in texts:
+def from_texts(texts: list, table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+    """(source name, iptables-save text[, family]) each -> the policy they mean. Without a family, the text
+    says it (ip6tables-save's first line, IPv6 addresses)."""
+    from ctkit.names import chain_prefix
+    imp = Importer(frozenset(include), chain_prefix(table))
+    for source, text, *family in texts:
         if not looks_like_save(text):
             raise UsageError(f"{source}: not iptables-save output (no '*table' ... 'COMMIT')")
-        imp.add(parse(text, source))
-    result = document(imp.finish(), tuple(s for s, _ in texts), table)
+        imp.add(parse(text, source, family[0] if family else None))
+    result = document(imp.finish(), tuple(t[0] for t in texts), table)
     check(result)
     return result
 
 
-def from_iptables_save(paths: list[Path], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+def from_iptables_save(paths: list[Path], table: str = "ctkit", include: tuple[str, ...] = (),
+                       ipv6_paths: list[Path] = ()) -> Imported:
+    """iptables-save files (the family read from each) and ip6tables-save files (IPv6 whatever they say)."""
     from ctkit.paths import read_regular
-    texts = [(str(p), read_regular(p, MAX_BYTES).decode("utf-8", errors="surrogateescape")) for p in paths]
+
+    def text(p: Path) -> str:
+        return read_regular(p, MAX_BYTES).decode("utf-8", errors="surrogateescape")
+    texts = [(str(p), text(p)) for p in paths] + [(str(p), text(p), "ipv6") for p in ipv6_paths]
+    return from_texts(texts, table, include)
+
+
+def from_netns(netns: str | None, table: str = "ctkit", include: tuple[str, ...] = (),
+               variant: str = "auto") -> Imported:
+    """The iptables rules live in a namespace (ctkit's own chains read back as their policy)."""
+    from ctkit.importer.live import save_texts
+    texts = save_texts(netns, variant)
+    if not texts:
+        raise UsageError(f"no iptables or ip6tables rules in {netns or 'this namespace'}")
     return from_texts(texts, table, include)
 
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from ctkit.importer.idioms import LeftOut, NotExpressed, Sections
+from ctkit.importer.idioms import MERGE_KEY, LeftOut, NotExpressed, Sections
+from ctkit.netfilter import FAMILY_ONLY_PROTOCOLS
 
 ORDER = ("prerouting", "input", "forward", "output", "postrouting")
 ADDRESS_KEYS = ("saddr", "daddr", "peers", "to_addr")
@@ -121,6 +122,89 @@ def _section(pairs: list[tuple[str, dict]], families: set) -> list[dict]:
     return _unique_names(merge(v4, v6, families))
 
 
+def _protocols(rule: dict) -> list[str]:
+    return list(rule.get("protocols", [rule["protocol"]] if "protocol" in rule else []))
+
+
+def _merged(a: dict, b: dict) -> dict | None:
+    """One rule for two adjacent rules ctkit wrote for one policy rule (its backends split a rule by
+    protocol, by family and by address family), when one rule says exactly their union; else None."""
+    keys = set(a) | set(b)
+    differ = {k for k in keys if a.get(k) != b.get(k)}
+    if not differ:
+        return a
+    if differ == {"log", "action"} | ({"reject_with"} & keys) | ({"queue"} & keys) and "log" in a \
+            and "limit" in a["log"] and "action" not in a and "log" not in b:
+        return {**b, "log": a["log"]}  # a log with its own limit: ctkit writes it as a rule before the rule
+    statements = {"log", "ct_mark_set", "ct_label_set", "mark_set", "connmark", "mss", "dscp", "action",
+                  "reject_with", "queue", "jump", "goto"}
+    if differ <= statements and "action" not in a and "jump" not in a and "goto" not in a \
+            and not any(k in a and k in b for k in differ):
+        return {**a, **{k: b[k] for k in b if k not in a}}  # iptables: one target per rule, ctkit split them
+    for k in ("dport", "sport", "length"):
+        if differ == {k} and k in a and k in b:
+            la = a[k] if isinstance(a[k], list) else [a[k]]
+            lb = b[k] if isinstance(b[k], list) else [b[k]]
+            return {**a, k: la + [x for x in lb if x not in la]}
+    protocol_keys, family_keys = {"protocol", "protocols"}, {"family"}
+    if differ <= protocol_keys | family_keys and (differ & protocol_keys):
+        pa, pb = _protocols(a), _protocols(b)
+        if not pa or not pb:
+            return None
+        if "family" in differ:  # only icmp (IPv4) beside icmpv6 (IPv6): each exists in its family alone
+            fams = {a.get("family"), b.get("family")}
+            if fams != {"ipv4", "ipv6"} or any(FAMILY_ONLY_PROTOCOLS.get(p) != r.get("family")
+                                               for r, ps in ((a, pa), (b, pb)) for p in ps):
+                return None
+        out = {k: v for k, v in a.items() if k not in protocol_keys | ({"family"} if "family" in differ else set())}
+        merged = pa + [p for p in pb if p not in pa]
+        return _put_protocols(out, merged, a)
+    for addr in ("saddr", "daddr"):
+        if differ <= {addr, "family"} and addr in a and addr in b:
+            la = a[addr] if isinstance(a[addr], list) else [a[addr]]
+            lb = b[addr] if isinstance(b[addr], list) else [b[addr]]
+            out = {k: v for k, v in a.items() if k != "family"}
+            out[addr] = la + [x for x in lb if x not in la]
+            return out
+    return None
+
+
+def _put_protocols(out: dict, protocols: list[str], like: dict) -> dict:
+    items = list(out.items())
+    pos = next((i for i, k in enumerate(like) if k in ("protocol", "protocols")), len(items))
+    pos = min(pos, len(items))
+    value = ("protocols", protocols) if len(protocols) > 1 else ("protocol", protocols[0])
+    return dict(items[:pos] + [value] + items[pos:])
+
+
+def _merge_split(rules: list[dict]) -> list[dict]:
+    out: list[dict] = []
+    for r in rules:
+        out.append(r)
+        while len(out) > 1 and out[-1].get(MERGE_KEY) is not None and out[-2].get(MERGE_KEY) == out[-1].get(MERGE_KEY):
+            m = _merged(out[-2], out[-1])
+            if m is None:
+                break
+            out[-2:] = [m]
+    return [{k: v for k, v in r.items() if k != MERGE_KEY} for r in out]
+
+
+def _unique_rule_names(chains: dict, notes: list[str]) -> None:
+    """Rule names are unique across chains: a name that still repeats (rules that could not be merged
+    back into one) gets -2, -3 ..."""
+    seen: dict[str, int] = {}
+    for name, chain in chains.items():
+        for i, r in enumerate(chain["rules"]):
+            n = r.get("name")
+            if n is None:
+                continue
+            seen[n] = seen.get(n, 0) + 1
+            if seen[n] > 1:
+                new = f"{n[:28]}-{seen[n]}"
+                chain["rules"][i] = {"name": new, **{k: v for k, v in r.items() if k != "name"}}
+                notes.append(f"chain {name}: rule {n} stands for several rules: this one is {new}")
+
+
 def _chains(s: Sections) -> tuple[dict, list[str]]:
     notes: list[str] = []
     names: list[str] = []
@@ -135,7 +219,7 @@ def _chains(s: Sections) -> tuple[dict, list[str]]:
     for name in names:
         per = {fam: s.mangle.get(fam, {}).get(name, []) + s.chains.get(fam, {}).get(name, [])
                for fam in ("ipv4", "ipv6")}
-        rules = merge(per["ipv4"], per["ipv6"], s.families)
+        rules = _merge_split(merge(per["ipv4"], per["ipv6"], s.families))
         chain: dict[str, Any] = {}
         if name in ORDER:
             pols = {fam: s.policies.get(fam, {}).get(name, "accept") for fam in s.families}
@@ -155,6 +239,7 @@ def _chains(s: Sections) -> tuple[dict, list[str]]:
                 continue  # an empty accept chain is what no chain means
         chain["rules"] = rules
         chains[name] = chain
+    _unique_rule_names(chains, notes)
     return chains, notes
 
 

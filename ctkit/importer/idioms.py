@@ -116,6 +116,29 @@ def chain_name(name: str) -> str:
     return out[:24]
 
 
+_DEFAULT_ID = re.compile(r"^[A-Za-z][A-Za-z0-9_]*\[\d+\]$")
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$")
+ENTRY_KINDS = ("notrack", "helper", "zone", "timeout", "nat")
+#: a rule's key while it is built: the id of the policy rule ctkit wrote it for (document.py removes it)
+MERGE_KEY = "_ctkit_rule"
+
+
+def own_comment(text: str | None) -> tuple[str | None, str | None]:
+    """A comment ctkit wrote ('<rule id>: <text>') -> (the policy's name for the rule or entry, the text).
+    Default ids (input[3], nat[0]) give no name."""
+    if not text:
+        return None, None
+    if re.fullmatch(r"(prerouting|input|forward|output|postrouting): policy (drop|accept)", text):
+        return None, text  # the rule that stands for a chain's policy
+    rid, sep, rest = text.partition(": ")
+    kind, slash, name = rid.partition("/")
+    if slash and kind in ENTRY_KINDS:
+        rid = name
+    if _DEFAULT_ID.match(rid) or not _NAME.match(rid):
+        return None, text if not _DEFAULT_ID.match(rid) else (rest or None)
+    return rid, rest or None
+
+
 def clean_comment(text: str, notes: list, where: str) -> str | None:
     if not text:
         return None
@@ -131,13 +154,16 @@ def clean_comment(text: str, notes: list, where: str) -> str | None:
 class Importer:
     """Reads the rules of one or more iptables-save outputs into Sections (state local to one import)."""
 
-    def __init__(self, include: frozenset = frozenset()):
+    def __init__(self, include: frozenset = frozenset(), prefix: str = "CTKIT-"):
         self.include = include
+        self.prefix = prefix
         self.s = Sections()
         self._notrack: list[_Notrack] = []
 
     # -------------------------------------------------------------- entry
     def add(self, save: Save) -> None:
+        from ctkit.importer.own import inline
+        save = inline(save, self.prefix)
         s = self.s
         s.families.add(save.family)
         for p in save.problems:
@@ -185,7 +211,7 @@ class Importer:
         if rule.table not in ("raw", "mangle", "nat", "filter"):
             return self._no(save, rule, f"the {rule.table} table: ctkit has no equivalent")
         if r.problems:
-            return self._no(save, rule, "; ".join(r.problems))
+            return self._no(save, rule, "; ".join(dict.fromkeys(r.problems)))
         handler = {"raw": self._raw, "mangle": self._mangle, "nat": self._nat, "filter": self._filter}[rule.table]
         reason = handler(save, rule, r, user)
         if reason:
@@ -293,7 +319,14 @@ class Importer:
         return None
 
     def _comment(self, entry: dict, f: dict, save: Save, rule: SaveRule) -> None:
-        c = clean_comment(f.get("comment", ""), self.s.notes, f"{save.source}:{rule.line}")
+        text = f.get("comment", "")
+        if rule.own:
+            name, text = own_comment(text)
+            if name:
+                items = [(k, v) for k, v in entry.items() if k != "name"]
+                entry.clear()
+                entry.update([("name", name)] + items)
+        c = clean_comment(text or "", self.s.notes, f"{save.source}:{rule.line}")
         if c:
             entry["comment"] = c
 
@@ -395,8 +428,16 @@ class Importer:
             return None, "multiport --ports (source or destination port): the policy's rules match sport " \
                          "and dport apart"
         out = dict(r.fields)
-        if "comment" in out:
-            c = clean_comment(out.pop("comment"), self.s.notes, f"{save.source}:{rule.line}")
+        text = out.pop("comment", None)
+        if rule.own:
+            raw_id = (text or "").partition(": ")[0]
+            name, text = own_comment(text)
+            if name:
+                out = {"name": name, **out}
+            if raw_id:
+                out[MERGE_KEY] = raw_id  # rules ctkit split from one policy rule are merged back
+        if text:
+            c = clean_comment(text, self.s.notes, f"{save.source}:{rule.line}")
             if c:
                 out["comment"] = c
         return out, None
@@ -510,7 +551,8 @@ class Importer:
 
     def _notrack_entry(self, family, key, rules, direction, protos) -> None:
         ports = rules[0].ports
-        entry: dict = {"name": _notrack_name(ports)}
+        own = next((own_comment(n.comment) for n in rules if n.rule.own and n.comment), (None, None))
+        entry: dict = {"name": own[0] or _notrack_name(ports)}
         if None not in protos:
             if len(protos) == 1:
                 entry["protocol"] = protos[0]
@@ -525,7 +567,7 @@ class Importer:
                 entry[k] = _list_from_text(v) if k in ("saddr", "daddr") else v
         if direction != "both":
             entry["direction"] = direction
-        comment = next((n.comment for n in rules if n.comment), None)
+        comment = own[1] if own[0] else next((n.comment for n in rules if n.comment), None)
         if comment:
             c = clean_comment(comment, self.s.notes, f"{rules[0].source}:{rules[0].rule.line}")
             if c:

@@ -250,11 +250,13 @@ def _matches(opts: dict, r: Reading) -> None:
     if upto is not None:
         got = rate(str(upto))
         mode = str(opts.get("--hashlimit-mode", ""))
-        by = {"srcip": "saddr", "dstip": "daddr"}.get(mode)
-        if got is None or by is None:
-            r.problems.append(f"hashlimit {upto} by {mode or 'nothing'}: the policy limits per source or "
-                              "destination address (srcip or dstip)")
+        by = {"srcip": "saddr", "dstip": "daddr", "": None}.get(mode, "?")
+        if got is None or by == "?":
+            r.problems.append(f"hashlimit {upto} by {mode}: the policy limits per source or destination "
+                              "address (srcip or dstip) or with one bucket (no mode)")
         else:
-            f["limit"] = {"rate": got[0], "per": got[1], "burst": int(opts.get("--hashlimit-burst", 5)), "by": by}
+            f["limit"] = {"rate": got[0], "per": got[1], "burst": int(opts.get("--hashlimit-burst", 5))}
+            if by is not None:
+                f["limit"]["by"] = by
     if "--hashlimit-above" in opts:
         r.problems.append("--hashlimit-above: the policy's limits match below the rate")

@@ -36,6 +36,7 @@ class SaveRule:
     tokens: tuple[str, ...]  # after "-A CHAIN"
     line: int
     text: str  # the line as written (without counters)
+    own: bool = False  # written by ctkit (its comment is "<rule id>: <text>", ctkit.names.rule_comment)
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,15 @@ class Save:
 
 
 def _family(text: str, rules: list[SaveRule]) -> str:
-    if "ip6tables-save" in text.split("\n", 3)[0] or "ip6tables" in "\n".join(text.split("\n", 2)[:2]):
+    """ip6tables-save says so in its first line; without it, IPv6 addresses or ICMPv6 tell."""
+    if "ip6tables" in "\n".join(text.split("\n", 2)[:2]):
         return "ipv6"
     for r in rules:
         for i, t in enumerate(r.tokens[:-1]):
-            if t in ("-s", "-d", "--source", "--destination") and ":" in r.tokens[i + 1]:
+            value = r.tokens[i + 1]
+            if t in ("-s", "-d", "--source", "--destination") and ":" in value:
                 return "ipv6"
-            if t == "--reject-with" and r.tokens[i + 1].startswith("icmp6"):
+            if (t == "--reject-with" and value.startswith("icmp6")) or (t == "-p" and value in ("ipv6-icmp", "icmpv6")):
                 return "ipv6"
     return "ipv4"
 
@@ -71,7 +74,8 @@ def looks_like_save(text: str) -> bool:
     return any(line.startswith("*") for line in text.splitlines()) and "COMMIT" in text
 
 
-def parse(text: str, source: str) -> Save:
+def parse(text: str, source: str, family: str | None = None) -> Save:
+    """family: ipv4 | ipv6 when the caller knows it (--ip6tables-save); else read from the text."""
     chains: list[SaveChain] = []
     rules: list[SaveRule] = []
     problems: list[SaveProblem] = []
@@ -102,8 +106,9 @@ def parse(text: str, source: str) -> Save:
         except ValueError as exc:
             problems.append(SaveProblem(n, line, f"cannot be read: {exc}"))
             continue
+        tokens = [t.replace("\\'", "'") for t in tokens]  # iptables-save escapes ' inside double quotes
         if len(tokens) < 2 or tokens[0] not in ("-A", "--append"):
             problems.append(SaveProblem(n, line, "not an iptables-save rule ('-A CHAIN ...')"))
             continue
         rules.append(SaveRule(table, tokens[1], tuple(tokens[2:]), n, body))
-    return Save(source, _family(text, rules), tuple(chains), tuple(rules), tuple(problems))
+    return Save(source, family or _family(text, rules), tuple(chains), tuple(rules), tuple(problems))

@@ -1,0 +1,39 @@
+"""A live namespace's iptables rules, as iptables-save and ip6tables-save print them there.
+
+The importer reads text only; this module runs the save tools inside the namespace (ctkit.kernel.netns)
+and hands their output to the same path as --iptables-save files.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from ctkit.errors import KernelError, UsageError
+from ctkit.kernel.netns import entered
+
+VARIANTS = ("nft", "legacy", "auto")
+TIMEOUT = 30
+
+
+def save_texts(netns: str | None, variant: str = "auto") -> list[tuple[str, str]]:
+    """[(source name, text)] for IPv4 and IPv6; a family whose output has no rule is left out."""
+    if variant not in VARIANTS:
+        raise UsageError(f"unknown iptables variant {variant!r} (valid: {', '.join(VARIANTS)})")
+    out = []
+    for tool in ("iptables", "ip6tables"):
+        name = f"{tool}-save" if variant == "auto" else f"{tool}-{variant}-save"
+        path = shutil.which(name)
+        if path is None:
+            raise KernelError(f"{name} not found: install the Debian package iptables")
+        try:
+            with entered(netns):
+                proc = subprocess.run([path], capture_output=True, timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise KernelError(f"{name} did not finish within {TIMEOUT} s (xtables lock held?)") from None
+        if proc.returncode != 0:
+            raise KernelError(f"{name} in {netns or 'this namespace'}: "
+                              f"{proc.stderr.decode('utf-8', 'replace').strip() or 'failed'}")
+        text = proc.stdout.decode("utf-8", errors="surrogateescape")
+        if "\n-A " in "\n" + text:
+            out.append((f"{name}@{netns or 'this namespace'}", text))
+    return out

@@ -1,0 +1,59 @@
+"""Importing a host ctkit manages (iptables): ctkit's own chains read back as the policy they came from.
+
+The fixtures ctkit-*.v4/.v6 are iptables-save and ip6tables-save output captured on Linux 6.18 after
+`ctkit apply --backend iptables` of examples/server-baseline.json and examples/edge-mangle.json (as they
+were then): the rules ctkit split (per protocol, per family, per target) come back as one rule each, with
+its name, its comment and the chain's policy.
+"""
+from goldens import ROOT
+
+from ctkit.importer import from_iptables_save, from_texts
+
+FIX = ROOT / "tests" / "fixtures" / "import"
+
+
+def test_server_baseline_comes_back_as_written():
+    r = from_iptables_save([FIX / "ctkit-server-baseline.v4", FIX / "ctkit-server-baseline.v6"])
+    assert r.exit_code == 0 and r.left_out == ()
+    d = r.document
+    assert d["notrack"] == [{"name": "dns", "protocols": ["udp", "tcp"], "ports": [53]}]
+    assert d["helpers"] == [{"name": "ftp-server", "helper": "ftp", "protocol": "tcp", "ports": 21,
+                             "daddr": "192.0.2.10"}]
+    inp = d["chains"]["input"]
+    assert inp["policy"] == "drop"  # ctkit's last rule '-j DROP' "input: policy drop"
+    assert inp["rules"][0] == {"ct_state": ["related", "established"], "action": "accept"}
+    assert inp["rules"][1]["protocols"] == ["tcp", "udp"]  # one rule, split per protocol by ctkit
+    assert {"jump": "web"} in inp["rules"]
+    assert inp["rules"][-1] == {"protocols": ["icmp", "icmpv6"],
+                                "comment": "neighbour discovery, and errors about untracked flows",
+                                "action": "accept"}  # the IPv4 and the IPv6 rule
+    assert d["chains"]["web"]["rules"] == [{"protocol": "tcp", "dport": [80, 443], "action": "accept"},
+                                           {"action": "return"}]
+
+
+def test_one_rule_with_several_targets_is_one_rule_again():
+    r = from_iptables_save([FIX / "ctkit-edge-mangle.v4"], ipv6_paths=[FIX / "ctkit-edge-mangle.v6"])
+    assert r.document["chains"]["prerouting"]["rules"][1] == {
+        "name": "voip", "protocol": "udp", "dport": 5060, "mark_set": 16, "connmark": "save", "dscp": 46}
+    assert [x["name"] for x in r.document["chains"]["forward"]["rules"]] == ["clamp-mss", "clamp-mss-fixed"]
+
+
+def test_rules_after_ctkits_jump_keep_its_drop_a_rule():
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n:CTKIT-INPUT - [0:0]\n-A INPUT -j CTKIT-INPUT\n"
+            "-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\n"
+            '-A CTKIT-INPUT -p tcp -m tcp --dport 22 -m comment --comment "ssh: admins" -j ACCEPT\n'
+            '-A CTKIT-INPUT -m comment --comment "input: policy drop" -j DROP\nCOMMIT\n')
+    chain = from_texts([("t", text)]).document["chains"]["input"]
+    assert "policy" not in chain  # the built-in chain's own policy is accept
+    assert chain["rules"] == [{"name": "ssh", "family": "ipv4", "protocol": "tcp", "dport": 22, "comment": "admins",
+                               "action": "accept"},
+                              {"family": "ipv4", "comment": "input: policy drop", "action": "drop"},
+                              {"family": "ipv4", "protocol": "tcp", "dport": 80, "action": "accept"}]
+
+
+def test_names_that_still_repeat_are_made_unique():
+    text = ("*filter\n:INPUT ACCEPT [0:0]\n:CTKIT-INPUT - [0:0]\n-A INPUT -j CTKIT-INPUT\n"
+            '-A CTKIT-INPUT -p tcp -m tcp --dport 22 -m comment --comment "x" -j ACCEPT\n'
+            '-A CTKIT-INPUT -p udp -m udp --sport 53 -m comment --comment "x" -j DROP\nCOMMIT\n')
+    r = from_texts([("t", text)])
+    assert [x.get("name") for x in r.document["chains"]["input"]["rules"]] == ["x", "x-2"]
