@@ -132,11 +132,13 @@ def _fail(ctx: _Ctx, construct: str, detail: str) -> CompileError:
 
 
 def quote(value: str) -> str:
-    """Quote a string the way iptables-save does (xtables_save_string)."""
+    """Quote a string the way iptables-save does (xtables_save_string: a backslash before each \\, " and
+    '), so that a spec ctkit writes is the spec iptables-save prints back and an unchanged chain is seen
+    as unchanged (with ' left bare, a comment holding one made every apply refill its chain)."""
     safe = set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     if value and all(c in safe for c in value):
         return value
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("'", "\\'") + '"'
 
 
 def _proto_of(ctx: _Ctx) -> str | None:
