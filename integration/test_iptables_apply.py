@@ -3,6 +3,7 @@ each test in its own namespace: what iptables-save shows after apply, re-apply,
 a change of policy and remove, next to foreign rules (docker, fail2ban)."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -185,6 +186,29 @@ def test_remove_deletes_the_iptables_nft_tables_its_apply_created(ns):
     kernel.remove(rs.prefix, ns, "nft")
     assert nft_tables(ns) == ["table ip filter"]
     assert "-A INPUT -s 198.51.100.9/32 -j DROP" in save(ns, "ipv4", "nft")
+
+
+def test_auto_variant_follows_the_namespace_and_both_variants_are_reported(ns):
+    """--iptables-variant auto followed the host's iptables (nft here) even in a namespace whose rules are
+    legacy's, so apply put ctkit's chains beside them in the other variant and the audit never saw them."""
+    policy = str(ROOT / "examples" / "server-baseline.json")
+    assert kernel.host_variant() == "nft"  # this machine's iptables is iptables-nft: the case that went wrong
+    run(ns, "iptables-legacy", "-A", "INPUT", "-s", "198.51.100.9", "-j", "DROP")
+    r = ctkit("apply", policy, "-n", ns, "-b", "iptables")
+    assert r.returncode == 0, r.stderr
+    assert "-A INPUT -j CTKIT-INPUT" in save(ns, "ipv4", "legacy")
+    assert "CTKIT-" not in save(ns, "ipv4", "nft")
+    r = ctkit("audit", policy, "-n", ns, "-b", "iptables", "--json")
+    assert "foreign.other-iptables-variant" not in r.stdout, r.stdout
+    run(ns, "iptables-nft", "-A", "INPUT", "-s", "198.51.100.10", "-j", "DROP")  # now both hold rules
+    r = ctkit("audit", policy, "-n", ns, "-b", "iptables", "--json")
+    ids = [f["id"] for f in json.loads(r.stdout)["findings"]]
+    assert "foreign.other-iptables-variant" in ids, r.stdout
+    r = ctkit("apply", policy, "-n", ns, "-b", "iptables")  # ctkit's record still says legacy: unchanged
+    assert r.returncode == 0 and "iptables-legacy chains CTKIT-* unchanged" in r.stdout, r.stdout + r.stderr
+    assert "CTKIT-" not in save(ns, "ipv4", "nft")
+    assert ctkit("remove", "-n", ns, "-b", "iptables").returncode == 0
+    assert "CTKIT-" not in save(ns, "ipv4", "legacy") and "198.51.100.9" in save(ns, "ipv4", "legacy")
 
 
 @pytest.mark.parametrize("variant", VARIANTS)

@@ -2,7 +2,11 @@
 ctkit's jump, and rule hits per policy rule. No root, no kernel: the kernel's side is literal text."""
 from __future__ import annotations
 
+import shlex
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctkit.audit.drift import Drift, compare
 from ctkit.backends.iptables import generate as iptables
@@ -179,3 +183,15 @@ def test_rule_hits_ignore_foreign_chains_and_rules_without_a_comment():
     hits = view.rule_hits({"ipv4": parse_save(text)}, PREFIX)
     assert hits["ssh"] == (4, 240)
     assert sum(p for p, _ in hits.values()) == 1000 + 4 + 150 + 6 + 40
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet='ab -"\'\\\t\n\r\x0b\x0c\u2028\xa0é#', max_size=40))
+def test_words_of_splits_like_shlex(text):
+    """view.words_of is shlex.split's fast path: the same words, or the same refusal."""
+    def outcome(split):
+        try:
+            return split(text)
+        except ValueError:
+            return ValueError
+    assert outcome(view.words_of) == outcome(shlex.split)

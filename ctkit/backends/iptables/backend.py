@@ -11,6 +11,7 @@ from typing import Any
 
 from ctkit import members
 from ctkit.audit.drift import TableView, compare, plan_items
+from ctkit.audit.findings import Finding
 from ctkit.backends.base import (
     BOOT_INSTALL,
     BOOT_NOTE,
@@ -97,17 +98,35 @@ class IptablesBackend:
 
     def __init__(self, variant: str = "auto") -> None:
         self.variant = variant  # auto | nft | legacy; checked by kernel.resolve_variant when used
+        self._generated: tuple[ir.Plan, Ruleset, dict] | None = None
+
+    def _ruleset(self, plan: ir.Plan) -> Ruleset:
+        """gen.generate(plan), once per plan: an apply plans, plans again under the lock and applies the
+        same plan (generating a 10,000-rule policy's documents costs about a second each time)."""
+        if self._generated is not None and (self._generated[0] is plan or self._generated[0] == plan):
+            return self._generated[1]
+        ruleset = gen.generate(plan)
+        self._generated = (plan, ruleset, {})
+        return ruleset
+
+    def _wanted(self, plan: ir.Plan, family: str) -> TableView:
+        """The plan's view of one family's chains for changes(), once per plan like _ruleset."""
+        ruleset = self._ruleset(plan)
+        views = self._generated[2]
+        if family not in views:
+            views[family] = ipt_view.view(ruleset.document(family), None, None)
+        return views[family]
 
     def owned(self, table: str) -> str:
         return f"chains {chain_prefix(table)}* (iptables)"
 
     def generate(self, plan: ir.Plan) -> Ruleset:
-        return gen.generate(plan)
+        return self._ruleset(plan)
 
     def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
         if fmt not in self.formats:
             raise UsageError(f"unknown format {fmt!r} for --backend iptables (valid: {', '.join(self.formats)})")
-        ruleset = gen.generate(plan)
+        ruleset = self._ruleset(plan)
         if family is not None and family not in FAMILIES:
             raise UsageError(f"unknown family {family!r} (valid: {', '.join(FAMILIES)})")
         texts = {f: ipt_text.render(ruleset.document(f), source)
@@ -119,12 +138,12 @@ class IptablesBackend:
     def changes(self, plan: ir.Plan, netns: str | None) -> Pending:
         """Per family, ctkit's chains against the compiled documents (only chains whose rules differ are
         flushed and refilled), and the declared members of each ipset."""
-        ruleset = gen.generate(plan)
+        ruleset = self._ruleset(plan)
         pv = kernel.preview(ruleset.ipv4, ruleset.ipv6, netns, self.variant)
         items: list[PlanItem] = []
         present = False
         for family in FAMILIES:
-            want = ipt_view.view(ruleset.document(family), None, None)
+            want = self._wanted(plan, family)
             have = ipt_view.live(pv.current[family], ruleset.prefix, family, None)
             present |= have.present
             if want.present or have.present:
@@ -141,18 +160,18 @@ class IptablesBackend:
                        pv.fingerprint)
 
     def generation(self, netns: str | None) -> int | None:
-        if kernel.resolve_variant(self.variant) != "nft":
+        if kernel.resolve_variant(self.variant, netns) != "nft":
             return None  # iptables-legacy rules are not nf_tables': no generation id
         from ctkit.kernel.generation import generation
         return generation(netns)
 
     def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
               pending: Pending | None = None) -> Applied:
-        ruleset = gen.generate(plan)
+        ruleset = self._ruleset(plan)
         counts = {f: ruleset.document(f).rule_count for f in FAMILIES}
         size = f"{counts['ipv4']} IPv4 and {counts['ipv6']} IPv6 rules"
         if pending is not None and pending.method == NONE:
-            details = {"backend": self.name, "variant": kernel.resolve_variant(self.variant),
+            details = {"backend": self.name, "variant": kernel.resolve_variant(self.variant, netns, ruleset.prefix),
                        "prefix": ruleset.prefix, "netns": netns, "dry_run": dry_run, "kernel_rules": counts,
                        "changed": False, "method": NONE, "families_changed": {f: False for f in FAMILIES}}
             return Applied(f"{pending.where} unchanged ({size}): nothing sent to the kernel", details)
@@ -219,8 +238,8 @@ class IptablesBackend:
 
     def inspect(self, plan: ir.Plan, netns: str | None) -> Inspection:
         """Per family: ctkit's chains against the compiled documents, and foreign rules ahead of the jumps."""
-        ruleset = gen.generate(plan)
-        variant = kernel.resolve_variant(self.variant)
+        ruleset = self._ruleset(plan)
+        variant = kernel.resolve_variant(self.variant, netns, ruleset.prefix)
         table = plan.table
         # a base chain's policy rule carries the chain name as its id ("input: policy drop")
         ids = {r.id for c in table.chains for r in c.rules} | {c.name for c in table.chains}
@@ -233,17 +252,22 @@ class IptablesBackend:
                 continue  # neither the policy nor the kernel has ctkit chains in this family
             views.append(LiveView(f"{ruleset.prefix}* ({family})", f"{family} ", want, have))
             found += ipt_view.foreign_first(current, ruleset.prefix, family)
+        mixed = kernel.mixed_variants(netns, variant)
+        if mixed:
+            found.append(Finding("foreign.other-iptables-variant", "warning", "iptables", mixed,
+                                 "keep one iptables variant per namespace, or audit the other with "
+                                 f"--iptables-variant {'legacy' if variant == 'nft' else 'nft'}"))
         return Inspection(tuple(views), tuple(found))
 
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
-        variant = kernel.resolve_variant(self.variant)
+        variant = kernel.resolve_variant(self.variant, netns, chain_prefix(table))
         current = {f: kernel.parse_save(kernel.save(f, variant, netns, counters=True)) for f in FAMILIES}
         return ipt_view.rule_hits(current, chain_prefix(table))
 
     def load_boot(self, table: str, directory: str, netns: str) -> tuple[str, ...]:
         """The ipset file first (ipset restore -exist), then each family's rules with --noflush."""
         import os
-        variant = kernel.resolve_variant(self.variant)
+        variant = kernel.resolve_variant(self.variant, netns, chain_prefix(table))
         loaded = []
         for name in (f"{table}.ipset", f"{table}.rules.v4", f"{table}.rules.v6"):
             path = os.path.join(directory, name)
@@ -268,7 +292,7 @@ class IptablesBackend:
 
         Not idempotent, by the nature of iptables-restore: a second --noflush load refills ctkit's chains
         but inserts a second jump. cttimeout objects have no file: no distribution tool loads them."""
-        ruleset = gen.generate(plan)
+        ruleset = self._ruleset(plan)
         table = plan.table.name
         prefix = ruleset.prefix
         origin = f" from {source}" if source else ""

@@ -85,12 +85,61 @@ _INSTALL = "install the Debian package iptables (apt-get install iptables)"
 
 # -------------------------------------------------------------- the tools
 
-def resolve_variant(variant: str) -> str:
-    """nft or legacy; auto asks the host's `iptables -V` (prints a version, changes nothing)."""
+def resolve_variant(variant: str, netns: str | None = None, prefix: str | None = None) -> str:
+    """nft or legacy. auto decides per namespace from what is there: the variant ctkit's ownership
+    record (under `prefix`) holds chains in; else the one variant whose tables hold rules; else (none,
+    or both: see holding_rules) the host's `iptables -V`. Reads only; changes nothing."""
     if variant not in VARIANTS:
         raise UsageError(f"unknown iptables variant {variant!r} (valid: {', '.join(VARIANTS)})")
     if variant != "auto":
         return variant
+    if prefix is not None:
+        rec = load_record(netns, prefix)
+        used = {v for v, fams in rec.chains.items() if any(c for tabs in fams.values() for c in tabs.values())}
+        if len(used) == 1:
+            return used.pop()
+    held = holding_rules(netns)
+    if len(held) == 1:
+        return held.pop()
+    return host_variant()
+
+
+def holding_rules(netns: str | None) -> set[str]:
+    """The variants whose tables hold at least one rule in the namespace. Legacy tables are read only
+    where /proc/net/ip*_tables_names lists them (reading one with iptables-legacy-save would create it)."""
+    with entered(netns):
+        legacy = {}
+        for family, name in (("ipv4", "ip_tables_names"), ("ipv6", "ip6_tables_names")):
+            try:
+                with open(f"/proc/thread-self/net/{name}", encoding="ascii") as f:
+                    legacy[family] = bool(f.read().split())
+            except OSError:
+                legacy[family] = False
+    out = set()
+    for family in FAMILIES:
+        for v, look in (("legacy", legacy[family]), ("nft", True)):
+            if not look or v in out or shutil.which(f"{_TOOL[family]}-{v}-save") is None:
+                continue
+            with contextlib.suppress(KernelError, subprocess.SubprocessError, OSError):
+                if "\n-A " in "\n" + save(family, v, netns):
+                    out.add(v)
+    return out
+
+
+def mixed_variants(netns: str | None, variant: str) -> str | None:
+    """A warning when both iptables variants hold rules in the namespace: packets pass both, and ctkit
+    manages (and audits) only `variant`'s."""
+    held = holding_rules(netns)
+    if len(held) < 2:
+        return None
+    other = "legacy" if variant == "nft" else "nft"
+    return (f"both iptables-nft and iptables-legacy hold rules in this namespace: packets pass through both, "
+            f"ctkit works with iptables-{variant} and does not see the iptables-{other} rules "
+            f"(list them with iptables-{other}-save; --iptables-variant chooses)")
+
+
+def host_variant() -> str:
+    """The variant the host's `iptables` command is (`iptables -V`)."""
     exe = shutil.which("iptables")
     if exe is None:
         raise KernelError(f"no iptables command on this host: {_INSTALL}, or choose --iptables-variant nft|legacy")
@@ -469,6 +518,9 @@ def _note_foreign(findings: list | None, current: dict[str, dict[str, SavedTable
                   rec: Record, variant: str, netns: str | None) -> None:
     if findings is None:
         return
+    mixed = mixed_variants(netns, variant)
+    if mixed:
+        findings.append(mixed)
     for family, tables in current.items():
         for table, chain in foreign(tables, prefix, rec.mine(variant, family)):
             findings.append(f"chain {chain} in {_TOOL[family]}-{variant} table {table} is not ctkit's "
@@ -552,7 +604,7 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
     """Make ctkit's chains in both families what the documents say. Returns (variant, changes).
     Foreign chains and ipsets with ctkit's prefix are appended to `findings` as messages."""
     prefix = check_prefix(v4.prefix)
-    variant = resolve_variant(variant)
+    variant = resolve_variant(variant, netns, prefix)
     docs = {"ipv4": v4, "ipv6": v6}
     sets = {s.name: s for doc in (v4, v6) for s in doc.ipsets}
     lock = contextlib.nullcontext(load_record(netns, prefix)) if dry_run else _locked(netns, prefix)
@@ -625,7 +677,7 @@ class Preview:
 
 def preview(v4: Document, v6: Document, netns: str | None = None, variant: str = "auto") -> Preview:
     prefix = check_prefix(v4.prefix)
-    variant = resolve_variant(variant)
+    variant = resolve_variant(variant, netns, prefix)
     docs = {"ipv4": v4, "ipv6": v6}
     rec = load_record(netns, prefix)
     current = {f: parse_save(save(f, variant, netns)) for f in docs}
@@ -674,7 +726,7 @@ def remove(prefix: str, netns: str | None = None, variant: str = "auto",
     """Delete every chain ctkit created under this prefix and every jump to one, in both families,
     and the ipsets it created; foreign chains and sets with the prefix stay (noted in `findings`)."""
     check_prefix(prefix)
-    variant = resolve_variant(variant)
+    variant = resolve_variant(variant, netns, prefix)
     with _locked(netns, prefix) as rec:
         before = {f: parse_save(save(f, variant, netns)) for f in FAMILIES}
         _prune(rec, variant, before)
@@ -742,7 +794,7 @@ class Live:
 def show(prefix: str, netns: str | None = None, variant: str = "auto",
          findings: list | None = None) -> tuple[str, list[Live]]:
     check_prefix(prefix)
-    variant = resolve_variant(variant)
+    variant = resolve_variant(variant, netns, prefix)
     rec = load_record(netns, prefix)
     current = {f: parse_save(save(f, variant, netns, counters=True)) for f in FAMILIES}
     _prune(rec, variant, current)
@@ -785,7 +837,7 @@ def toggle_states(prefix: str, netns: str | None = None, variant: str = "auto"
                   ) -> tuple[str, dict[str, tuple[bool, bool | None]]]:
     """(variant, {toggle: (on now, the policy file's value at the last apply)}), both families."""
     check_prefix(prefix)
-    variant = resolve_variant(variant)
+    variant = resolve_variant(variant, netns, prefix)
     rec = load_record(netns, prefix)
     current = {f: parse_save(save(f, variant, netns)) for f in FAMILIES}
     return variant, states_in(current, prefix, {f: rec.mine(variant, f) for f in FAMILIES})
@@ -838,7 +890,7 @@ def set_toggle(prefix: str, name: str, on: bool, netns: str | None = None, varia
     which takes longer than the update itself on a big ruleset.
     """
     check_prefix(prefix)
-    variant = resolve_variant(variant)
+    variant = resolve_variant(variant, netns, prefix)
     texts = {}
     rec = load_record(netns, prefix)
     for family in FAMILIES:
