@@ -2,11 +2,14 @@
 member once, and ipset's maxelem from the size (issue 12)."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ctkit.backends.iptables import generate as iptables
 from ctkit.backends.iptables import ipset
@@ -16,6 +19,7 @@ from ctkit.compile.lower import lower
 from ctkit.errors import PolicyError
 from ctkit.policy import build_sets
 from ctkit.policy.load import load_file, load_text
+from ctkit.policy.model import SetAddress
 
 
 def write(tmp: Path, sets: dict, name: str = "policy.json") -> Path:
@@ -153,3 +157,18 @@ def test_ipset_maxelem_follows_the_size(tmp_path):
     assert ipset.declaration(big)[0] == "create ctkit-big hash:ip family inet hashsize 65536 maxelem 262144"
     assert ipset.declaration(small)[0] == "create ctkit-small hash:ip family inet"  # ipset's default 65536
     assert ipset.maxelem(32768) is None and ipset.maxelem(32769) == 131072 and ipset.maxelem(0) is None
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(
+    st.text(alphabet="0123456789./ x", max_size=20),
+    st.builds(lambda a, b, c, d, n: f"{a}.{b}.{c}.{d}" + (f"/{n}" if n is not None else ""),
+              *[st.integers(0, 300)] * 4, st.one_of(st.none(), st.integers(0, 40)))))
+def test_the_fast_ipv4_reading_agrees_with_ipaddress(text):
+    """The fast path for block-list lines takes only what ipaddress takes, as the same member."""
+    fast = build_sets._fast_ipv4(text)
+    if fast is None:
+        return  # ipaddress decides (and words the problem)
+    net = ipaddress.ip_network(text, strict=True)
+    assert fast == SetAddress.of(net) and str(fast) == (str(net.network_address) if not fast.is_prefix
+                                                        else str(net))

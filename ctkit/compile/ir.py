@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, replace
-from typing import Callable, Sequence, Union
+from typing import Callable, NamedTuple, Sequence, Union
 
 from ctkit.values import PortRange
 
@@ -303,10 +303,10 @@ class CtTimeoutObject:
     origin: str
 
 
-@dataclass(frozen=True)
-class SetMember:
+class SetMember(NamedTuple):
     """One declared element of a named set: one text per part of the set's type, in order
-    ("192.0.2.1", "10.0.0.0/8", "192.0.2.1-192.0.2.9", "80", "1000-2000"), and its own timeout."""
+    ("192.0.2.1", "10.0.0.0/8", "192.0.2.1-192.0.2.9", "80", "1000-2000"), and its own timeout.
+    A NamedTuple, not a dataclass: a set may hold a million (made in C, 56 bytes each)."""
     parts: tuple[str, ...]
     timeout: int | None = None
 

@@ -113,7 +113,7 @@ def _part_text(part) -> str:
 
 def set_object(s: model.NamedSet) -> ir.SetObject:
     with without_cycle_collection():
-        members = tuple(ir.SetMember(tuple(_part_text(x) for x in m.parts), m.timeout) for m in s.members)
+        members = tuple(ir.SetMember(tuple(map(_part_text, m.parts)), m.timeout) for m in s.members)
     return ir.SetObject(s.name, s.types, s.interval, s.timeout, members, s.pointer)
 
 

@@ -127,20 +127,26 @@ def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, 
     return bad
 
 
-_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
-#: an IPv4 address or prefix exactly as its canonical text is written (no leading zeros, as ipaddress)
-_IPV4 = re.compile(rf"({_OCTET}(?:\.{_OCTET}){{3}})(?:/(3[0-2]|[12][0-9]|[0-9]))?", re.ASCII)
+#: prefix lengths as they are written canonically ("08" is left to ipaddress)
+_IPV4_LENGTHS = {str(n): n for n in range(33)}
 
 
 def _fast_ipv4(text: str) -> SetAddress | None:
-    """The SetAddress of an IPv4 address or prefix in canonical form, else None (then ipaddress decides,
-    and words the problem). A regular expression and inet_aton take a fifth of ipaddress's time, for the
-    line most block lists are made of."""
-    m = _IPV4.fullmatch(text)
-    if m is None:
+    """The SetAddress of an IPv4 address or prefix written canonically, else None (then ipaddress
+    decides, and words the problem). inet_aton takes forms ipaddress refuses (1.2.3, 010.0.0.1, a
+    trailing space), so only a text that inet_ntoa writes back unchanged is taken: a tenth of
+    ipaddress's time, for the line most block lists are made of."""
+    address, slash, length_text = text.partition("/")
+    try:
+        packed = socket.inet_aton(address)
+    except (OSError, ValueError):
         return None
-    value = int.from_bytes(socket.inet_aton(m.group(1)), "big")
-    length = int(m.group(2)) if m.group(2) else 32
+    if socket.inet_ntoa(packed) != address:
+        return None
+    length = _IPV4_LENGTHS.get(length_text) if slash else 32
+    if length is None:
+        return None
+    value = int.from_bytes(packed, "big")
     if value & ((1 << (32 - length)) - 1):
         return None  # host bits set: parse_network names it
     return SetAddress(4, value, length)
