@@ -76,7 +76,7 @@ def test_hand_edit_is_drift_named_by_rule(lab):
     run(ns, "nft", "insert", "rule", "inet", "ctkit", "input", "tcp", "dport", "8080", "accept")
     handle = next(i["rule"]["handle"] for i in json.loads(run(ns, "nft", "-j", "-a", "list", "chain", "inet",
                                                                "ctkit", "input").stdout)["nftables"]
-                  if i.get("rule", {}).get("comment") == "icmp")
+                  if i.get("rule", {}).get("comment", "").split(":")[0] == "icmp")  # "<rule id>: <comment>"
     run(ns, "nft", "delete", "rule", "inet", "ctkit", "input", "handle", str(handle))
     code, report = audit(DNS, ns)
     assert code == 1
