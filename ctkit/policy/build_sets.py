@@ -18,7 +18,7 @@ from ctkit.terminal import excerpt
 
 #: the largest elements_file read (a million IPv6 prefixes take about 40 MB)
 MAX_ELEMENTS_FILE_BYTES = 64 << 20
-#: bad lines of one elements_file reported (the rest are counted)
+#: bad lines of one elements_file reported; reading stops after them
 MAX_FILE_PROBLEMS = 20
 #: what a line of an elements_file may show in a message: a root tool told to read /etc/shadow as a
 #: block list must not print its lines, so only text an address could be written with is echoed
@@ -88,24 +88,25 @@ def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, type
     kind = types[0]
     lines = Builder(str(path))  # the problems of its lines are named by file and line
     with without_cycle_collection():
-        bad = _read_lines(b, lines, pointer, text, kind, interval, members)
-    if bad > MAX_FILE_PROBLEMS:
-        b.problems.append(Problem(pointer, f"{bad - MAX_FILE_PROBLEMS} more lines of {excerpt(str(path))} are not "
-                                  "members of this set", source=str(path), hint="fix these and load again"))
+        stopped = _read_lines(b, lines, pointer, text, kind, interval, members)
+    if stopped is not None:
+        b.problems.append(Problem(pointer, f"{MAX_FILE_PROBLEMS} bad lines: {excerpt(str(path))} was not read "
+                                  f"after line {stopped}", source=str(path), line=stopped,
+                                  hint="fix these and load again"))
     return str(path)
 
 
 def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, interval: bool,
-                members: dict) -> int:
-    """Add the members of an elements_file's text; the number of bad lines."""
+                members: dict) -> int | None:
+    """Add the members of an elements_file's text, reporting its bad lines to `b`; after
+    MAX_FILE_PROBLEMS of them, stop: the line it stopped at (None: it read every line)."""
     bad = 0
     for number, line in enumerate(text.split("\n"), 1):
         value = line.partition("#")[0].strip()
         if not value:
             continue
         if bad >= MAX_FILE_PROBLEMS:
-            bad += 1
-            continue
+            return number - 1
         fast = _fast_ipv4(value) if kind == "ipv4_addr" else None
         if fast is not None and (interval or not fast.is_prefix):  # the common line, parsed once
             members.setdefault(SetMember((fast,)))
@@ -124,7 +125,7 @@ def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, 
         for problem in lines.problems[before:]:
             b.problems.append(replace(problem, line=number))
         del lines.problems[before:]
-    return bad
+    return None
 
 
 #: prefix lengths as they are written canonically ("08" is left to ipaddress)
