@@ -148,29 +148,32 @@ def test_imported_policy_behaves_like_the_rules(lab, case, tmp_path):
     assert len(results) > 1, table
 
 
-def _import_live(ns: str, out: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ctkit", "import", "--netns", ns, "--iptables-variant", "nft",
-                           "--output", str(out)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+def _import_live(ns: str, out: Path, backend: str) -> subprocess.CompletedProcess:
+    kind = backend.partition("-")[0]
+    return subprocess.run([sys.executable, "-m", "ctkit", "import", "--netns", ns, "--backend", kind,
+                           "--iptables-variant", "nft", "--output", str(out)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
 
 
+@pytest.mark.parametrize("backend", ("nft", "iptables-nft"))
 @pytest.mark.parametrize("case", MATRIX, ids=lambda c: c.policy)
-def test_example_applied_imported_and_applied_again_behaves_the_same(lab, case, tmp_path):
-    """The round trip on a host ctkit manages: apply an example (iptables-nft), import that namespace live,
-    apply the import in a second pair: the matrix's probes give the same outcomes. An example with a
-    construct iptables-save cannot give back (ipsets' members, cttimeout values, u32 payloads) must exit 1
-    and list each such rule with its line instead."""
+def test_example_applied_imported_and_applied_again_behaves_the_same(lab, case, backend, tmp_path):
+    """The round trip on a host ctkit manages: apply an example, import that namespace live (the same
+    backend's ruleset), apply the import in a second pair: the matrix's probes give the same outcomes. An
+    example with a construct the live ruleset cannot give back (iptables: ipsets' members, cttimeout values,
+    u32 payloads; nft: named sets) must exit 1 and list each such rule instead."""
     ca, sa = make_pair(lab, "a")
     a_ns = sa if case.side == "server" else ca
-    backend_named("iptables-nft").apply(pipeline.compile_file(ROOT / "examples" / case.policy).plan, a_ns)
+    backend_named(backend).apply(pipeline.compile_file(ROOT / "examples" / case.policy).plan, a_ns)
     out = tmp_path / "imported.yaml"
-    proc = _import_live(a_ns, out)
+    proc = _import_live(a_ns, out, backend)
     assert proc.returncode in (0, 1), proc.stderr
     if proc.returncode == 1:
         listed = [ln for ln in proc.stderr.splitlines() if ln.startswith("  not expressed: ")]
         assert listed and all(":" in ln.split("not expressed: ", 1)[1] for ln in listed), proc.stderr
-        pytest.skip(f"{case.policy}: {len(listed)} rules cannot come back from iptables-save (listed)")
+        pytest.skip(f"{case.policy}: {len(listed)} rules cannot come back from the live ruleset (listed)")
     cb, sb = make_pair(lab, "b")
-    backend_named("iptables-nft").apply(pipeline.compile_file(out).plan, sb if case.side == "server" else cb)
+    backend_named(backend).apply(pipeline.compile_file(out).plan, sb if case.side == "server" else cb)
     rows, differ = [], []
     for p in case.probes:
         a, b = probe(ca, sa, case.side, p), probe(cb, sb, case.side, p)

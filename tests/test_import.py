@@ -129,7 +129,7 @@ def test_what_cannot_be_said_is_listed_with_its_line():
 
 
 def test_every_fixture_renders_a_valid_policy():
-    for path in sorted(FIX.glob("*")):
+    for path in sorted(p for p in FIX.glob("*") if not p.name.endswith(".json")):
         r = from_iptables_save([path])
         text = r.render("yaml")
         assert text.startswith("# ctkit policy written by `ctkit import` from iptables-save output: ")

@@ -14,6 +14,7 @@ def import_(iptables_save: List[Path] = typer.Option([], "--iptables-save", help
                                                      "output; give it twice for both families."),
             ip6tables_save: List[Path] = typer.Option([], "--ip6tables-save", help="ip6tables-save output (read "
                                                       "as IPv6 whatever its header says)."),
+            nft_json: List[Path] = typer.Option([], "--nft-json", help="`nft -j list ruleset` output."),
             output: Optional[Path] = typer.Option(None, "--output", help="Write the policy here (.json: JSON, "
                                                   "else YAML with a header comment). Default: standard output."),
             table: str = typer.Option("ctkit", "--table", "-t", help="The policy's table name."),
@@ -21,20 +22,26 @@ def import_(iptables_save: List[Path] = typer.Option([], "--iptables-save", help
                                               "(DOCKER-USER, ...) instead of leaving it out (repeatable)."),
             netns: Optional[str] = typer.Option(None, "--netns", "-n", help="Import the iptables rules live in "
                                                 "this namespace (ctkit's own chains read back as their policy)."),
+            backend: str = typer.Option("nft", "--backend", "-b", help="With --netns: the ruleset to read, "
+                                        "nft or iptables."),
             variant: str = typer.Option("auto", "--iptables-variant", help="With --netns: nft, legacy or auto "
                                         "(the system's iptables-save)."),
             as_json: bool = JsonOption) -> None:
     """Write a ctkit policy that means the same as an existing ruleset. Exit 1 when some rules cannot be
     expressed (each is listed with its line and the reason), 0 when all were."""
+    from ctkit.backends import registry
     from ctkit.errors import UsageError
-    from ctkit.importer import from_iptables_save, from_netns
+    from ctkit.importer import LIVE, from_iptables_save, from_nft_json
     from ctkit.ownership import check_table
-    if bool(iptables_save or ip6tables_save) == (netns is not None):
-        raise UsageError("name the ruleset: --iptables-save FILE and/or --ip6tables-save FILE (repeatable) "
-                         "or --netns NS (its live iptables rules); --nft-json is not built yet")
+    given = [bool(iptables_save or ip6tables_save), bool(nft_json), netns is not None]
+    if sum(given) != 1:
+        raise UsageError("name one ruleset: --iptables-save FILE and/or --ip6tables-save FILE (repeatable), "
+                         "--nft-json FILE, or --netns NS [--backend nft|iptables] (the live rules)")
     check_table(table)
     if netns is not None:
-        result = from_netns(netns, table, tuple(include), variant)
+        result = LIVE[registry.check(backend)](netns, table, tuple(include), variant)
+    elif nft_json:
+        result = from_nft_json(list(nft_json), table, tuple(include))
     else:
         result = from_iptables_save(list(iptables_save), table, tuple(include), list(ip6tables_save))
     if as_json:

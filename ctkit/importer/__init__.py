@@ -58,6 +58,46 @@ def from_netns(netns: str | None, table: str = "ctkit", include: tuple[str, ...]
     return from_texts(texts, table, include)
 
 
+def from_nft_texts(texts: list[tuple[str, str]], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+    """`nft -j list ruleset` outputs -> the policy: ctkit's own table if it is there, else the tables of no
+    other tool (ctkit/importer/nft.py)."""
+    import json
+
+    from ctkit.importer import nft
+    from ctkit.importer.idioms import Sections
+    s = Sections()
+    s.families = {"inet"}
+    for source, text in texts:
+        try:
+            doc = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"{source}: not nft -j output ({exc})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("nftables"), list):
+            raise UsageError(f"{source}: not nft -j output (no 'nftables' list)")
+        nft.read(doc, table, include, source, s)
+    nft.group_notrack(s)
+    result = document(s, tuple(t[0] for t in texts), table, kind="nft -j list ruleset")
+    check(result)
+    return result
+
+
+def from_nft_json(paths: list[Path], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+    from ctkit.paths import read_regular
+    return from_nft_texts([(str(p), read_regular(p, MAX_BYTES).decode("utf-8", errors="surrogateescape"))
+                           for p in paths], table, include)
+
+
+def from_netns_nft(netns: str | None, table: str = "ctkit", include: tuple[str, ...] = (),
+                   variant: str = "auto") -> Imported:
+    """The nftables ruleset live in a namespace."""
+    from ctkit.importer.live import nft_text
+    return from_nft_texts([nft_text(netns)], table, include)
+
+
+#: which live ruleset a backend's namespace holds: its reader
+LIVE = {"nft": from_netns_nft, "iptables": from_netns}
+
+
 def check(result: Imported) -> None:
     """The document must load and lint like a file a person wrote."""
     import copy

@@ -87,6 +87,8 @@ def _tag(item: dict, family: str | None) -> dict:
 
 def merge(v4: list[dict], v6: list[dict], families: set) -> list[dict]:
     """One list from each family's, in an order that keeps both; common items once, without family."""
+    if families == {"inet"}:  # nft: one list already, each rule with the family it had
+        return list(v4)
     if families == {"ipv4"}:
         return [_tag(x, "ipv4") for x in v4]
     if families == {"ipv6"}:
@@ -117,9 +119,15 @@ def _unique_names(entries: list[dict]) -> list[dict]:
 
 
 def _section(pairs: list[tuple[str, dict]], families: set) -> list[dict]:
-    v4 = [e for f, e in pairs if f == "ipv4"]
+    v4 = [e for f, e in pairs if f in ("ipv4", "inet")]
     v6 = [e for f, e in pairs if f == "ipv6"]
-    return _unique_names(merge(v4, v6, families))
+    entries, seen = [], set()
+    for e in merge(v4, v6, families):
+        e = {k: v for k, v in e.items() if k != MERGE_KEY}
+        if _key(e) not in seen:  # nft writes a rule per family and per port field: one entry each
+            seen.add(_key(e))
+            entries.append(e)
+    return _unique_names(entries)
 
 
 def _protocols(rule: dict) -> list[str]:
@@ -133,6 +141,8 @@ def _merged(a: dict, b: dict) -> dict | None:
     differ = {k for k in keys if a.get(k) != b.get(k)}
     if not differ:
         return a
+    if differ == {"family"} and {a.get("family"), b.get("family")} == {"ipv4", "ipv6"}:
+        return {k: v for k, v in a.items() if k != "family"}  # the same rule for each family
     if differ == {"log", "action"} | ({"reject_with"} & keys) | ({"queue"} & keys) and "log" in a \
             and "limit" in a["log"] and "action" not in a and "log" not in b:
         return {**b, "log": a["log"]}  # a log with its own limit: ctkit writes it as a rule before the rule
@@ -208,7 +218,7 @@ def _unique_rule_names(chains: dict, notes: list[str]) -> None:
 def _chains(s: Sections) -> tuple[dict, list[str]]:
     notes: list[str] = []
     names: list[str] = []
-    for fam in ("ipv4", "ipv6"):
+    for fam in ("ipv4", "ipv6", "inet"):
         for table in (s.mangle.get(fam, {}), s.chains.get(fam, {})):
             for n in table:
                 if n not in names:
@@ -218,19 +228,19 @@ def _chains(s: Sections) -> tuple[dict, list[str]]:
     chains: dict[str, dict] = {}
     for name in names:
         per = {fam: s.mangle.get(fam, {}).get(name, []) + s.chains.get(fam, {}).get(name, [])
-               for fam in ("ipv4", "ipv6")}
-        rules = _merge_split(merge(per["ipv4"], per["ipv6"], s.families))
+               for fam in ("ipv4", "ipv6", "inet")}
+        rules = _merge_split(merge(per["inet"] if "inet" in s.families else per["ipv4"], per["ipv6"], s.families))
         chain: dict[str, Any] = {}
         if name in ORDER:
             pols = {fam: s.policies.get(fam, {}).get(name, "accept") for fam in s.families}
-            first = pols.get("ipv4", pols.get("ipv6", "accept"))
+            first = pols.get("ipv4", pols.get("ipv6", pols.get("inet", "accept")))
             if len(set(pols.values())) > 1:
                 rules.append({"family": "ipv6", "action": pols["ipv6"],
                               "comment": "the IPv6 chain's policy (ip6tables-save)"})
                 notes.append(f"chain {name}: the IPv4 and IPv6 policies differ: the IPv6 one is its last rule")
             if first != "accept":
                 chain["policy"] = first
-                if len(s.families) == 1:  # the other family's chain was left as it was: empty, accept
+                if len(s.families) == 1 and "inet" not in s.families:  # the other family's chain was left as it was: empty, accept
                     other = "ipv6" if "ipv4" in s.families else "ipv4"
                     rules.insert(0, {"family": other, "action": "accept",
                                      "comment": f"no {'ip6tables' if other == 'ipv6' else 'iptables'} rules "
@@ -244,9 +254,11 @@ def _chains(s: Sections) -> tuple[dict, list[str]]:
 
 
 def document(s: Sections, sources: tuple[str, ...], table: str, kind: str = "iptables-save") -> Imported:
+    """The policy document of what was read; `kind` names the input in the header."""
     doc: dict[str, Any] = {"version": 1, "table": table,
                            "description": f"Imported by ctkit import from {kind} output ({', '.join(sources)})."}
-    for key, pairs in (("notrack", s.notrack), ("helpers", s.helpers), ("zones", s.zones), ("nat", s.nat)):
+    for key, pairs in (("notrack", s.notrack), ("helpers", s.helpers), ("zones", s.zones),
+                       ("timeouts", s.timeouts), ("nat", s.nat)):
         entries = _section(pairs, s.families)
         if entries:
             doc[key] = entries

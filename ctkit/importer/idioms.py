@@ -91,7 +91,10 @@ class Sections:
     notrack: list = field(default_factory=list)  # (family, entry)
     helpers: list = field(default_factory=list)
     zones: list = field(default_factory=list)
+    timeouts: list = field(default_factory=list)
     nat: list = field(default_factory=list)
+    helper_types: dict = field(default_factory=dict)  # nft ct helper object name -> kernel helper
+    timeout_objects: dict = field(default_factory=dict)  # nft ct timeout object name -> {protocol, policy}
     chains: dict = field(default_factory=dict)  # family -> {name: [rule, ...]}
     policies: dict = field(default_factory=dict)  # family -> {name: accept|drop}
     mangle: dict = field(default_factory=dict)  # family -> {name: [rule, ...]} (go first in the chain)

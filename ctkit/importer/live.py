@@ -37,3 +37,19 @@ def save_texts(netns: str | None, variant: str = "auto") -> list[tuple[str, str]
         if "\n-A " in "\n" + text:
             out.append((f"{name}@{netns or 'this namespace'}", text))
     return out
+
+
+def nft_text(netns: str | None) -> tuple[str, str]:
+    """(source name, `nft -j list ruleset` output) in the namespace."""
+    path = shutil.which("nft")
+    if path is None:
+        raise KernelError("nft not found: install the Debian package nftables")
+    try:
+        with entered(netns):
+            proc = subprocess.run([path, "-j", "list", "ruleset"], capture_output=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"nft did not finish within {TIMEOUT} s") from None
+    if proc.returncode != 0:
+        raise KernelError(f"nft -j list ruleset in {netns or 'this namespace'}: "
+                          f"{proc.stderr.decode('utf-8', 'replace').strip() or 'failed'}")
+    return f"nft@{netns or 'this namespace'}", proc.stdout.decode("utf-8", errors="surrogateescape")

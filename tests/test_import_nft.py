@@ -1,0 +1,64 @@
+"""`ctkit import --nft-json`: ctkit's own nft table read back as the policy it came from (no root).
+
+The fixtures ctkit-*.nft.json are `nft -j list ruleset` output captured on Linux 6.18 (nftables 1.0.6)
+after `ctkit apply` of examples/server-baseline.json, dns-short-timeouts.json and game-server-flood.json
+(as they were then).
+"""
+import json
+
+from goldens import ROOT
+
+from ctkit.importer import from_nft_json, from_nft_texts
+
+FIX = ROOT / "tests" / "fixtures" / "import"
+
+
+def doc(name):
+    return from_nft_json([FIX / f"ctkit-{name}.nft.json"])
+
+
+def test_sections_and_chains_come_back():
+    r = doc("server-baseline")
+    assert r.exit_code == 0
+    d = r.document
+    assert d["notrack"] == [{"name": "dns", "protocols": ["tcp", "udp"], "ports": [53]}]  # 4 rules: sport/dport, pre/out
+    assert d["helpers"] == [{"name": "ftp-server", "helper": "ftp", "protocol": "tcp", "ports": 21,
+                             "daddr": "192.0.2.10"}]
+    assert d["chains"]["input"]["policy"] == "drop"
+    assert {"jump": "web"} in d["chains"]["input"]["rules"]
+    assert d["chains"]["web"]["rules"][-1] == {"action": "return"}
+
+
+def test_timeout_policies_come_from_their_objects():
+    d = doc("dns-short-timeouts").document
+    assert d["timeouts"][0] == {"name": "dns_udp", "protocol": "udp", "policy": {"unreplied": 3, "replied": 5},
+                                "ports": 53, "comment": "short-lived DNS queries"}
+    assert {"name": "dns", "protocols": ["tcp", "udp"], "dport": 53, "ct_mark_set": 83, "action": "accept"} \
+        in d["chains"]["input"]["rules"]
+
+
+def test_payload_limits_and_the_log_rule_merge_back():
+    rules = doc("game-server-flood").document["chains"]["input"]["rules"]
+    assert rules[0]["name"] == "flood-length" and "family" not in rules[0]
+    assert rules[0]["log"]["limit"] == {"rate": 5, "per": "minute", "burst": 5}
+    assert rules[1]["payload"] == [{"base": "th", "offset": 8, "hex": "ffffffff"}, {"base": "th", "offset": 12, "hex": "54"}]
+    assert [r["name"] for r in rules] == ["flood-length", "flood-signature", "established", "game", "icmp"]
+
+
+def test_other_tables_are_left_out_and_what_cannot_be_said_is_listed():
+    text = json.dumps({"nftables": [
+        {"table": {"family": "inet", "name": "firewalld", "handle": 1}},
+        {"table": {"family": "inet", "name": "mine", "handle": 2}},
+        {"chain": {"family": "inet", "table": "mine", "name": "input", "handle": 1, "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "drop"}},
+        {"rule": {"family": "inet", "table": "mine", "chain": "input", "handle": 3, "expr": [
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}},
+            {"accept": None}]}},
+        {"rule": {"family": "inet", "table": "mine", "chain": "input", "handle": 4, "expr": [
+            {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "1.2.3.4"}},
+            {"drop": None}]}}]})
+    r = from_nft_texts([("rules.json", text)])
+    assert [(x.what, x.owner) for x in r.left_out] == [("table inet firewalld", "firewalld")]
+    assert r.document["chains"]["input"] == {"policy": "drop", "rules": [{"protocol": "tcp", "dport": 22,
+                                                                            "action": "accept"}]}
+    assert r.exit_code == 1 and r.not_expressed[0].line == 4 and "'!='" in r.not_expressed[0].reason
