@@ -288,7 +288,7 @@ def test_neighbour_discovery_dropped_by_a_default_drop_chain():
          "chain 'input' drops IPv6 neighbour discovery (by its policy): it is untracked, so no ct_state rule "
          "accepts it, and IPv6 stops working",
          "add: {\"name\": \"icmpv6-nd\", \"protocol\": \"icmpv6\", \"action\": \"accept\"}"),
-        ("/chains/output",
+        ("/chains/output/rules/1",
          "chain 'output' drops IPv6 neighbour discovery (rule 'v6-drop'): it is untracked, so no ct_state rule "
          "accepts it, and IPv6 stops working",
          "add before rule 'v6-drop': {\"name\": \"icmpv6-nd\", \"protocol\": \"icmpv6\", \"action\": \"accept\"}")]
@@ -346,6 +346,21 @@ def test_icmp_errors_dropped_by_the_policy_and_per_family():
     assert len(messages(doc)) == 1
     doc["chains"]["input"]["rules"][-1] = {"name": "icmp4", "protocol": "icmp", "action": "accept"}
     assert messages(doc) == []
+
+
+def test_icmp_errors_dropped_in_two_places_name_both():
+    invalid4 = {"name": "invalid4", "family": "ipv4", "ct_state": ["invalid"], "action": "drop"}
+    replies = {"name": "replies", "ct_state": ["untracked"], "protocol": "tcp", "sport": 80, "action": "accept"}
+    nd = {"name": "nd", "protocol": "icmpv6", "ct_state": ["untracked"], "action": "accept"}
+    doc = {"version": 1, "notrack": [WEB], "chains": {"input": {"policy": "drop", "rules": [
+        SERVE_80, replies, invalid4, nd, ICMP]}}}
+    doc["chains"]["input"]["rules"][-1] = {"name": "ping", "protocol": "icmp", "action": "accept"}
+    assert messages(doc) == [(
+        "/notrack/0",
+        "ICMP errors about the untracked flows of 'http' (unreachable, packet too big) are related to no conntrack "
+        "entry: they arrive as ct_state invalid and rule 'invalid4' of chain 'input' drops icmp and chain 'input' "
+        "(its policy) drops icmpv6 ones",
+        "add before rule 'invalid4', without ct_state: {\"protocols\": [\"icmp\", \"icmpv6\"], \"action\": \"accept\"}")]
 
 
 def test_icmp_errors_need_no_accept_when_input_accepts_by_default():

@@ -529,12 +529,15 @@ def _notrack_icmp_errors(policy: Policy):
         if not lost:
             continue
         protos = [p for p, _ in lost]
-        where = f"rule {lost[0][1].id!r} of chain 'input'" if lost[0][1] else "chain 'input' (its policy)"
-        before = f" before rule {lost[0][1].id!r}" if lost[0][1] else ""
+        droppers = list(dict.fromkeys(rule for _, rule in lost))  # in the order of the protocols they drop
+        where = " and ".join(
+            (f"rule {rule.id!r} of chain 'input'" if rule else "chain 'input' (its policy)") + " drops "
+            + " and ".join(p for p, r in lost if r is rule) for rule in droppers)
+        first = next((rule for _, rule in lost if rule is not None), None)
+        before = f" before rule {first.id!r}" if first else ""
         accept = ('{"protocols": ["icmp", "icmpv6"]' if len(protos) == 2 else f'{{"protocol": "{protos[0]}"')
         yield _warning(n.pointer, f"ICMP errors about the untracked flows of {n.name!r} (unreachable, packet too big) "
-                       f"are related to no conntrack entry: they arrive as ct_state invalid and {where} drops "
-                       f"{' and '.join(protos)} ones",
+                       f"are related to no conntrack entry: they arrive as ct_state invalid and {where} ones",
                        f"add{before}, without ct_state: {accept}, \"action\": \"accept\"}}")
 
 
@@ -547,7 +550,7 @@ def _neighbour_discovery(policy: Policy):
         chain = policy.chain(name)
         by = f"rule {rule.id!r}" if rule else "by its policy"
         before = f" before rule {rule.id!r}" if rule else ""
-        yield _warning(chain.pointer + ("" if rule else "/policy"),
+        yield _warning(rule.pointer if rule else chain.pointer + "/policy",
                        f"chain {name!r} drops IPv6 neighbour discovery ({by}): it is untracked, so no ct_state "
                        "rule accepts it, and IPv6 stops working",
                        f'add{before}: {{"name": "icmpv6-nd", "protocol": "icmpv6", "action": "accept"}}')
