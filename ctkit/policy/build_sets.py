@@ -144,13 +144,12 @@ def _fast_ipv4(text: str) -> SetAddress | None:
         return None
     if socket.inet_ntoa(packed) != address:
         return None
-    length = _IPV4_LENGTHS.get(length_text) if slash else 32
-    if length is None:
-        return None
-    value = int.from_bytes(packed, "big")
-    if value & ((1 << (32 - length)) - 1):
-        return None  # host bits set: parse_network names it
-    return SetAddress(4, value, length)
+    if not slash:
+        return SetAddress(text, 4, 32)
+    length = _IPV4_LENGTHS.get(length_text)
+    if length is None or int.from_bytes(packed, "big") & ((1 << (32 - length)) - 1):
+        return None  # not canonical, or host bits set: parse_network names it
+    return SetAddress(address if length == 32 else text, 4, length)
 
 
 def _member_part(b: Builder, kind: str, value: Any, interval: bool, pointer: str):

@@ -8,7 +8,6 @@ relate several parts of a policy live in lint.py.
 from __future__ import annotations
 
 import ipaddress
-import socket
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple, Union
 
@@ -233,29 +232,27 @@ class Zone:
 
 
 class SetAddress(NamedTuple):
-    """An address or prefix in a named set: (IP version, the network address as an integer, prefix length).
+    """An address or prefix in a named set: its canonical text ("192.0.2.1", "10.0.0.0/8", "2001:db8::/32",
+    as ipaddress writes it), IP version and prefix length.
 
     Not an ipaddress network: a set may hold a million members, and an IPv4Network took about 500
-    bytes and 3 us to make (it keeps a closure for hosts()); this takes under 100 bytes, compares
-    and hashes as a tuple, and str() is the canonical text the backends write."""
+    bytes and 3 us to make (it keeps a closure for hosts()); this compares and hashes as a tuple, and
+    its text is the one the backends write, shared with the IR instead of formatted again."""
+    text: str
     version: int
-    value: int
     length: int
 
     @classmethod
     def of(cls, network: Network) -> SetAddress:
-        return cls(network.version, int(network.network_address), network.prefixlen)
+        plain = network.prefixlen == network.max_prefixlen
+        return cls(str(network.network_address) if plain else str(network), network.version, network.prefixlen)
 
     @property
     def is_prefix(self) -> bool:
         return self.length != (32 if self.version == 4 else 128)
 
     def __str__(self) -> str:
-        if self.version == 4:
-            text = socket.inet_ntoa(self.value.to_bytes(4, "big"))
-            return text if self.length == 32 else f"{text}/{self.length}"
-        text = str(ipaddress.IPv6Address(self.value))
-        return text if self.length == 128 else f"{text}/{self.length}"
+        return self.text
 
 
 class SetMember(NamedTuple):
