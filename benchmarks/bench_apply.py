@@ -13,7 +13,9 @@ Every run starts in a fresh namespace (`ip netns add`, deleted afterwards, also 
 so each apply creates the table from nothing. Whole-process wall time and peak RSS
 (ru_maxrss from wait4: the process and the children it waited for) are taken for each run;
 the table prints medians of --repeat runs and the ratios ctkit / nft. A case ctkit refuses
-(an input limit, the schema) is printed as refused with the first line of its message.
+(an input limit, the schema) is printed as refused with the first line of its message. Each set
+loaded from a file is then applied once more and audited (`ctkit audit --json`: clean or drift)
+beside `nft -j list table` of it, unless --no-audit.
 With --profile N, the N-rule apply runs once more under cProfile and the functions with the
 most cumulative time are printed. Nothing outside the throwaway namespaces is changed.
 """
@@ -128,6 +130,45 @@ def case(name: str, policy_path: Path, repeat: int) -> Row:
     return Row(name, ctkit_runs, nft_runs)
 
 
+@dataclass(frozen=True)
+class Audited:
+    name: str
+    ctkit: Run
+    status: str  # what `ctkit audit --json` said: clean, drift, ...
+    nft: Run
+
+
+def audited(name: str, policy_path: Path) -> Audited:
+    """One apply, then one `ctkit audit --json` beside `nft -j list table` of the same table (the kernel
+    read the audit cannot do without)."""
+    with Namespace() as ns:
+        applied = run([*CTKIT, "apply", str(policy_path), "--netns", ns])
+        if applied.rc != 0:
+            return Audited(name, applied, "apply failed", applied)
+        nft = run(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "ctkit"])
+        with tempfile.TemporaryFile() as out:
+            start = time.perf_counter()
+            proc = subprocess.run([*CTKIT, "audit", str(policy_path), "--netns", ns, "--json"], stdout=out,
+                                  stderr=subprocess.DEVNULL)
+            wall = time.perf_counter() - start
+            out.seek(0)
+            try:
+                report = json.loads(out.read())
+                status = f"{report['status']} ({len(report['drift'])} drift)"
+            except (ValueError, KeyError):
+                status = f"exit {proc.returncode}"
+    return Audited(name, Run(wall, 0, proc.returncode, ""), status, nft)
+
+
+def audit_table(rows: list[Audited]) -> str:
+    out = ["one run each, after an apply into a fresh namespace; wall s", "",
+           "| case | ctkit audit s | nft -j list table s | ratio | audit says |", "|---|---:|---:|---:|---|"]
+    for row in rows:
+        out.append(f"| {row.name} | {row.ctkit.wall:.3f} | {row.nft.wall:.3f} | {row.ctkit.wall / row.nft.wall:.2f} "
+                   f"| {row.status} |")
+    return "\n".join(out)
+
+
 def table(rows: list[Row], repeat: int) -> str:
     out = [f"medians of {repeat} runs, each into a fresh namespace; wall s, peak RSS MB", "",
            "| case | ctkit apply s | nft -f s | ratio | ctkit RSS MB | nft RSS MB | RSS ratio |",
@@ -165,10 +206,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="runs per command (the table shows medians)")
     ap.add_argument("--profile", type=int, default=0, help="profile the apply of this many rules (0: no)")
     ap.add_argument("--top", type=int, default=30, help="functions shown in the profile")
+    ap.add_argument("--no-audit", action="store_true", help="skip auditing the applied sets")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench_apply.py creates network namespaces: run it as root")
     rows = []
+    audits = []
     with tempfile.TemporaryDirectory(prefix="ctkit-bench-") as tmp:
         for n in args.rules:
             path = Path(tmp) / f"rules-{n}.json"
@@ -186,8 +229,13 @@ def main() -> int:
             path = Path(tmp) / f"set-{n}-file.json"
             path.write_text(json.dumps(set_policy(n, listing.name)))
             rows.append(case(f"set of {n:,} (elements_file)", path, args.repeat))
+            if not args.no_audit:
+                audits.append(audited(rows[-1].name, path))
             print(rows[-1].name, "done", file=sys.stderr)
         print(table(rows, args.repeat))
+        if audits:
+            print("\naudit of the applied sets (is what the kernel holds the policy?):\n")
+            print(audit_table(audits))
         if args.profile:
             path = Path(tmp) / f"rules-{args.profile}.json"
             path.write_text(json.dumps(rules_policy(args.profile)))
