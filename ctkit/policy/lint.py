@@ -416,7 +416,7 @@ def _half_rule(n: Notrack, role: str, chain: str) -> str:
     return text + '"action": "accept"}'
 
 
-def _may_connect(policy: Policy, n: Notrack, client_out: bool) -> bool:
+def _may_connect(policy: Policy, n: Notrack, client_out: bool, output: list[Rule]) -> bool:
     """Does the output chain let this host open connections to `n`'s ports? When `n` untracks output
     too, its connection attempts are untracked (`client_out`: the filter accepts those); else tracked."""
     if not _drops_by_default(policy, "output"):
@@ -425,7 +425,7 @@ def _may_connect(policy: Policy, n: Notrack, client_out: bool) -> bool:
         return client_out
     return any(r.action == "accept" and (not r.ct_state or "new" in r.ct_state) and not r.oif and not r.sport
                and (not r.protocols or not n.protocols or set(r.protocols) & set(n.protocols))
-               and _ranges_overlap(r.dport, n.ports) for r in _chain_rules(policy, "output"))
+               and _ranges_overlap(r.dport, n.ports) for r in output)
 
 
 _HALF_WORDS = {("server", "input"): "requests to port", ("server", "output"): "replies from port",
@@ -433,9 +433,11 @@ _HALF_WORDS = {("server", "input"): "requests to port", ("server", "output"): "r
 
 
 def _notrack_dropped(policy: Policy):
+    if not policy.notrack:
+        return
+    rules = {c: _chain_rules(policy, c) for c in _FILTER_DIRECTION}  # once: a policy may have thousands
     for n in policy.notrack:
         chains = [c for c in ("input", "output") if _FILTER_DIRECTION[c] in _dirs(n.direction)]
-        rules = {c: _chain_rules(policy, c) for c in chains}
         accepted = {(role, c): any(_accepts_half(r, n, role, c) for r in rules[c])
                     for role, c in _HALVES if c in chains}
         for base in chains:
@@ -455,7 +457,7 @@ def _notrack_dropped(policy: Policy):
                                "for this traffic; add {\"ct_state\": [\"untracked\"], ..., "
                                "\"action\": \"accept\"}")
             elif (base == "input" and "client" in missing and "client" not in mirrored and n.ports
-                  and _may_connect(policy, n, accepted.get(("client", "output"), False))):
+                  and _may_connect(policy, n, accepted.get(("client", "output"), False), rules["output"])):
                 ports = _ports_text(n)
                 yield _warning(n.pointer, f"this host's own connections to port {ports} are untracked by {n.name!r} "
                                f"too (its ports match source and destination), and chain 'input' drops their "
@@ -515,17 +517,14 @@ def _dropped_by(policy: Policy, name: str, protocol: str, family: str, state: st
 
 def _notrack_icmp_errors(policy: Policy):
     """ICMP errors about an untracked flow are related to no conntrack entry: they arrive as ct state invalid."""
+    verdicts = {f: _dropped_by(policy, "input", _ICMP_OF[f], f, "invalid") for f in _ICMP_OF} if policy.notrack else {}
     for n in policy.notrack:
         if not n.protocols or not set(n.protocols) & PORT_PROTOCOLS:
             continue
         families = _families(n.peers + n.saddr + n.daddr) or {"ipv4", "ipv6"}
         if n.family:
             families &= {n.family}
-        lost = []
-        for family in sorted(families):
-            dropped, rule = _dropped_by(policy, "input", _ICMP_OF[family], family, "invalid")
-            if dropped:
-                lost.append((_ICMP_OF[family], rule))
+        lost = [(_ICMP_OF[f], verdicts[f][1]) for f in sorted(families) if verdicts[f][0]]
         if not lost:
             continue
         protos = [p for p, _ in lost]
