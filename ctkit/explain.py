@@ -400,3 +400,59 @@ def lines(x: Explanation) -> list[str]:
     for n in x.notes:
         out.append(f"note: {n}")
     return out
+
+
+# ------------------------------------------------------------------- live
+
+@dataclass(frozen=True)
+class LiveExplanation:
+    """explain against the ruleset live in a namespace (read back by ctkit import), and, when a policy file
+    is given too, against the file: drift is where the two paths differ."""
+    netns: str
+    live: Explanation
+    unread: tuple[str, ...]  # live rules the import could not say: explain does not see them
+    left_out: tuple[str, ...]  # other tools' tables and chains
+    policy: Explanation | None
+    drift: bool
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.drift else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"netns": self.netns, "live": self.live.as_dict(), "unread": list(self.unread),
+                "left_out": list(self.left_out), "policy": self.policy.as_dict() if self.policy else None,
+                "drift": self.drift}
+
+
+def explain_live(netns: str, reader, packet: Packet, owner: str, table: str = "ctkit",
+                 plan: ir.Plan | None = None) -> LiveExplanation:
+    """`reader` is the importer's live reader for the backend (ctkit.importer.LIVE[name])."""
+    import copy
+
+    from ctkit.compile.lower import lower
+    from ctkit.policy.load import load_document
+    imported = reader(netns, table)
+    live_plan = lower(load_document(copy.deepcopy(imported.document), f"<live ruleset of {netns}>"))
+    live = explain(live_plan, packet, owner)
+    unread = tuple(f"{n.source}:{n.line}: {n.text} ({n.reason})" for n in imported.not_expressed)
+    left = tuple(f"{x.owner}: {x.what}" for x in imported.left_out)
+    file_x = explain(plan, packet, owner) if plan is not None else None
+    drift = file_x is not None and (file_x.trace() != live.trace() or file_x.verdict != live.verdict)
+    return LiveExplanation(netns, live, unread, left, file_x, drift)
+
+
+def live_lines(x: LiveExplanation) -> list[str]:
+    out = [f"live ruleset of {x.netns}:"] + lines(x.live)
+    for u in x.unread:
+        out.append(f"note: a live rule explain cannot read (the path may differ there): {u}")
+    for left in x.left_out:
+        out.append(f"note: not ctkit's, not walked: {left}")
+    if x.policy is not None:
+        if x.drift:
+            out.append(f"drift: the policy file's path differs: verdict {x.policy.verdict}"
+                       + (f" by {x.policy.decided_by}" if x.policy.decided_by else "")
+                       + f"; its rules: {', '.join(f'{c}/{r or v}' for c, r, v in x.policy.trace())}")
+        else:
+            out.append("no drift: the policy file gives this packet the same path")
+    return out

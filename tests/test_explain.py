@@ -163,3 +163,25 @@ def test_cli_text_json_and_exit_codes():
     bad = ctkit("explain", "examples/dns-server.json", "--packet", "tcp 10.0.0.5 to 10.0.0.10")
     assert bad.returncode == 2 and "the form is PROTO SRC[:PORT] -> DST[:PORT]" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_cli_needs_a_policy_or_a_namespace():
+    r = ctkit("explain", "--packet", "tcp 10.0.0.5:1 -> 10.0.0.10:22")
+    assert r.returncode == 2 and "--netns NS" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_live_drift_is_where_the_paths_differ():
+    import copy
+
+    from ctkit.explain import explain_live
+    from ctkit.importer import from_nft_json
+    fixture = ROOT / "tests/fixtures/import/ctkit-server-baseline.nft.json"
+    reader = lambda ns, t: from_nft_json([fixture], t)  # noqa: E731
+    plan = lower(load_document(copy.deepcopy(reader("lab", "ctkit").document)))  # the file that was applied
+    same = explain_live("lab", reader, parse_packet("tcp 192.0.2.20:4000 -> 192.0.2.10:443 iif eth0"), OWNER,
+                        plan=plan)
+    assert not same.drift and same.exit_code == 0 and same.live.trace() == same.policy.trace()
+    other = lower(load_document({"version": 1, "chains": {"input": {"policy": "drop"}}}))
+    x = explain_live("lab", reader, parse_packet("tcp 192.0.2.20:4000 -> 192.0.2.10:443 iif eth0"), OWNER,
+                     plan=other)
+    assert x.drift and x.exit_code == 1 and x.live.verdict == "accept" and x.policy.verdict == "drop"
