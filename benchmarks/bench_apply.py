@@ -176,7 +176,7 @@ def table(rows: list[Row], repeat: int) -> str:
     for row in rows:
         bad = next((r for r in row.ctkit + row.nft if r.rc != 0), None)
         if bad is not None:
-            out.append(f"| {row.name} | refused (exit {bad.rc}): {bad.error[:90]} | | | | | |")
+            out.append(f"| {row.name} | refused (exit {bad.rc}): {bad.error[:160]} | | | | | |")
             continue
         cw, nw = median(row.ctkit, "wall"), median(row.nft, "wall")
         cm, nm = median(row.ctkit, "rss_mb"), median(row.nft, "rss_mb")

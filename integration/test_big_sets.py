@@ -94,3 +94,24 @@ def test_a_set_of_200000_members_applies_and_audits_clean(lab, tmp_path, backend
         assert "maxelem 524288" in header and f"Number of entries: {n}" in header, header
     r = ctkit("audit", str(path), *args, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["drift"] == [], r.stdout[:2000] + r.stderr
+
+
+@pytest.mark.parametrize("backend", ["iptables-nft", "iptables-legacy"])
+def test_an_ipset_that_outgrows_the_default_maxelem_is_swapped_for_a_bigger_one(lab, tmp_path, backend):
+    """65,536 is ipset's default maxelem: a re-apply with 100,000 members creates a set that holds them
+    (and room for run-time members) and swaps it in; shrinking again goes back to the default."""
+    ns = lab.netns("grow")
+    args = ["--netns", ns, *backend_args(backend)]
+    path = tmp_path / "grow.json"
+    path.write_text(json.dumps({"version": 1, "sets": {"grow": {"type": "ipv4_addr", "elements_file": "grow.netset"}},
+                                "chains": {"input": {"policy": "accept", "rules": [
+                                    {"name": "grow", "saddr": "@grow", "action": "drop"}]}}}))
+    for n, header in ((1000, "maxelem 65536"), (100_000, "maxelem 262144"), (1000, "maxelem 65536")):
+        (tmp_path / "grow.netset").write_text("".join(str(ipaddress.IPv4Address(0x0A000000 + i)) + "\n"
+                                                      for i in range(n)))
+        r = ctkit("apply", str(path), *args)
+        assert r.returncode == 0, r.stderr
+        listed = run(ns, "ipset", "list", "-t", "ctkit-grow").stdout
+        assert header in listed and f"Number of entries: {n}\n" in listed, listed
+    r = ctkit("audit", str(path), *args, "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["drift"] == [], r.stdout[:2000] + r.stderr
