@@ -167,7 +167,9 @@ def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_ru
         if not dry_run and (generation is None or backend.generation(netns) != generation):
             desired, toggles = _desired(compiled, backend, netns)  # read again, under the lock
             pending = backend.changes(desired, netns)
-            if pending.fingerprint != first.fingerprint:
+            # a first reading of "nothing to do" that still holds needs no equal fingerprint (a backend
+            # may know it without reading the table: ctkit/backends/nft/written.py)
+            if pending.fingerprint != first.fingerprint and (first.changed or pending.changed):
                 raise ConcurrentChange(
                     f"{pending.where} changed while this apply waited for it (another ctkit apply, or a change "
                     "made by hand): nothing was applied; see `ctkit plan`, then apply again")

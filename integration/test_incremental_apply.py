@@ -593,6 +593,33 @@ def test_a_toggle_edit_is_planned_as_the_toggle(lab, env, tmp_path, backend):
     ok(ctkit(env, "plan", on, *args), 0)
 
 
+NOTHING = "nothing sent to the kernel"  # what a no-op apply says
+
+
+def test_a_no_op_apply_trusts_only_ctkits_own_last_commit(lab, env, tmp_path):
+    """nft: an apply of the document ctkit's last commit wrote, with no commit in the namespace since,
+    skips listing the table (ctkit/backends/nft/written.py). Any commit since, by hand inside ctkit's
+    table or elsewhere, and the table is read and compared again: a hand edit is still repaired."""
+    ns = lab.netns("wr")
+    policy = str(ROOT / "examples" / "server-baseline.json")
+    ok(ctkit(env, "apply", policy, "-n", ns))
+    records = list((tmp_path / "state").glob("*/nft-ctkit.written.json"))
+    assert len(records) == 1, records
+    assert NOTHING in ok(ctkit(env, "apply", policy, "-n", ns)).stdout
+    run(ns, "nft", "add", "rule", "inet", "ctkit", "input", "tcp", "dport", "9", "drop")  # a hand edit
+    out = ok(ctkit(env, "apply", policy, "-n", ns)).stdout
+    assert NOTHING not in out, out
+    assert "dport 9" not in run(ns, "nft", "list", "table", "inet", "ctkit").stdout
+    run(ns, "nft", "add", "table", "ip", "other")  # a commit outside ctkit's table: read, found equal
+    assert NOTHING in ok(ctkit(env, "apply", policy, "-n", ns)).stdout
+    # a record that does not match the kernel's id (written by hand, or stale) is not trusted
+    data = json.loads(records[0].read_text())
+    records[0].write_text(json.dumps(dict(data, generation=data["generation"] + 1000)))
+    run(ns, "nft", "add", "rule", "inet", "ctkit", "input", "tcp", "dport", "9", "drop")
+    assert NOTHING not in ok(ctkit(env, "apply", policy, "-n", ns)).stdout
+    assert "dport 9" not in run(ns, "nft", "list", "table", "inet", "ctkit").stdout
+
+
 # ------------------------------------------------------------------ 4. run-time set members survive
 
 RUNTIME = "192.0.2.77"

@@ -18,7 +18,7 @@ from ctkit.backends.base import (
     Shown,
     ToggleStates,
 )
-from ctkit.backends.nft import diff, foreign, kernel
+from ctkit.backends.nft import diff, foreign, kernel, written
 from ctkit.backends.nft import generate as gen
 from ctkit.backends.nft import text as nft_text
 from ctkit.backends.nft import view as nft_view
@@ -37,9 +37,29 @@ def _json(data: Any) -> str:
     return json.dumps(data, indent=2) + "\n"
 
 
+def _generation(netns: str | None) -> int | None:
+    from ctkit.errors import KernelError
+    from ctkit.kernel.generation import generation
+    try:
+        return generation(netns)
+    except KernelError:
+        return None  # no shortcut then: the table is listed and compared
+
+
 class NftBackend:
     name = gen.BACKEND
     formats = ("json", "nft", "plan")
+
+    def __init__(self) -> None:
+        self._generated: tuple[ir.Plan, dict, str] | None = None
+
+    def _document(self, plan: ir.Plan) -> tuple[dict, str]:
+        """gen.generate(plan) and its digest, once per plan: an apply plans, may plan again under the lock,
+        then applies the same plan."""
+        if self._generated is None or not (self._generated[0] is plan or self._generated[0] == plan):
+            document = gen.generate(plan)
+            self._generated = (plan, document, written.digest(document))
+        return self._generated[1], self._generated[2]
 
     def owned(self, table: str) -> str:
         return f"table {gen.FAMILY} {table}"
@@ -62,7 +82,17 @@ class NftBackend:
         raise UsageError(f"unknown format {fmt!r} (valid: {', '.join(self.formats)})")
 
     def changes(self, plan: ir.Plan, netns: str | None) -> Pending:
-        return diff.changes(plan, gen.generate(plan), kernel.list_table(plan.table.name, netns))
+        """Nothing to do, without reading the table, when ctkit's last commit wrote this very document and
+        nothing was committed in the namespace since (written.py); else the table listed and compared."""
+        table = plan.table.name
+        document, digest = self._document(plan)
+        seen = _generation(netns)
+        if written.holds(table, netns, digest, seen):
+            return Pending(f"table {gen.FAMILY} {table}", (), NONE, "", f"written {digest}")
+        pending = diff.changes(plan, document, kernel.list_table(table, netns))
+        if pending.method == NONE and seen is not None and _generation(netns) == seen:
+            written.remember(table, netns, digest, seen)  # read whole between two equal ids: it holds
+        return pending
 
     def generation(self, netns: str | None) -> int | None:
         from ctkit.kernel.generation import generation
@@ -71,14 +101,17 @@ class NftBackend:
     def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
               pending: Pending | None = None) -> Applied:
         table = plan.table.name
-        document = gen.generate(plan)
+        document, digest = self._document(plan)
         if pending is None:
             pending = diff.changes(plan, document, kernel.list_table(table, netns))
+        before = _generation(netns) if pending.method != NONE and not dry_run else None
         if pending.method == INCREMENTAL:
             kernel.apply_batch(table, pending.work, netns, dry_run=dry_run)
         elif pending.method != NONE:  # CREATE, REPLACE: the whole table, run-time set members put back
             kernel.apply(table, {"nftables": document["nftables"] + list(pending.work or [])}, netns,
                          dry_run=dry_run)
+        if pending.method != NONE and not dry_run:
+            written.record(table, netns, digest, before, _generation(netns))
         rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
         size = f"{len(plan.table.chains)} chains, {rules} rules"
         if pending.method == NONE:
@@ -100,6 +133,7 @@ class NftBackend:
         return f"{self.owned(table)} as saved" if snapshot.strip() else f"{self.owned(table)} removed (it did not exist)"
 
     def remove(self, table: str, netns: str | None) -> Removed:
+        written.forget(table, netns)
         if kernel.delete_table(table, netns):
             return Removed(True, f"removed {self.owned(table)}")
         return Removed(False, f"nothing to remove: no {self.owned(table)}")
