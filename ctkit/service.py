@@ -238,11 +238,37 @@ def remove(backend: Backend, table: str = "ctkit", netns: str | None = None) -> 
         return backend.remove(table, netns)
 
 
-def validate(path: str | Path) -> Checked:
+def validate(path: str | Path, backends: tuple[str, ...] = ()) -> Checked:
     """Every problem of one policy file in one run: the schema's, and the semantic checks' (build, lint)
-    of what can still be read (ctkit/policy/partial.py). Nothing is raised for an invalid policy."""
-    from ctkit.policy.partial import check_file
-    return check_file(path)
+    of what can still be read (ctkit/policy/partial.py); then, for a policy that passes them, what each
+    of `backends` cannot express (CompileError: the construct and the rule's pointer), before anything
+    is sent. Nothing is raised for an invalid policy."""
+    from dataclasses import replace
+
+    from ctkit.backends import registry
+    from ctkit.compile.lower import lower
+    from ctkit.errors import CompileError, Problem
+    from ctkit.policy.partial import check_file, with_lines
+    checked = check_file(path)
+    if checked.policy is None or not backends:
+        return checked
+    plan = lower(checked.policy)
+    named = {r.origin: r.id for c in plan.table.chains for r in c.rules if r.origin}
+    refused = []
+    for name in backends:
+        try:
+            registry.get(name).generate(plan)
+        except CompileError as exc:
+            others = [b for b in registry.NAMES if b != name]
+            detail = str(exc).removeprefix(f"{exc.where}: ")
+            if exc.where in named:
+                detail = f"rule {named[exc.where]}: {detail}"
+            refused.append(Problem(exc.where or "", detail, "error", source=str(path), code="backend.cannot-express",
+                                   hint=f"remove or change it, or check only the backend you use (--backend "
+                                        f"{' or '.join(others) if others else name})"))
+    if not refused:
+        return checked
+    return replace(checked, policy=None, problems=checked.problems + with_lines(path, tuple(refused)))
 
 
 #: `ctkit show --json`'s format version (schemas/show.schema.json)

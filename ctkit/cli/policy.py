@@ -40,13 +40,18 @@ def print_warnings(compiled: pipeline.Compiled) -> None:
 
 @handle_errors
 def validate(policies: List[Path] = typer.Argument(..., help="Policy files (JSON or YAML)."),
+             backend: str = typer.Option("both", "--backend", "-b",
+                                         help="Also check what this backend can express: nft, iptables, "
+                                              "or both."),
              as_json: bool = JsonOption) -> None:
     """Check policy files against the schema and the semantic rules; print every problem, in one run:
-    entries the schema refuses are set aside and the rest is checked too."""
+    entries the schema refuses are set aside and the rest is checked too. A policy that passes is
+    compiled for the backend(s) too: a construct one cannot express is an error naming the rule."""
     from ctkit.policy.partial import PARTIAL, WAITING
+    backends = registry.NAMES if backend == "both" else (registry.check(backend),)
     report, failed = [], False
     for path in policies:
-        checked = service.validate(path)
+        checked = service.validate(path, backends)
         failed |= not checked.valid
         report.append({"file": str(path), "valid": checked.valid, "problems": [p.as_dict() for p in checked.problems],
                        "semantic": checked.semantic, "set_aside": list(checked.set_aside)})

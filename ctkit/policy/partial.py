@@ -192,3 +192,10 @@ def check_file(path: str | Path) -> Checked:
                        part.set_aside)
     findings = tuple(lint(policy))
     return Checked(str(path), None if errors_of(findings) else policy, findings, ALL)
+
+
+def with_lines(path: str | Path, problems: tuple[Problem, ...]) -> tuple[Problem, ...]:
+    """The problems with the lines of their pointers in `path` (found by reading it once more)."""
+    from ctkit.policy.load import located
+    read = _document(Path(path))
+    return tuple(located(list(problems), read[1])) if read is not None else problems
