@@ -77,10 +77,12 @@ class ApplyResult:
     settings: tuple[SettingResult, ...]  # host settings, after the ruleset
     pending: Pending | None = None  # the plan the apply carried out
     rollback_at: float | None = None  # apply --confirm-within: time.time() of the rollback unless confirmed
+    migrated: tuple[Removed, ...] = ()  # apply with migrate: ctkit's rules of the other backends, removed
 
     @property
     def changed(self) -> bool:
-        return (self.pending is None or self.pending.changed) or _settings_pending(self.settings)
+        return (self.pending is None or self.pending.changed) or _settings_pending(self.settings) \
+            or any(r.removed for r in self.migrated)
 
     @property
     def summary(self) -> str:
@@ -96,7 +98,13 @@ class ApplyResult:
             out["plan"] = self.pending.as_dict()
         if self.rollback_at is not None:
             out["rollback_at"] = self.rollback_at
+        if self.migrated:
+            out["migrated"] = [r.message for r in self.migrated if r.removed]
         return {**out, "settings": [r.as_dict() for r in self.settings]}
+
+
+class OtherBackendLive(KernelError):
+    """ctkit's rules of another backend are live where this apply would put its own."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,19 @@ def plan(compiled: Compiled, backend: Backend, netns: str | None = None) -> Plan
                       toggles)
 
 
+def _present(backend: Backend, table: str, netns: str | None) -> bool:
+    """Whether ctkit owns rules of `backend` here; False when that cannot be read (no such namespace, a
+    tool missing): the apply's own backend then says what is wrong, or carries on where it can."""
+    from ctkit.errors import CtkitError
+    try:
+        return backend.present(table, netns)
+    except CtkitError:
+        return False
+
+
 def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False,
-          confirm_within: float | None = None) -> ApplyResult:
+          confirm_within: float | None = None, others: tuple[Backend, ...] = (),
+          migrate: bool = False) -> ApplyResult:
     """Bring what ctkit owns to the compiled policy, changing only what differs, in one kernel transaction
     (nothing at all when nothing differs); then set the host's netfilter sysctls. Toggles keep their live
     state unless the policy file changed their value.
@@ -155,10 +174,21 @@ def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_ru
     or someone edited it), nothing is written and ConcurrentChange (exit 3) says so.
 
     confirm_within: seconds; what ctkit owned before is saved and put back then unless confirm() is
-    called first (ctkit/rollback.py). A plain apply confirms a rollback that is armed."""
+    called first (ctkit/rollback.py). A plain apply confirms a rollback that is armed.
+
+    others: the other backends (registry.others): when ctkit owns rules of one of them in the namespace,
+    both would be active (an nft table and iptables chains see the same packets), so the apply stops
+    (OtherBackendLive, exit 3) unless `migrate`: then they are removed right after this apply succeeds,
+    in the same run (never before: the namespace is not left without ctkit's rules in between)."""
     from ctkit import rollback
     from ctkit.kernel.settings import apply_settings
     table = compiled.plan.table.name
+    live = [o for o in others if _present(o, table, netns)]
+    if live and not migrate:
+        raise OtherBackendLive(
+            f"ctkit's rules of another backend are live in this namespace ({', '.join(o.owned(table) for o in live)}): "
+            f"applying with {backend.name} would leave both active; apply with --migrate to remove them in the "
+            f"same run, or remove them first (ctkit remove --backend {live[0].name})")
     generation = backend.generation(netns)
     desired, toggles = _desired(compiled, backend, netns)
     first = backend.changes(desired, netns)
@@ -189,8 +219,9 @@ def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_ru
         if armed is not None:
             armed = rollback.start_clock(armed, confirm_within)
         settings = apply_settings(compiled.plan.settings, netns, dry_run=dry_run)
+    migrated = tuple(o.remove(table, netns) for o in live) if not dry_run else ()
     return ApplyResult(backend.name, netns, dry_run, applied, toggles, tuple(settings), pending,
-                       armed.deadline if armed else None)
+                       armed.deadline if armed else None, migrated)
 
 
 @dataclass(frozen=True)

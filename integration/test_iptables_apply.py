@@ -212,6 +212,30 @@ def test_auto_variant_follows_the_namespace_and_both_variants_are_reported(ns):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+def test_an_apply_with_the_other_backend_stops_or_migrates(ns, variant):
+    """ctkit's nft table and its iptables chains would both see every packet: an apply with one backend
+    while the other's rules are live stops (exit 3) unless --migrate, which removes the other's rules once
+    the apply has succeeded. Both directions; read back from nft and iptables-save."""
+    policy = str(ROOT / "examples" / "server-baseline.json")
+    ipt = ["-b", "iptables", "--iptables-variant", variant]
+    assert ctkit("apply", policy, "-n", ns).returncode == 0
+    r = ctkit("apply", policy, "-n", ns, *ipt)
+    assert r.returncode == 3 and "table inet ctkit" in r.stderr and "--migrate" in r.stderr, r.stderr
+    assert "CTKIT-" not in save(ns, "ipv4", variant)  # refused before anything was written
+    r = ctkit("apply", policy, "-n", ns, *ipt, "--migrate")
+    assert r.returncode == 0 and "migrated: removed table inet ctkit" in r.stdout, r.stdout + r.stderr
+    assert "table inet ctkit" not in nft_tables(ns)
+    assert "-A INPUT -j CTKIT-INPUT" in save(ns, "ipv4", variant)
+    r = ctkit("apply", policy, "-n", ns)
+    assert r.returncode == 3 and "chains CTKIT-*" in r.stderr, r.stderr
+    r = ctkit("apply", policy, "-n", ns, "--migrate", "--iptables-variant", variant)
+    assert r.returncode == 0 and "migrated: removed chains CTKIT-*" in r.stdout, r.stdout + r.stderr
+    assert "CTKIT-" not in save(ns, "ipv4", variant) and "CTKIT-" not in save(ns, "ipv6", variant)
+    assert "table inet ctkit" in nft_tables(ns)
+    assert ctkit("remove", "-n", ns).returncode == 0
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
 def test_dry_run_changes_nothing(ns, variant):
     r = ctkit("apply", str(ROOT / "examples" / "dns-server.json"), "-b", "iptables", "--iptables-variant", variant,
               "-n", ns, "--dry-run")

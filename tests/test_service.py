@@ -84,6 +84,9 @@ class FakeBackend:
         self.calls.append(("restore", table, netns))
         return "fake restored"
 
+    def present(self, table, netns):
+        return netns in self.kernel
+
     def remove(self, table, netns):
         self.calls.append(("remove", table, netns))
         had = self.kernel.pop(netns, None) is not None

@@ -149,6 +149,9 @@ class Backend(Protocol):
     def remove(self, table: str, netns: str | None) -> Removed:
         """Delete everything ctkit owns under `table`, nothing else."""
 
+    def present(self, table: str, netns: str | None) -> bool:
+        """Whether ctkit owns anything under `table` in the namespace (a cheap read: no listing)."""
+
     def show(self, table: str, netns: str | None) -> Shown: ...
 
     def toggle_states(self, table: str, netns: str | None) -> ToggleStates: ...

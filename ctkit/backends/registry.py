@@ -34,6 +34,11 @@ def check(name: str) -> str:
     return name
 
 
+def others(name: str, iptables_variant: str = "auto") -> tuple[Backend, ...]:
+    """Every backend but `name`: where ctkit's rules of another backend may live in a namespace."""
+    return tuple(_FACTORIES[n](iptables_variant) for n in NAMES if n != check(name))
+
+
 def get(name: str, iptables_variant: str = "auto") -> Backend:
     """The backend called `name`; `iptables_variant` (auto, nft, legacy) is for the iptables backend."""
     return _FACTORIES[check(name)](iptables_variant)

@@ -109,7 +109,11 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
           confirm_within: Optional[float] = typer.Option(
               None, "--confirm-within", min=1, max=86400, show_default=False,
               help="Seconds: put back what ctkit owned before unless `ctkit confirm` arrives in time (the "
-                   "rollback survives this command being killed or the SSH session dropping).")) -> None:
+                   "rollback survives this command being killed or the SSH session dropping)."),
+          migrate: bool = typer.Option(False, "--migrate",
+                                       help="Remove ctkit's rules of the other backend from the namespace once "
+                                            "this apply succeeds (without it, their presence stops the apply).")
+          ) -> None:
     """Apply a policy atomically: only what differs from the kernel changes, in one transaction."""
     from ctkit.cli.plan import print_pending, print_settings
     chosen = registry.get(backend, variant)
@@ -118,7 +122,8 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
     if dry_run and confirm_within is not None:
         raise UsageError("--confirm-within changes the kernel; --dry-run does not: use one of them")
     with activity(f"{'checking' if dry_run else 'applying'} {policy}{_in_netns(netns)}"):  # stderr, a terminal
-        result = service.apply(compiled, chosen, netns, dry_run=dry_run, confirm_within=confirm_within)
+        result = service.apply(compiled, chosen, netns, dry_run=dry_run, confirm_within=confirm_within,
+                               others=registry.others(backend, variant), migrate=migrate)
     for line in result.warnings:
         warn(line)
     if as_json:
@@ -130,6 +135,9 @@ def apply(policy: Path = PolicyArg, netns: Optional[str] = NetnsOption, backend:
         print(f"checked (nothing changed): {result.summary}{_in_netns(netns)}")
         return
     print(f"{'applied' if result.changed else 'unchanged'}: {result.summary}{_in_netns(netns)}")
+    for removed in result.migrated:
+        if removed.removed:
+            print(f"migrated: {removed.message}")
     print_toggles(result.toggles)
     _print_settings(result.settings)
     if result.rollback_at is not None:

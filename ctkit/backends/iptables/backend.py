@@ -194,6 +194,10 @@ class IptablesBackend:
         from ctkit.backends.iptables import snapshot as saved
         return saved.restore(chain_prefix(table), snapshot, netns, self.variant)
 
+    def present(self, table: str, netns: str | None) -> bool:
+        """ctkit's ownership record lists chains or ipsets under this prefix (any variant)."""
+        return not kernel.load_record(netns, chain_prefix(table)).empty()
+
     def remove(self, table: str, netns: str | None) -> Removed:
         prefix = chain_prefix(table)
         findings: list[str] = []

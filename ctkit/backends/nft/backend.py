@@ -132,6 +132,9 @@ class NftBackend:
         kernel.restore_text(table, snapshot, netns)
         return f"{self.owned(table)} as saved" if snapshot.strip() else f"{self.owned(table)} removed (it did not exist)"
 
+    def present(self, table: str, netns: str | None) -> bool:
+        return kernel.has_table(table, netns)
+
     def remove(self, table: str, netns: str | None) -> Removed:
         written.forget(table, netns)
         if kernel.delete_table(table, netns):

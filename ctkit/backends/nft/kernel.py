@@ -143,6 +143,18 @@ def _list_table(table: str, netns: str | None, as_json: bool) -> str | None:
     return out
 
 
+def has_table(table: str, netns: str | None = None) -> bool:
+    """Whether `table inet <table>` exists (`list tables`: names only, not the table's contents)."""
+    check_table(table)
+    with entered(netns):
+        ctx = _context()
+        ctx.set_json_output(True)
+        rc, out, error = ctx.cmd(f"list tables {FAMILY}")
+    if rc != 0:
+        raise KernelError(f"cannot list the {FAMILY} tables: {_clean(error)}")
+    return any(item.get("table", {}).get("name") == table for item in json.loads(out)["nftables"])
+
+
 def list_table(table: str, netns: str | None = None) -> list[dict] | None:
     """The table as the kernel prints it (libnftables JSON objects), or None if absent."""
     out = _list_table(table, netns, as_json=True)
