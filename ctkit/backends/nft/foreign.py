@@ -75,10 +75,14 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
         if hook in ours:
             drops = [r for r in rules.get(key, []) if _verdicts(r) & {"drop", "reject"}]
             if drops or c.get("policy") == "drop":
-                when = "before" if prio < ours[hook] else "after"
+                # at equal priority the kernel's order is that of registration, which no number states
+                when = "before" if prio < ours[hook] else "after" if prio > ours[hook] else "same"
+                runs = (f"runs {when} ctkit's {hook} chain (priority {ours[hook]})" if when != "same" else
+                        f"has the same priority as ctkit's {hook} chain ({prio}: which of them runs first is "
+                        "not defined by the priority, only by the order they were registered in)")
                 findings.append(Finding(
-                    "foreign.earlier-drop" if when == "before" else "foreign.later-drop", "warning", where,
-                    f"a foreign chain runs {when} ctkit's {hook} chain (priority {ours[hook]}) and drops traffic: "
+                    "foreign.later-drop" if when == "after" else "foreign.earlier-drop", "warning", where,
+                    f"a foreign chain {runs} and drops traffic: "
                     "in nftables a drop is final, so the policy cannot admit what it drops",
                     "check that this chain's owner (docker, firewalld, an admin) means to drop before ctkit; "
                     "ctkit never changes foreign tables",
