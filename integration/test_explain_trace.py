@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import threading
 import time
@@ -46,9 +47,17 @@ from ctkit.explain import explain, parse_packet
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 0.5
-TRACE_TABLE = ("table inet trace {\n"
-               "  chain pre { type filter hook prerouting priority -400; meta nftrace set 1; }\n"
-               "  chain out { type filter hook output priority -400; meta nftrace set 1; }\n}\n")
+def trace_table(priority: int, match: str = "") -> str:
+    return ("table inet trace {\n"
+            f"  chain pre {{ type filter hook prerouting priority {priority}; {match} meta nftrace set 1; }}\n"
+            f"  chain out {{ type filter hook output priority {priority}; {match} meta nftrace set 1; }}\n}}\n")
+
+
+TRACE_TABLE = trace_table(-400)
+#: iptables: after the raw table (xtables-monitor 1.8.9 stops at the first CT target it cannot print)
+IPTABLES_TRACE_PRIORITY = -250
+#: the IR chains ctkit's iptables backend places in the raw table (ctkit/backends/iptables/layout.py)
+RAW_CHAINS = ("notrack-", "zone-", "timeout-", "helper-")
 MARKER_PORT = 9  # discard: the datagrams to 127.0.0.1 that tell where the monitor's output is
 
 
@@ -225,7 +234,7 @@ def agree(kernel: list, hits: list) -> str | None:
 
 
 def explain_packets(case: Case, probe: Probe, plan, traced: list[Traced], key: tuple[str, str, str],
-                    port: int | None) -> tuple[list[str], int]:
+                    port: int | None, compare=None, seen=lambda step: True) -> tuple[list[str], int]:
     """Compare every traced packet of the probe's flows; (disagreements, packets compared)."""
     proto, initiator, target = key
     wrong, compared = [], 0
@@ -257,9 +266,9 @@ def explain_packets(case: Case, probe: Probe, plan, traced: list[Traced], key: t
         length = f" len {t.length}" if t.length else ""
         text = f"{proto} {ends} {hook_kw} state {state}{length} path {'input' if t.hook == 'pre' else 'output'}"
         x = explain(plan, parse_packet(text), "table inet ctkit")
-        diff = agree(t.events, [h for s in x.steps if s.skipped is None for h in s.hits])
+        diff = (compare or agree)(t.events, [h for s in x.steps if s.skipped is None and seen(s) for h in s.hits])
         compared += 1
-        if original and not any(e[2] in ("drop", "policy drop") for e in t.events):
+        if original and not any(e[-1] in ("drop", "policy drop") for e in t.events):
             flow["accepted"] = True
         if diff:
             wrong.append(f"  {probe.name}: {text}\n    {diff}")
@@ -373,3 +382,174 @@ def test_live_explain_reads_ctkits_iptables_chains(lab):
     listing = run(server, "iptables-nft", "-L", "CTKIT-INPUT", "-v", "-x", "-n").stdout
     line = next(ln for ln in listing.splitlines() if "hand-edit" in ln)
     assert int(line.split()[0]) >= 1, listing
+
+
+# ------------------------------------------------- iptables: xtables-monitor --trace
+
+_XPACKET = re.compile(r"^PACKET: \d+ (\w+) (.*)$")
+_XTRACE = re.compile(r"^\s*TRACE: \d+ (\w+) (\S+)\s*(.*)$")
+_TCP_FLAGS = ("SYN", "ACK", "FIN", "RST", "PSH", "URG")
+
+
+def _header(fields: str) -> str:
+    """xtables-monitor's packet fields in the words Traced reads (nft monitor trace's)."""
+    kv = dict(t.split("=", 1) for t in fields.split() if "=" in t)
+    flags = [t for t in fields.split() if t in _TCP_FLAGS]
+    ip = "ip6" if ":" in kv.get("SRC", "") else "ip"
+    out = []
+    if "IN" in kv and kv["IN"]:
+        out.append(f'iif "{kv["IN"]}"')
+    if "OUT" in kv and kv["OUT"]:
+        out.append(f'oif "{kv["OUT"]}"')
+    out.append(f"{ip} saddr {kv.get('SRC')} {ip} daddr {kv.get('DST')}")
+    if "LEN" in kv:
+        out.append(f"{ip} length {int(kv['LEN']) - (40 if ip == 'ip6' else 0)}")
+    if "SPORT" in kv:
+        proto = "tcp" if flags else "udp"
+        out.append(f"{proto} sport {kv['SPORT']} {proto} dport {kv['DPORT']}")
+        if flags == ["SYN"]:
+            out.append("tcp flags == syn")
+    return " ".join(out) + " "
+
+
+def parse_xtables(lines: list[str]) -> list[Traced]:
+    """The packets xtables-monitor --trace printed, each with (rule id, verdict) for the rules of ctkit's
+    chains that matched (the rule's comment names it)."""
+    packet: dict[str, str] = {}
+    current: dict[str, Traced] = {}
+    out: list[Traced] = []
+    for line in lines:
+        m = _XPACKET.match(line)
+        if m:
+            packet[m.group(1)] = m.group(2)
+            continue
+        m = _XTRACE.match(line)
+        if not m:
+            continue
+        tid, where, rest = m.groups()
+        parts = where.split(":")
+        table, chain, kind = parts[0], parts[1], parts[2]
+        if table == "trace":
+            if kind == "rule" and tid in packet:
+                current[tid] = Traced(chain, _header(packet[tid]))
+                out.append(current[tid])
+            continue
+        if kind != "rule" or tid not in current:
+            continue
+        try:
+            tokens = shlex.split(rest)
+        except ValueError:
+            continue
+        comment = next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "--comment"), None)
+        rid = names.rule_id(comment)
+        if rid is None:
+            continue  # the built-in chain's jump into ctkit's chain
+        verdict = {"ACCEPT": "accept", "DROP": "drop", "CONTINUE": "continue", "0xfffffffb": "return",
+                   "RETURN": "return"}.get(parts[4], parts[4].lower())
+        if parts[4] in ("JUMP", "GOTO"):
+            target = parts[5][len("CTKIT-"):]
+            if target.startswith(("TG-", "TR-")):
+                continue  # how iptables says `when: toggle`: the chain's rules are what the toggle guards
+            verdict = f"{parts[4].lower()} {target}"
+        current[tid].events.append((rid, verdict))
+    return out
+
+
+def agree_iptables(kernel: list, hits: list) -> str | None:
+    """Like agree(), in iptables' terms: no chain names (ctkit's chains there are per table and built-in),
+    a base chain's drop policy is ctkit's last rule '<chain>: policy drop', an accept policy no rule, and
+    the rules ctkit wrote for one policy rule (one target each: CONNMARK, then ACCEPT) are that rule."""
+    joined: list = []
+    for e in kernel:
+        if joined and joined[-1][0] == e[0] and joined[-1][1] == "continue":
+            joined[-1] = e
+        else:
+            joined.append(e)
+    kernel = _collapse(joined)
+    want = []
+    for h in hits:
+        if h.verdict == "undecided":
+            if kernel[len(want):len(want) + 1] and kernel[len(want)][0] == h.rule:
+                return None
+            continue
+        if h.rule is None:
+            if h.verdict == "policy drop":
+                want.append((h.chain, "drop"))
+            continue
+        want.append((h.rule, "drop" if h.verdict == "reject" else h.verdict))
+    want = _collapse(want)
+    return None if kernel == want else f"kernel {kernel} != explain {want}"
+
+
+class XMonitor(Monitor):
+    """xtables-monitor --trace in a namespace (iptables-nft's trace events, rules in iptables syntax), line-buffered
+    (it writes through stdio: a pipe would hold its lines back)."""
+
+    def __init__(self, ns: str):  # noqa: D107 - same as Monitor, another tool
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "stdbuf", "-oL", "xtables-monitor", "--trace"],
+                                     stdout=subprocess.PIPE, text=True)
+        self.lines = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+
+def xmarker(ns: str, monitor: Monitor, n: int) -> None:
+    """marker() for xtables-monitor: its packet lines say SPT/DPT as SPORT=/DPORT=."""
+    needle = f"SPORT={40000 + n} DPORT={MARKER_PORT}"
+    deadline = time.monotonic() + 10
+    while monitor.count(needle) == 0:
+        assert time.monotonic() < deadline, "xtables-monitor --trace printed no marker within 10 s"
+        s = sock(ns, 2, 2)
+        try:
+            s.bind(("127.0.0.1", 40000 + n))
+            s.sendto(b"m", ("127.0.0.1", MARKER_PORT))
+        finally:
+            s.close()
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.policy)
+def test_explain_agrees_with_iptables_trace(lab, case):
+    if case.policy == "game-server-flood.json":
+        pytest.skip("xtables-monitor 1.8.9 exits ('Operation not permitted') when it prints the u32 match "
+                    "ctkit writes for a payload; the payload rules are compared on nft")
+    """The same matrix on the iptables backend (nf_tables variant): the rules xtables-monitor --trace
+    reports for each packet (by ctkit's rule comment) and their verdicts are the ones explain printed.
+    Tracing starts after the raw table, so ctkit's raw rules (notrack, zones, timeouts, helpers) are
+    compared on nft only (whether a packet was tracked still shows in the filter rules it meets: ct state
+    untracked), and IPv4 only: xtables-monitor 1.8.9 stops at the first IPv6 rule it prints."""
+    server = lab.netns("xsrv")
+    client = lab.netns("xcli")
+    lab.link(client, server, [f"{CLIENT4}/24", f"{CLIENT_LAN4}/24", f"{CLIENT6}/64"],
+             [f"{SERVER4}/24", f"{SERVER_LAN4}/24", f"{SERVER6}/64"])
+    policy_ns = server if case.side == "server" else client
+    plan = pipeline.compile_file(ROOT / "examples" / case.policy).plan
+    backend_named("iptables-nft").apply(plan, policy_ns)
+    # IPv4 only: xtables-monitor 1.8.9 exits ("unsupported layer 4 protocol value") on the first
+    # ip6tables rule it prints
+    run(policy_ns, "nft", "-f", "-", input=trace_table(IPTABLES_TRACE_PRIORITY, "meta nfproto ipv4"))
+    monitor = XMonitor(policy_ns)
+    probes = [p for p in case.probes if p.kind in ("tcp", "udp", "ftp") and p.net != "v6"]  # ICMP: no ports
+    try:
+        xmarker(policy_ns, monitor, 0)
+        windows = []
+        for i, probe in enumerate(probes, start=1):
+            with monitor.lock:
+                start = len(monitor.lines)
+            key = send(client, server, case, probe)
+            xmarker(policy_ns, monitor, i)
+            with monitor.lock:
+                windows.append((probe, key, start, len(monitor.lines)))
+            run(policy_ns, "conntrack", "-F", check=False)
+    finally:
+        monitor.close()
+    wrong, compared = [], 0
+    for probe, key, start, end in windows:
+        w, c = explain_packets(case, probe, plan, parse_xtables(monitor.lines[start:end]), key, probe.port,
+                               compare=agree_iptables, seen=lambda step: not step.chain.startswith(RAW_CHAINS))
+        wrong += w
+        compared += c
+    print(f"\n{case.policy}: {compared} traced packets compared with explain (iptables-nft)")
+    assert compared >= len(probes), "fewer traced packets than probes: the trace did not work"
+    assert not wrong, f"{case.policy}: explain and the kernel (iptables) disagree:\n" + "\n".join(wrong)
