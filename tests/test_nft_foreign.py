@@ -33,3 +33,51 @@ def test_a_foreign_drop_is_placed_by_its_priority(offset, finding, words):
     assert found.id == finding and words in found.message, found.message
     if offset == 0:
         assert "not defined by the priority" in found.message
+
+
+def _chain(family: str, table: str, name: str, **hook) -> dict:
+    return {"chain": {"family": family, "table": table, "name": name, **hook}}
+
+
+def _rule(family: str, table: str, chain: str, *expr) -> dict:
+    return {"rule": {"family": family, "table": table, "chain": chain, "expr": list(expr)}}
+
+
+DPORT_80 = {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}}
+HOOK = {"type": "filter", "hook": "input", "prio": -10, "policy": "accept"}
+
+
+@pytest.mark.parametrize("shape", ["jump", "goto", "anonymous vmap", "named vmap", "vmap to a jump"])
+def test_a_foreign_drop_behind_a_jump_or_a_verdict_map_is_reported(shape):
+    """The same drop written directly was reported; behind a jump, a goto or a verdict map it was not."""
+    table = lower(load_document(POLICY)).table
+    f, t = "ip", "other"
+    ruleset = [_chain(f, t, "in", **HOOK), _chain(f, t, "deny"), _rule(f, t, "deny", {"drop": None})]
+    if shape in ("jump", "goto"):
+        ruleset.append(_rule(f, t, "in", DPORT_80, {shape: {"target": "deny"}}))
+    elif shape == "anonymous vmap":
+        ruleset.append(_rule(f, t, "in", {"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                                   "data": {"set": [[80, {"drop": None}], [22, {"accept": None}]]}}}))
+    else:
+        verdict = {"drop": None} if shape == "named vmap" else {"jump": {"target": "deny"}}
+        ruleset += [{"map": {"family": f, "table": t, "name": "ports", "type": "inet_service", "map": "verdict",
+                             "elem": [[80, verdict]]}},
+                    _rule(f, t, "in", {"vmap": {"key": {"payload": {"protocol": "tcp", "field": "dport"}},
+                                                "data": "@ports"}})]
+    found = interference(ruleset, table)
+    assert [x.id for x in found] == ["foreign.earlier-drop"], found
+    if shape in ("jump", "goto", "vmap to a jump"):  # the same chain accepting instead: nothing to report
+        accept_only = [r for r in ruleset if "rule" not in r or r["rule"]["chain"] != "deny"] + [
+            _rule(f, t, "deny", {"accept": None})]
+        assert interference(accept_only, table) == []
+
+
+@pytest.mark.parametrize(("family", "hook", "finding"), [
+    ("netdev", "ingress", "foreign.earlier-drop"), ("netdev", "egress", "foreign.later-drop"),
+    ("bridge", "input", "foreign.earlier-drop")])
+def test_a_foreign_drop_at_a_link_layer_hook_is_reported(family, hook, finding):
+    table = lower(load_document(POLICY)).table
+    ruleset = [_chain(family, "lk", "c", type="filter", hook=hook, prio=0, policy="accept", dev="eth0"),
+               _rule(family, "lk", "c", DPORT_80, {"drop": None})]
+    (found,) = interference(ruleset, table)
+    assert found.id == finding and f"{family} chain at hook {hook} on eth0" in found.message, found.message

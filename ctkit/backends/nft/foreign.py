@@ -18,8 +18,53 @@ CONNTRACK_PRIORITY = -200
 _FAMILIES = ("ip", "ip6", "inet")
 
 
+_VERDICTS = ("drop", "reject", "notrack", "accept", "queue")
+
+
 def _verdicts(rule: dict) -> set[str]:
-    return {k for e in rule.get("expr", []) for k in e if k in ("drop", "reject", "notrack", "accept", "queue")}
+    return {k for e in rule.get("expr", []) for k in e if k in _VERDICTS}
+
+
+class _Reach:
+    """The verdicts a foreign base chain's rules can reach: their own, those of the chains they jump or go
+    to in the same table, and those of the verdict maps they look up (anonymous or named): a drop written
+    in a chain behind a jump or in a vmap drops as surely as one written directly."""
+
+    def __init__(self, ruleset: list[dict]) -> None:
+        self.rules: dict[tuple, list[dict]] = {}
+        self.maps: dict[tuple, list] = {}
+        for item in ruleset:
+            if "rule" in item:
+                r = item["rule"]
+                self.rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
+            elif "map" in item and item["map"].get("map") == "verdict":
+                m = item["map"]
+                self.maps[(m["family"], m["table"], m["name"])] = m.get("elem", [])
+
+    def of_rule(self, rule: dict, seen: frozenset = frozenset()) -> set[str]:
+        out = _verdicts(rule)
+        where = (rule["family"], rule["table"])
+        for e in rule.get("expr", []):
+            for kind in ("jump", "goto"):
+                if kind in e and isinstance(e[kind], dict):
+                    out |= self.of_chain((*where, e[kind].get("target")), seen)
+            if "vmap" in e:
+                data = e["vmap"].get("data")
+                entries = data.get("set", []) if isinstance(data, dict) else (
+                    self.maps.get((*where, data[1:]), []) if isinstance(data, str) and data.startswith("@") else [])
+                for entry in entries:
+                    verdict = entry[1] if isinstance(entry, list) and len(entry) == 2 else None
+                    if isinstance(verdict, dict):
+                        out |= {k for k in verdict if k in _VERDICTS}
+                        for kind in ("jump", "goto"):
+                            if isinstance(verdict.get(kind), dict):
+                                out |= self.of_chain((*where, verdict[kind].get("target")), seen)
+        return out
+
+    def of_chain(self, key: tuple, seen: frozenset) -> set[str]:
+        if key in seen or len(seen) > 64:  # a loop (the kernel refuses one) or an absurd depth
+            return set()
+        return {v for r in self.rules.get(key, []) for v in self.of_rule(r, seen | {key})}
 
 
 def _ports(rule: dict) -> list[tuple[int, int]] | None:
@@ -38,6 +83,33 @@ def _ports(rule: dict) -> list[tuple[int, int]] | None:
             elif isinstance(v, dict) and "range" in v:
                 out.append(tuple(v["range"]))
     return out or None
+
+
+#: link-layer families: their hooks run outside the ip/ip6/inet ones ctkit's chains are at
+_LINK_FAMILIES = ("netdev", "bridge")
+#: link-layer hooks that see a packet before any ip hook does
+_EARLY_LINK_HOOKS = {"netdev": ("ingress",), "bridge": ("prerouting", "input")}
+
+
+def _link_drop(c: dict, key: tuple, reach: _Reach) -> Finding | None:
+    """A foreign netdev or bridge chain that drops: at ingress (or a bridge's prerouting/input) before every
+    chain of ctkit's sees the packet, at egress after them."""
+    family, tname, cname = key
+    drops = [r for r in reach.rules.get(key, []) if reach.of_rule(r, frozenset({key})) & {"drop", "reject"}]
+    if not drops and c.get("policy") != "drop":
+        return None
+    device = c.get("dev") or c.get("device")
+    on = f" on {device if isinstance(device, str) else ', '.join(device)}" if device else ""
+    early = c["hook"] in _EARLY_LINK_HOOKS[family]
+    where = f"table {family} {tname} chain {cname} (hook {c['hook']}{on}, priority {c.get('prio')})"
+    what = ("bridged frames and, through the bridge, packets for this host" if family == "bridge"
+            else "every packet of the device")
+    return Finding(
+        "foreign.earlier-drop" if early else "foreign.later-drop", "warning", where,
+        f"a foreign {family} chain at hook {c['hook']}{on} drops traffic {'before' if early else 'after'} any of "
+        f"ctkit's ip/ip6/inet chains see it ({what}): the policy cannot admit what it drops",
+        "check that this chain's owner means to drop there; ctkit never changes foreign tables",
+        {"drop_rules": len(drops), "policy": c.get("policy"), "family": family})
 
 
 def _helper_ports(table: ir.Table) -> dict[str, list[tuple[int, int]]]:
@@ -65,15 +137,21 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
         elif "rule" in item:
             r = item["rule"]
             rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
+    reach = _Reach(ruleset)
     findings = []
     for key, c in chains.items():
         family, tname, cname = key
+        if family in _LINK_FAMILIES and "hook" in c and ours:
+            finding = _link_drop(c, key, reach)
+            if finding is not None:
+                findings.append(finding)
+            continue
         if family not in _FAMILIES or "hook" not in c or (family == "inet" and tname == table.name):
             continue
         where = f"table {family} {tname} chain {cname} (hook {c['hook']}, priority {c['prio']})"
         hook, prio = c["hook"], c["prio"]
         if hook in ours:
-            drops = [r for r in rules.get(key, []) if _verdicts(r) & {"drop", "reject"}]
+            drops = [r for r in rules.get(key, []) if reach.of_rule(r, frozenset({key})) & {"drop", "reject"}]
             if drops or c.get("policy") == "drop":
                 # at equal priority the kernel's order is that of registration, which no number states
                 when = "before" if prio < ours[hook] else "after" if prio > ours[hook] else "same"

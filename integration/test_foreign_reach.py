@@ -1,0 +1,70 @@
+"""The audit reports a foreign drop wherever nft can put it: behind a jump or a goto into a foreign
+chain, in a verdict map, at a netdev ingress hook (issue 13, part 4). Each case on a real kernel: the
+packet ctkit's policy accepts does not arrive, and the audit names the chain; without the foreign
+table it arrives and the audit finds nothing foreign."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from lab import SERVER4, run, tcp_listen, tcp_probe
+
+PORT = 8080
+POLICY = {"version": 1, "chains": {"input": {"policy": "drop", "rules": [
+    {"name": "established", "ct_state": ["established", "related"], "action": "accept"},
+    {"name": "web", "protocol": "tcp", "dport": PORT, "action": "accept"},
+    {"name": "icmp", "protocols": ["icmp", "icmpv6"], "action": "accept"}]}}}
+
+FOREIGN = {
+    "jump": f"""table ip other {{
+        chain deny {{ drop; }}
+        chain in {{ type filter hook input priority -10; tcp dport {PORT} jump deny; }}
+    }}""",
+    "goto": f"""table ip other {{
+        chain deny {{ drop; }}
+        chain in {{ type filter hook input priority 10; tcp dport {PORT} goto deny; }}
+    }}""",
+    "vmap": f"""table ip other {{
+        chain in {{ type filter hook input priority -10; tcp dport vmap {{ {PORT} : drop, 22 : accept }}; }}
+    }}""",
+    "named-vmap": f"""table ip other {{
+        map ports {{ type inet_service : verdict; elements = {{ {PORT} : drop }}; }}
+        chain in {{ type filter hook input priority -10; tcp dport vmap @ports; }}
+    }}""",
+    "ingress": f"""table netdev other {{
+        chain in {{ type filter hook ingress device veth0 priority 0; tcp dport {PORT} drop; }}
+    }}""",
+}
+FINDING = {"goto": "foreign.later-drop"}
+
+
+def ctkit(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ctkit", *args], capture_output=True, text=True, timeout=120)
+
+
+def foreign_findings(policy: str, ns: str) -> list[dict]:
+    r = ctkit("audit", policy, "-n", ns, "--json", "--no-flows")
+    assert r.returncode in (0, 1), r.stderr
+    return [f for f in json.loads(r.stdout)["findings"] if f["id"].startswith("foreign.")]
+
+
+@pytest.mark.parametrize("shape", list(FOREIGN))
+def test_a_foreign_drop_out_of_sight_is_reported_and_really_drops(pair, tmp_path, shape):
+    client, server = pair
+    policy = tmp_path / "web.json"
+    policy.write_text(json.dumps(POLICY))
+    assert ctkit("apply", str(policy), "-n", server).returncode == 0
+    listener = tcp_listen(server, SERVER4, PORT)
+    try:
+        assert tcp_probe(client, SERVER4, PORT) == "open"
+        assert foreign_findings(str(policy), server) == []
+        run(server, "nft", "-f", "-", input=FOREIGN[shape])
+        assert tcp_probe(client, SERVER4, PORT) == "timeout"  # the harm: the policy's accept is overridden
+        found = foreign_findings(str(policy), server)
+        assert [f["id"] for f in found] == [FINDING.get(shape, "foreign.earlier-drop")], found
+        assert "other" in found[0]["subject"], found
+    finally:
+        listener.close()
+    assert "other" in run(server, "nft", "list", "tables").stdout  # reported, never touched
