@@ -62,3 +62,30 @@ def test_other_tables_are_left_out_and_what_cannot_be_said_is_listed():
     assert r.document["chains"]["input"] == {"policy": "drop", "rules": [{"protocol": "tcp", "dport": 22,
                                                                             "action": "accept"}]}
     assert r.exit_code == 1 and r.not_expressed[0].line == 4 and "'!='" in r.not_expressed[0].reason
+
+
+def test_named_sets_and_lookups_come_back():
+    d = doc("blocklist-set").document
+    assert d["sets"]["blocklist"] == {"type": "ipv4_addr", "interval": True, "timeout": 86400,
+                                      "elements": ["198.51.100.0/24", {"value": "203.0.113.7", "timeout": 3600}]}
+    assert d["sets"]["web_ports"]["elements"] == [80, 443]
+    rules = {r.get("name"): r for r in d["chains"]["input"]["rules"]}
+    assert rules["blocked"]["saddr"] == "@blocklist" and rules["web"]["dport"] == "@web_ports"
+    assert rules["dispatch"]["vmap"] == {"key": "dport", "map": {"22": "jump ssh", "2222": "jump ssh"}}
+
+
+def test_toggles_keep_their_live_state():
+    text = json.dumps({"nftables": [
+        {"table": {"family": "inet", "name": "ctkit", "handle": 1}},
+        {"set": {"family": "inet", "name": "toggle_maint", "table": "ctkit", "type": "nf_proto", "handle": 2,
+                 "elem": ["ipv4", "ipv6"]}},
+        {"chain": {"family": "inet", "table": "ctkit", "name": "input", "handle": 3, "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "accept"}},
+        {"rule": {"family": "inet", "table": "ctkit", "chain": "input", "handle": 4, "comment": "maint", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": "@toggle_maint"}},
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 80}},
+            {"drop": None}]}}]})
+    d = from_nft_texts([("t", text)]).document
+    assert d["toggles"] == {"maint": True}  # on now, whatever the policy file said
+    assert d["chains"]["input"]["rules"] == [{"name": "maint", "when": "maint", "protocol": "tcp", "dport": 80,
+                                              "action": "drop"}]

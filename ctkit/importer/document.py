@@ -262,6 +262,10 @@ def document(s: Sections, sources: tuple[str, ...], table: str, kind: str = "ipt
         entries = _section(pairs, s.families)
         if entries:
             doc[key] = entries
+    if s.sets:
+        doc["sets"] = s.sets
+    if s.toggles:
+        doc["toggles"] = s.toggles
     chains, notes = _chains(s)
     if chains:
         doc["chains"] = chains

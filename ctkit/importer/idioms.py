@@ -95,6 +95,8 @@ class Sections:
     nat: list = field(default_factory=list)
     helper_types: dict = field(default_factory=dict)  # nft ct helper object name -> kernel helper
     timeout_objects: dict = field(default_factory=dict)  # nft ct timeout object name -> {protocol, policy}
+    sets: dict = field(default_factory=dict)  # the policy's sets section (nft named sets)
+    toggles: dict = field(default_factory=dict)  # the policy's toggles section (ctkit's toggle sets, live state)
     chains: dict = field(default_factory=dict)  # family -> {name: [rule, ...]}
     policies: dict = field(default_factory=dict)  # family -> {name: accept|drop}
     mangle: dict = field(default_factory=dict)  # family -> {name: [rule, ...]} (go first in the chain)

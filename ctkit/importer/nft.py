@@ -81,7 +81,8 @@ def _match(m: dict, out: dict, flags: dict) -> None:
     if op not in ("==", "in"):
         raise Unsaid(f"the comparison {op!r}: the policy has no negated or ordered matches")
     if isinstance(right, str) and right.startswith("@"):
-        raise Unsaid(f"the set lookup {right}: named sets are not imported from nft yet")
+        _lookup(left, right[1:], out, flags)
+        return
     if isinstance(left, dict) and "meta" in left:
         key = left["meta"]["key"]
         if key == "l4proto":
@@ -129,6 +130,75 @@ def _match(m: dict, out: dict, flags: dict) -> None:
             raise Unsaid(f"the bitwise match {_text(left)}")
     else:
         raise Unsaid(f"the match on {_text(left)}")
+
+
+def _lookup(left: Any, name: str, out: dict, flags: dict) -> None:
+    """A named set lookup: ctkit's toggle sets (`when`), or one field in a set of the policy's sets."""
+    known = flags.get("sets", {})
+    if isinstance(left, dict) and left.get("meta", {}).get("key") == "nfproto" and name.startswith("toggle_"):
+        out["when"] = name[len("toggle_"):]
+        return
+    if name not in known:
+        raise Unsaid(f"the set lookup @{name}: the set is not one the policy can declare")
+    p = left.get("payload", {}) if isinstance(left, dict) else {}
+    if p.get("field") in ("saddr", "daddr") and p.get("protocol") in ("ip", "ip6"):
+        out[p["field"]] = f"@{name}"
+    elif p.get("field") in ("sport", "dport"):
+        if p.get("protocol") not in ("th", None) and "protocol" not in out and "protocols" not in out:
+            out["protocol"] = p["protocol"]
+        out[p["field"]] = f"@{name}"
+    else:
+        raise Unsaid(f"the set lookup @{name} on {_text(left)}")
+
+
+def _element(v: Any) -> str | int:
+    if isinstance(v, dict) and "prefix" in v:
+        return f"{v['prefix']['addr']}/{v['prefix']['len']}"
+    if isinstance(v, dict) and "range" in v:
+        return f"{v['range'][0]}-{v['range'][1]}"
+    if isinstance(v, (str, int)):
+        return v
+    raise Unsaid(f"set element {_text(v)}")
+
+
+def _sets(items: list, chosen: set, own: bool, s: Sections, source: str) -> dict:
+    """The policy's sets from the tables' named sets (ctkit's own table: the members the policy file declared;
+    members added at run time are noted) and ctkit's toggles with their live state."""
+    from ctkit.names import NFT_DECLARED_ELEMENT
+    sets: dict = {}
+    for i in items:
+        o = i.get("set")
+        if not o or (o["family"], o["table"]) not in chosen:
+            continue
+        elems = [e.get("elem", e) if isinstance(e, dict) else e for e in o.get("elem", [])]
+        if o["name"].startswith("toggle_") and o.get("type") == "nf_proto":
+            s.toggles[o["name"][len("toggle_"):]] = bool(elems)
+            continue
+        if not isinstance(o.get("type"), str) or o["type"] not in ("ipv4_addr", "ipv6_addr", "inet_service"):
+            s.notes.append(f"set {o['name']} of type {_text(o.get('type'))}: not one the policy declares; "
+                           "rules that use it are listed")
+            continue
+        entry: dict = {"type": o["type"]}
+        if "interval" in o.get("flags", []):
+            entry["interval"] = True
+        if "timeout" in o:
+            entry["timeout"] = o["timeout"]
+        members, runtime = [], 0
+        for e in elems:
+            val = e.get("val") if isinstance(e, dict) else e
+            if own and isinstance(e, dict) and e.get("comment") != NFT_DECLARED_ELEMENT:
+                runtime += 1
+                continue
+            member = _element(val)
+            if isinstance(e, dict) and "timeout" in e and e["timeout"] != o.get("timeout"):
+                member = {"value": member, "timeout": e["timeout"]}
+            members.append(member)
+        entry["elements"] = members
+        if runtime:
+            s.notes.append(f"set {o['name']}: {runtime} members added at run time (ctkit set add) are not in "
+                           "the policy; they are the kernel's until the next apply")
+        sets[o["name"]] = entry
+    return sets
 
 
 def _statement(s: dict, out: dict, flags: dict, table: str) -> None:
@@ -262,6 +332,7 @@ def read(doc: dict, table: str, include: tuple[str, ...], source: str, s: Sectio
                     s.helper_types[o["name"]] = o["type"]
                 else:
                     s.timeout_objects[o["name"]] = {"protocol": o["protocol"], "policy": o.get("policy", {})}
+    s.sets.update(_sets(items, chosen, own in chosen, s, source))
     chains = {}
     for i in items:
         c = i.get("chain")
@@ -287,7 +358,7 @@ def _rule(r: dict, chain: dict, table_family: str, s: Sections, source: str) -> 
     where = r.get("handle", 0)
     text = f"{chain['name']}: {r.get('comment') or ''} {_text(r['expr'])}".strip()
     out: dict = {}
-    flags: dict = {}
+    flags: dict = {"sets": s.sets}
     try:
         for e in r["expr"]:
             if "match" in e:
