@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
-from lab import SERVER4, run, tcp_listen, tcp_probe
+from lab import SERVER4, ftp_passive, run, tcp_listen, tcp_probe
 
+ROOT = Path(__file__).resolve().parent.parent
 PORT = 8080
 POLICY = {"version": 1, "chains": {"input": {"policy": "drop", "rules": [
     {"name": "established", "ct_state": ["established", "related"], "action": "accept"},
@@ -68,3 +70,27 @@ def test_a_foreign_drop_out_of_sight_is_reported_and_really_drops(pair, tmp_path
     finally:
         listener.close()
     assert "other" in run(server, "nft", "list", "tables").stdout  # reported, never touched
+
+
+@pytest.mark.parametrize("variant", ["nft", "legacy"])
+def test_a_foreign_iptables_notrack_before_ctkits_helper_is_reported_and_breaks_ftp(pair, variant):
+    """iptables backend: a foreign `-j CT --notrack` in raw ahead of ctkit's jump takes the FTP control
+    connection away from ctkit's helper (the first conntrack template wins): the passive data connection
+    is no longer expected and input drops it. The audit said clean; it names the rule now."""
+    client, server = pair
+    policy = str(ROOT / "examples" / "ftp-helper.json")
+    args = ["-n", server, "-b", "iptables", "--iptables-variant", variant]
+    assert ctkit("apply", policy, *args).returncode == 0
+    assert ftp_passive(client, server, SERVER4) == ("open", "open")
+    assert not [f for f in _findings(policy, args) if f["id"] == "foreign.notrack-overrides-helper"]
+    run(server, f"iptables-{variant}", "-t", "raw", "-I", "PREROUTING", "1", "-p", "tcp", "--dport", "21",
+        "-j", "CT", "--notrack")
+    assert ftp_passive(client, server, SERVER4)[1] == "timeout"  # the harm
+    found = [f for f in _findings(policy, args) if f["id"] == "foreign.notrack-overrides-helper"]
+    assert len(found) == 1 and "ftp" in found[0]["message"], found
+
+
+def _findings(policy: str, args: list[str]) -> list[dict]:
+    r = ctkit("audit", policy, *args, "--json", "--no-flows")
+    assert r.returncode in (0, 1), r.stderr
+    return json.loads(r.stdout)["findings"]

@@ -195,3 +195,29 @@ def test_words_of_splits_like_shlex(text):
         except ValueError:
             return ValueError
     assert outcome(view.words_of) == outcome(shlex.split)
+
+
+def _raw(*prerouting: str) -> dict:
+    return parse_save("\n".join([
+        "*raw", ":PREROUTING ACCEPT [0:0]", ":OUTPUT ACCEPT [0:0]", ":CTKIT-PREROUTING - [0:0]",
+        *prerouting,
+        '-A CTKIT-PREROUTING -d 192.0.2.10/32 -p tcp -m tcp --dport 21 -m comment --comment "helper/ftp-server" '
+        "-j CT --helper ftp",
+        "COMMIT", ""]))
+
+
+JUMP = "-A PREROUTING -j CTKIT-PREROUTING"
+
+
+@pytest.mark.parametrize(("rules", "found"), [
+    (["-A PREROUTING -p tcp -m tcp --dport 21 -j CT --notrack", JUMP], True),
+    (["-A PREROUTING -j NOTRACK", JUMP], True),  # every packet
+    (["-A PREROUTING -p tcp -m multiport --dports 20:22 -j CT --notrack", JUMP], True),
+    (["-A PREROUTING -p udp -m udp --dport 21 -j CT --notrack", JUMP], False),  # another protocol
+    (["-A PREROUTING -p tcp -m tcp --dport 80 -j CT --notrack", JUMP], False),  # another port
+    ([JUMP, "-A PREROUTING -p tcp -m tcp --dport 21 -j CT --notrack"], False),  # after: the helper's template wins
+])
+def test_a_foreign_notrack_before_ctkits_helper_is_reported(rules, found):
+    """It was not (only ACCEPT, DROP and REJECT were looked at): FTP data connections broke, audit clean."""
+    ids = [f.id for f in view.foreign_first(_raw(*rules), "CTKIT-", "ipv4")]
+    assert ids == (["foreign.notrack-overrides-helper"] if found else []), ids

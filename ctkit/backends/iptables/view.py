@@ -100,6 +100,8 @@ def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> l
             if first_jump is None:
                 continue
             before = [r for r in in_chain[:first_jump] if r.target in _DECIDING]
+            if name == "raw":
+                out += _templates_first(saved, in_chain[:first_jump], prefix, family, chain)
             if before:
                 out.append(Finding(
                     "foreign.earlier-rule", "warning", f"{family} {name}/{chain}",
@@ -107,6 +109,50 @@ def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> l
                     "before the policy sees it", "move ctkit's jump first (ctkit apply inserts it at position 1) "
                     "or check that their owner means it",
                     {"rules": [r.spec for r in before][:10]}))
+    return out
+
+
+def _l4(spec: str) -> tuple[str | None, list[tuple[int, int]] | None]:
+    """(protocol, destination port ranges) a rule matches; None: any."""
+    words = words_of(spec)
+    proto = words[words.index("-p") + 1] if "-p" in words and words.index("-p") + 1 < len(words) else None
+    if "!" in words:
+        return proto, None  # a negated match: judged as covering every port (never missed)
+    ports: list[tuple[int, int]] = []
+    for flag in ("--dport", "--dports", "--ports", "--destination-port", "--destination-ports"):
+        if flag in words and words.index(flag) + 1 < len(words):
+            for part in words[words.index(flag) + 1].split(","):
+                lo, _, hi = part.partition(":")
+                if lo.isdigit() and (not hi or hi.isdigit()):
+                    ports.append((int(lo), int(hi or lo)))
+    return proto, ports or None
+
+
+def _overlap(a: tuple, b: tuple) -> bool:
+    (pa, ra), (pb, rb) = a, b
+    if pa and pb and pa != pb:
+        return False
+    return ra is None or rb is None or any(lo <= h2 and lo2 <= hi for lo, hi in ra for lo2, h2 in rb)
+
+
+def _templates_first(saved: SavedTable, before: list, prefix: str, family: str, chain: str) -> list[Finding]:
+    """Foreign CT/NOTRACK rules in raw before ctkit's jump: the first conntrack template a packet gets is
+    the one it keeps (xt_CT leaves a packet that already has one alone), so a foreign notrack there takes
+    the flows it covers away from ctkit's helpers, zones and timeouts."""
+    mine = [r for r in saved.rules if r.chain.startswith(prefix) and r.target == "CT" and "--helper" in r.spec]
+    out = []
+    for r in before:
+        if r.target not in ("CT", "NOTRACK"):
+            continue
+        hit = sorted({words_of(m.spec)[words_of(m.spec).index("--helper") + 1] for m in mine
+                      if _overlap(_l4(r.spec), _l4(m.spec))})
+        if hit and (r.target == "NOTRACK" or "--notrack" in r.spec):
+            out.append(Finding(
+                "foreign.notrack-overrides-helper", "warning", f"{family} raw/{chain}",
+                f"a foreign notrack before ctkit's jump in raw {chain} untracks flows that ctkit's helper(s) "
+                f"{', '.join(hit)} should handle: untracked flows get no helper (their data connections fail)",
+                "narrow the foreign rule so it spares the helper's ports, or move ctkit's jump first",
+                {"rule": r.spec, "helpers": hit}))
     return out
 
 
