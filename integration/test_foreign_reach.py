@@ -94,3 +94,21 @@ def _findings(policy: str, args: list[str]) -> list[dict]:
     r = ctkit("audit", policy, *args, "--json", "--no-flows")
     assert r.returncode in (0, 1), r.stderr
     return json.loads(r.stdout)["findings"]
+
+
+@pytest.mark.parametrize(("rule", "harms"), [
+    ("tcp dport != 22 notrack", True),  # a negation that does cover the helper's port: it was missed
+    ("ip daddr 192.0.2.0/24 notrack", True),
+    ("udp dport 21 notrack", False),  # another protocol: it was reported
+    ("ip daddr 198.51.100.1 tcp dport 21 notrack", False),  # another address: it was reported
+])
+def test_a_foreign_nft_notrack_is_reported_exactly_when_it_breaks_the_helper(pair, rule, harms):
+    client, server = pair
+    policy = str(ROOT / "examples" / "ftp-helper.json")
+    assert ctkit("apply", policy, "-n", server).returncode == 0
+    run(server, "nft", "-f", "-", input=f"table inet raw2 {{\n chain pre {{ type filter hook prerouting "
+                                        f"priority -300; {rule}; }}\n}}")
+    data = ftp_passive(client, server, SERVER4)[1]
+    assert data == ("timeout" if harms else "open"), data
+    found = [f for f in _findings(policy, ["-n", server]) if f["id"] == "foreign.notrack-overrides-helper"]
+    assert bool(found) == harms, found

@@ -81,3 +81,44 @@ def test_a_foreign_drop_at_a_link_layer_hook_is_reported(family, hook, finding):
                _rule(family, "lk", "c", DPORT_80, {"drop": None})]
     (found,) = interference(ruleset, table)
     assert found.id == finding and f"{family} chain at hook {hook} on eth0" in found.message, found.message
+
+
+FTP_HELPER = {"version": 1, "helpers": [{"name": "ftp-server", "helper": "ftp", "protocol": "tcp", "ports": [21],
+                                         "daddr": ["192.0.2.10"]}],
+              "chains": {"input": {"policy": "accept", "rules": []}}}
+
+
+def _m(op: str, left: dict, right) -> dict:
+    return {"match": {"op": op, "left": left, "right": right}}
+
+
+def _p(protocol: str, field: str) -> dict:
+    return {"payload": {"protocol": protocol, "field": field}}
+
+
+NOTRACK = {"notrack": None}
+
+
+@pytest.mark.parametrize(("expr", "touches"), [
+    ([_m("==", _p("tcp", "dport"), 21)], True),
+    ([_m("==", _p("udp", "dport"), 21)], False),  # another protocol
+    ([_m("!=", _p("tcp", "dport"), 21)], False),  # every port but the helper's
+    ([_m("!=", _p("tcp", "dport"), 22)], True),
+    ([_m("==", _p("tcp", "dport"), {"range": [1, 1000]})], True),
+    ([_m("!=", _p("tcp", "dport"), {"range": [20, 30]})], False),
+    ([_m("==", _p("tcp", "dport"), {"set": [20, 22]})], False),
+    ([_m("==", _p("ip", "daddr"), "198.51.100.1"), _m("==", _p("tcp", "dport"), 21)], False),  # another address
+    ([_m("!=", _p("ip", "daddr"), "192.0.2.10")], False),
+    ([_m("==", _p("ip", "daddr"), {"prefix": {"addr": "192.0.2.0", "len": 24}})], True),
+    ([_m("==", {"meta": {"key": "l4proto"}}, "udp")], False),
+    ([_m("!=", {"meta": {"key": "l4proto"}}, "udp")], True),
+    ([], True),  # every packet
+])
+def test_a_foreign_notrack_is_judged_by_the_flows_it_can_touch(expr, touches):
+    """Negation, protocol and addresses count: a notrack that does untrack the helper's flows was missed
+    (a negated range), and rules that cannot touch them (another protocol or address) were reported."""
+    table = lower(load_document(FTP_HELPER)).table
+    ruleset = [_chain("inet", "raw2", "pre", type="filter", hook="prerouting", prio=-300, policy="accept"),
+               _rule("inet", "raw2", "pre", *expr, NOTRACK)]
+    ids = [f.id for f in interference(ruleset, table)]
+    assert ids == (["foreign.notrack-overrides-helper"] if touches else []), ids

@@ -10,6 +10,9 @@ helpers.
 """
 from __future__ import annotations
 
+import ipaddress
+from dataclasses import dataclass
+
 from ctkit.audit.findings import Finding
 from ctkit.compile import ir
 from ctkit.netfilter import BASE_CHAINS
@@ -67,24 +70,6 @@ class _Reach:
         return {v for r in self.rules.get(key, []) for v in self.of_rule(r, seen | {key})}
 
 
-def _ports(rule: dict) -> list[tuple[int, int]] | None:
-    """Destination/source port values a rule matches, or None when it matches every port."""
-    out = []
-    for e in rule.get("expr", []):
-        m = e.get("match")
-        if not m or "payload" not in m["left"] or m["left"]["payload"].get("field") not in ("dport", "sport"):
-            continue
-        right = m["right"]
-        values = right["set"] if isinstance(right, dict) and "set" in right else (
-            right if isinstance(right, list) else [right])
-        for v in values:
-            if isinstance(v, int):
-                out.append((v, v))
-            elif isinstance(v, dict) and "range" in v:
-                out.append(tuple(v["range"]))
-    return out or None
-
-
 #: link-layer families: their hooks run outside the ip/ip6/inet ones ctkit's chains are at
 _LINK_FAMILIES = ("netdev", "bridge")
 #: link-layer hooks that see a packet before any ip hook does
@@ -112,22 +97,120 @@ def _link_drop(c: dict, key: tuple, reach: _Reach) -> Finding | None:
         {"drop_rules": len(drops), "policy": c.get("policy"), "family": family})
 
 
-def _helper_ports(table: ir.Table) -> dict[str, list[tuple[int, int]]]:
-    ports: dict[str, list[tuple[int, int]]] = {}
+@dataclass(frozen=True)
+class _Flows:
+    """The packets one of ctkit's helper rules assigns its helper to (None: any)."""
+    protocols: frozenset | None
+    ports: tuple[tuple[int, int], ...] | None  # destination ports
+    daddrs: tuple | None  # ipaddress networks
+
+
+def _helper_flows(table: ir.Table) -> dict[str, list[_Flows]]:
+    out: dict[str, list[_Flows]] = {}
     for chain in table.chains:
         for rule in chain.rules:
             helper = next((s.object_name for s in rule.statements if isinstance(s, ir.SetCtHelper)), None)
-            if helper:
-                for m in rule.matches:
-                    if isinstance(m, ir.Port):
-                        ports.setdefault(helper, []).extend((r.lo, r.hi) for r in m.ranges)
-    return ports
+            if not helper:
+                continue
+            protocols = ports = daddrs = None
+            for m in rule.matches:
+                if isinstance(m, ir.L4Proto):
+                    protocols = frozenset(m.protocols)
+                elif isinstance(m, ir.Port) and m.field in ("dport", "any"):
+                    ports = tuple((r.lo, r.hi) for r in m.ranges)
+                elif isinstance(m, ir.Addr) and m.field in ("daddr", "any"):
+                    daddrs = tuple(ipaddress.ip_network(n, strict=False) for n in m.networks)
+            out.setdefault(helper, []).append(_Flows(protocols, ports, daddrs))
+    return out
+
+
+def _values(right) -> list | None:
+    """The values of a match's right side: numbers, (lo, hi) ranges, address networks; None: unknown."""
+    items = right["set"] if isinstance(right, dict) and "set" in right else (
+        right if isinstance(right, list) else [right])
+    out = []
+    for v in items:
+        if isinstance(v, bool):
+            return None
+        if isinstance(v, int):
+            out.append((v, v))
+        elif isinstance(v, dict) and "range" in v and all(isinstance(x, int) for x in v["range"]):
+            out.append(tuple(v["range"]))
+        elif isinstance(v, dict) and "prefix" in v:
+            out.append(ipaddress.ip_network(f"{v['prefix']['addr']}/{v['prefix']['len']}", strict=False))
+        elif isinstance(v, str):
+            try:
+                out.append(ipaddress.ip_network(v, strict=False))
+            except ValueError:
+                out.append(v)  # a name (a protocol) or a set reference
+        else:
+            return None
+    return out
+
+
+def _ports_meet(flows: tuple[tuple[int, int], ...] | None, values: list, negated: bool) -> bool:
+    ranges = [v for v in values if isinstance(v, tuple)]
+    if len(ranges) != len(values):
+        return True  # not only ports: cannot tell, so it may
+    wanted = flows or ((0, 65535),)
+    if not negated:
+        return any(lo <= h2 and lo2 <= hi for lo, hi in wanted for lo2, h2 in ranges)
+    # `!= values`: it meets the flows unless the values cover every one of their ports
+    for lo, hi in wanted:
+        at = lo
+        for lo2, h2 in sorted(ranges):
+            if lo2 > at:
+                return True  # port `at` is left uncovered
+            at = max(at, h2 + 1)
+            if at > hi:
+                break
+        if at <= hi:
+            return True
+    return False
+
+
+def _addrs_meet(flows: tuple | None, values: list, negated: bool) -> bool:
+    nets = [v for v in values if isinstance(v, (ipaddress.IPv4Network, ipaddress.IPv6Network))]
+    if len(nets) != len(values) or flows is None:
+        return True
+    if not negated:
+        return any(a.version == b.version and a.overlaps(b) for a in flows for b in nets)
+    return any(not any(a.version == b.version and a.subnet_of(b) for b in nets) for a in flows)
+
+
+def _may_touch(rule: dict, flows: _Flows) -> bool:
+    """Whether some packet of `flows` can match every match of a foreign rule: its protocol, destination
+    ports and destination addresses, with `!=` read as a negation; anything else is taken to match."""
+    for e in rule.get("expr", []):
+        m = e.get("match")
+        if not m or m.get("op") not in ("==", "!=", "in"):
+            continue
+        negated, left, values = m["op"] == "!=", m.get("left"), _values(m.get("right"))
+        if values is None or not isinstance(left, dict):
+            continue
+        payload, meta = left.get("payload"), left.get("meta")
+        if meta and meta.get("key") == "l4proto" and flows.protocols:
+            names = {v for v in values if isinstance(v, str)}
+            if len(names) == len(values):
+                left_over = flows.protocols <= names if negated else not names & flows.protocols
+                if left_over:
+                    return False  # none of the flows' protocols passes this match
+        if not payload:
+            continue
+        proto, field = payload.get("protocol"), payload.get("field")
+        if proto in ("tcp", "udp", "sctp", "dccp", "udplite") and flows.protocols and proto not in flows.protocols:
+            return False  # a port match of another protocol: it matches only that protocol
+        if field == "dport" and not _ports_meet(flows.ports, values, negated):
+            return False
+        if proto in ("ip", "ip6") and field == "daddr" and not _addrs_meet(flows.daddrs, values, negated):
+            return False
+    return True
 
 
 def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
     ours = {c.hook.hook: c.hook.priority for c in table.chains if c.hook and c.hook.priority >= 0 and
             c.name in BASE_CHAINS}
-    helper_ports = _helper_ports(table)
+    helper_flows = _helper_flows(table)
     chains = {}
     rules: dict[tuple, list[dict]] = {}
     for item in ruleset:
@@ -165,13 +248,11 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
                     "check that this chain's owner (docker, firewalld, an admin) means to drop before ctkit; "
                     "ctkit never changes foreign tables",
                     {"drop_rules": len(drops), "policy": c.get("policy"), "ctkit_priority": ours[hook]}))
-        if hook in ("prerouting", "output") and prio < CONNTRACK_PRIORITY and helper_ports:
+        if hook in ("prerouting", "output") and prio < CONNTRACK_PRIORITY and helper_flows:
             for r in rules.get(key, []):
                 if "notrack" not in _verdicts(r):
                     continue
-                ports = _ports(r)
-                hit = [h for h, hp in helper_ports.items()
-                       if ports is None or any(a <= d and c2 <= b for a, b in ports for c2, d in hp)]
+                hit = [h for h, flows in helper_flows.items() if any(_may_touch(r, f) for f in flows)]
                 if hit:
                     findings.append(Finding(
                         "foreign.notrack-overrides-helper", "warning", where,
