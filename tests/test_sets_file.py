@@ -72,6 +72,14 @@ def test_members_come_from_a_file_next_to_the_policy(tmp_path, monkeypatch):
            '10.1.0.0/16 comment "policy", 192.0.2.0/24 comment "policy" }' in text
 
 
+def test_the_forms_downloaded_lists_come_in(tmp_path):
+    """Spamhaus DROP's ; comments, Windows line ends and a byte order mark."""
+    (tmp_path / "drop.txt").write_bytes("\ufeff; Spamhaus DROP List\r\n1.10.16.0/20 ; SBL256894\r\n"
+                                        "2.56.192.0/22 ; SBL459831\r\n10.0.0.1\r\n".encode())
+    path = write(tmp_path, {"drop": {"type": "ipv4_addr", "interval": True, "elements_file": "drop.txt"}})
+    assert texts(load_file(path), "drop") == ["1.10.16.0/20", "2.56.192.0/22", "10.0.0.1"]
+
+
 def test_an_absolute_path_and_ipv6_and_ports(tmp_path):
     (tmp_path / "v6.txt").write_text("2001:db8::1\n2001:db8:1::/48 # net\n")
     (tmp_path / "ports.txt").write_text("22\n8000-8100\n")

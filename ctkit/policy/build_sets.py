@@ -23,6 +23,8 @@ MAX_FILE_PROBLEMS = 20
 #: what a line of an elements_file may show in a message: a root tool told to read /etc/shadow as a
 #: block list must not print its lines, so only text an address could be written with is echoed
 _SHOWABLE = re.compile(r"[0-9A-Fa-f:./ -]{1,81}", re.ASCII)
+#: where a comment starts: # (FireHOL's .netset, ipset lists) or ; (Spamhaus DROP: "1.10.16.0/20 ; SBL256894")
+_COMMENT = re.compile("[#;]")
 _NOUN = {"ipv4_addr": "IPv4 address or prefix", "ipv6_addr": "IPv6 address or prefix", "inet_service": "port"}
 
 
@@ -64,8 +66,8 @@ def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, type
                    interval: bool, members: dict) -> str | None:
     """Add the members listed in an elements_file to `members`; the path read, or None after a problem.
 
-    One value a line; `#` starts a comment (whole lines and the rest of a line); blank lines are
-    skipped. Read with paths.read_regular: a regular file of at most MAX_ELEMENTS_FILE_BYTES."""
+    One value a line; `#` or `;` starts a comment (whole lines and the rest of a line); blank lines
+    and a byte order mark are skipped. Read with paths.read_regular: a regular file of at most MAX_ELEMENTS_FILE_BYTES."""
     if len(types) != 1:
         b.problem(pointer, "an elements_file holds one value a line; a concatenation's members are given "
                   "in elements", "list them in \"elements\"")
@@ -80,7 +82,7 @@ def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, type
                   "is relative to the policy file")
         return None
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte order mark, as some editors write it, is not a member
     except UnicodeDecodeError as exc:
         b.problem(pointer, f"{excerpt(given)} is not UTF-8 text (byte {exc.start})")
         return None
@@ -102,7 +104,7 @@ def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, 
     MAX_FILE_PROBLEMS of them, stop: the line it stopped at (None: it read every line)."""
     bad = 0
     for number, line in enumerate(text.split("\n"), 1):
-        value = line.partition("#")[0].strip()
+        value = _COMMENT.split(line, 1)[0].strip()
         if not value:
             continue
         if bad >= MAX_FILE_PROBLEMS:
@@ -114,7 +116,7 @@ def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, 
         before = len(lines.problems)
         if not _SHOWABLE.fullmatch(value):
             lines.problem(pointer, "not a member of this set (the line is not shown: it holds characters "
-                          "no address or port is written with)", f"one {_NOUN[kind]} a line; # starts a comment")
+                          "no address or port is written with)", f"one {_NOUN[kind]} a line; # or ; starts a comment")
             part = None
         else:
             part = _member_part(lines, kind, value, interval, pointer)
