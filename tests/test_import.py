@@ -120,7 +120,7 @@ def test_what_cannot_be_said_is_listed_with_its_line():
     got = {(n.line, n.reason.split(":")[0]) for n in r.not_expressed}
     assert got == {(8, "-j DROP in the mangle table"), (14, "a notrack entry's ports are source or destination"),
                    (15, "CT --timeout smtp"), (21, "-m mark"), (22, "the negation '! -s 10.0.0.0/8'"),
-                   (23, "-m set"), (24, "-m icmp")}
+                   (23, "-m set blocklist"), (24, "-m icmp")}
     header = r.render("yaml")
     assert "#   " + str(FIX / "unsupported.v4") + ":21: -A INPUT -m mark --mark 0x1 -j ACCEPT" in header
     # what could be said is still there

@@ -57,3 +57,22 @@ def test_names_that_still_repeat_are_made_unique():
             '-A CTKIT-INPUT -p udp -m udp --sport 53 -m comment --comment "x" -j DROP\nCOMMIT\n')
     r = from_texts([("t", text)])
     assert [x.get("name") for x in r.document["chains"]["input"]["rules"]] == ["x", "x-2"]
+
+
+def test_ipset_members_come_from_ipset_save():
+    save = ("*filter\n:INPUT ACCEPT [0:0]\n:CTKIT-INPUT - [0:0]\n-A INPUT -j CTKIT-INPUT\n"
+            '-A CTKIT-INPUT -m set --match-set ctkit-blocklist src -m comment --comment blocked -j DROP\n'
+            '-A CTKIT-INPUT -p tcp -m set --match-set ctkit-web_ports dst -m comment --comment web -j ACCEPT\n'
+            "COMMIT\n")
+    ipset = ("create ctkit-blocklist hash:net family inet hashsize 1024 maxelem 65536 timeout 86400\n"
+             "add ctkit-blocklist 203.0.113.7 timeout 3599\nadd ctkit-blocklist 198.51.100.0/24 timeout 86399\n"
+             "create ctkit-web_ports bitmap:port range 0-65535\nadd ctkit-web_ports 80\nadd ctkit-web_ports 443\n")
+    d = from_texts([("t", save)], ipset_save=ipset).document
+    assert d["sets"]["blocklist"] == {"type": "ipv4_addr", "interval": True, "timeout": 86400,
+                                      "elements": [{"value": "203.0.113.7", "timeout": 3599}, "198.51.100.0/24"]}
+    assert d["sets"]["web_ports"] == {"type": "inet_service", "elements": [80, 443]}
+    assert [(r["saddr"] if "saddr" in r else r["dport"]) for r in d["chains"]["input"]["rules"]] == \
+        ["@blocklist", "@web_ports"]
+    # without ipset save (a file), the rule is listed
+    r = from_texts([("t", save)])
+    assert r.exit_code == 1 and "import with --netns" in r.not_expressed[0].reason

@@ -23,11 +23,14 @@ class ImportBug(CtkitError):
     """The importer wrote a policy ctkit's loader refuses: a bug in the importer, not in the input."""
 
 
-def from_texts(texts: list, table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:
+def from_texts(texts: list, table: str = "ctkit", include: tuple[str, ...] = (), ipset_save: str = "") -> Imported:
     """(source name, iptables-save text[, family]) each -> the policy they mean. Without a family, the text
-    says it (ip6tables-save's first line, IPv6 addresses)."""
+    says it (ip6tables-save's first line, IPv6 addresses). `ipset_save`: `ipset save` output, for -m set."""
+    from ctkit.importer import ipsets
     from ctkit.names import chain_prefix
-    imp = Importer(frozenset(include), chain_prefix(table))
+    known, set_notes = ipsets.parse(ipset_save)
+    imp = Importer(frozenset(include), chain_prefix(table), known)
+    imp.s.notes.extend(set_notes)
     for source, text, *family in texts:
         if not looks_like_save(text):
             raise UsageError(f"{source}: not iptables-save output (no '*table' ... 'COMMIT')")
@@ -51,11 +54,11 @@ def from_iptables_save(paths: list[Path], table: str = "ctkit", include: tuple[s
 def from_netns(netns: str | None, table: str = "ctkit", include: tuple[str, ...] = (),
                variant: str = "auto") -> Imported:
     """The iptables rules live in a namespace (ctkit's own chains read back as their policy)."""
-    from ctkit.importer.live import save_texts
+    from ctkit.importer.live import ipset_text, save_texts
     texts = save_texts(netns, variant)
     if not texts:
         raise UsageError(f"no iptables or ip6tables rules in {netns or 'this namespace'}")
-    return from_texts(texts, table, include)
+    return from_texts(texts, table, include, ipset_text(netns))
 
 
 def from_nft_texts(texts: list[tuple[str, str]], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:

@@ -159,9 +159,10 @@ def clean_comment(text: str, notes: list, where: str) -> str | None:
 class Importer:
     """Reads the rules of one or more iptables-save outputs into Sections (state local to one import)."""
 
-    def __init__(self, include: frozenset = frozenset(), prefix: str = "CTKIT-"):
+    def __init__(self, include: frozenset = frozenset(), prefix: str = "CTKIT-", ipsets: dict | None = None):
         self.include = include
         self.prefix = prefix
+        self.ipsets = ipsets or {}  # ipset name -> ctkit.importer.ipsets.IpSet (from `ipset save`)
         self.s = Sections()
         self._notrack: list[_Notrack] = []
 
@@ -215,6 +216,10 @@ class Importer:
             return
         if rule.table not in ("raw", "mangle", "nat", "filter"):
             return self._no(save, rule, f"the {rule.table} table: ctkit has no equivalent")
+        if r.match_set is not None:
+            why = self._match_set(r)
+            if why:
+                r.problems.append(why)
         if r.problems:
             return self._no(save, rule, "; ".join(dict.fromkeys(r.problems)))
         handler = {"raw": self._raw, "mangle": self._mangle, "nat": self._nat, "filter": self._filter}[rule.table]
@@ -223,6 +228,31 @@ class Importer:
             self._no(save, rule, reason)
         else:
             s.expressed += 1
+
+    def _match_set(self, r: Reading) -> str | None:
+        """-m set --match-set NAME src|dst -> saddr/daddr/sport/dport "@set", with the set from `ipset save`."""
+        name, dirs = r.match_set
+        s = self.ipsets.get(name)
+        if s is None:
+            return (f"-m set {name}: its members are not in iptables-save output (import with --netns, which "
+                    "reads ipset save)")
+        if dirs not in ("src", "dst"):
+            return f"-m set {name} {dirs}: the policy looks one field up in a set"
+        own = self.prefix.lower()
+        policy_name = chain_name(name[len(own):] if name.startswith(own) else name)
+        if s.type == "inet_service":
+            key = "sport" if dirs == "src" else "dport"
+        else:
+            key = "saddr" if dirs == "src" else "daddr"
+        r.fields[key] = f"@{policy_name}"
+        entry: dict = {"type": s.type}
+        if s.interval:
+            entry["interval"] = True
+        if s.timeout is not None:
+            entry["timeout"] = s.timeout
+        entry["elements"] = list(s.elements)
+        self.s.sets[policy_name] = entry
+        return None
 
     def _extra(self, r: Reading, allowed: set) -> str | None:
         extra = sorted(k for k in r.fields if k not in allowed)

@@ -53,3 +53,16 @@ def nft_text(netns: str | None) -> tuple[str, str]:
         raise KernelError(f"nft -j list ruleset in {netns or 'this namespace'}: "
                           f"{proc.stderr.decode('utf-8', 'replace').strip() or 'failed'}")
     return f"nft@{netns or 'this namespace'}", proc.stdout.decode("utf-8", errors="surrogateescape")
+
+
+def ipset_text(netns: str | None) -> str:
+    """`ipset save` in the namespace; empty when ipset is not installed (the rules that use sets are listed)."""
+    path = shutil.which("ipset")
+    if path is None:
+        return ""
+    try:
+        with entered(netns):
+            proc = subprocess.run([path, "save"], capture_output=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"ipset save did not finish within {TIMEOUT} s") from None
+    return proc.stdout.decode("utf-8", errors="surrogateescape") if proc.returncode == 0 else ""

@@ -24,7 +24,7 @@ _FLAGS = {"--syn", "--icase", "--rsource", "--rdest", "--rcheck", "--update", "-
 #: options that take two values
 _TWO = {"--tcp-flags", "--match-set"}
 #: options this reader understands (anything else is a problem naming it)
-_KNOWN = {"--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
+_KNOWN = {"--match-set", "--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
           "--destination-ports", "--source-ports", "--ports", "--tcp-flags", "--syn", "--ctstate", "--state",
           "--comment", "--length", "--string", "--hex-string", "--algo", "--from", "--to", "--limit",
           "--limit-burst", "--hashlimit-upto", "--hashlimit", "--hashlimit-burst", "--hashlimit-mode",
@@ -34,7 +34,6 @@ _KNOWN = {"--dport", "--destination-port", "--sport", "--source-port", "--dports
 _NO_EQUIVALENT = {
     "mark": "the policy has no packet mark match",
     "connmark": "the policy has no conntrack mark match",
-    "set": "ipset members are not in iptables-save output (and the policy's sets are declared with it)",
     "addrtype": "the policy has no address type match",
     "owner": "the policy has no socket owner match",
     "icmp": "the policy has no ICMP type match",
@@ -73,6 +72,7 @@ class Reading:
     problems: list = field(default_factory=list)
     tcp_syn: bool = False  # --tcp-flags SYN,RST SYN (what TCPMSS needs)
     either_ports: tuple | None = None  # multiport --ports: source or destination port
+    match_set: tuple | None = None  # -m set --match-set NAME src|dst (idioms.py resolves it)
 
 
 def address(text: str) -> str:
@@ -208,6 +208,8 @@ def _matches(opts: dict, r: Reading) -> None:
         for k in keys:
             if k in opts:
                 f[name] = _one_or_list(ports(str(opts[k])))
+    if "--match-set" in opts:
+        r.match_set = tuple(opts["--match-set"])
     if "--ports" in opts:
         r.either_ports = tuple(ports(str(opts["--ports"])))
     if "--tcp-flags" in opts:
