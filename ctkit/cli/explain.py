@@ -13,11 +13,12 @@ from ctkit.errors import UsageError
 @handle_errors
 def explain(policy: Optional[Path] = typer.Argument(None, help="Policy file (JSON or YAML); with --netns, "
                                                     "the path it gives is compared with the live one (drift)."),
-            packet: str = typer.Option(..., "--packet", help="The packet: 'PROTO SRC[:PORT] -> DST[:PORT] "
-                                       "[iif IFACE] [oif IFACE] [state new|established|related|invalid|untracked] "
-                                       "[len BYTES] [path input|output|forward]'."),
+            packet: str = typer.Option(..., "--packet", help="The packet: 'PROTO SRC\\[:PORT] -> DST\\[:PORT] "
+                                       "\\[iif IFACE] \\[oif IFACE] \\[state new|established|related|invalid|"
+                                       "untracked] \\[len BYTES] \\[path input|output|forward]'."),
             backend: str = typer.Option("nft", "--backend", "-b", help="Backend that names ctkit's part: nft or "
-                                        "iptables (both compile the same rules, so the path is the same)."),
+                                        "iptables (both compile the same rules, so the path is the same); with "
+                                        "--netns, the ruleset that is read."),
             variant: str = typer.Option("auto", "--iptables-variant", help="iptables backend: nft, legacy or auto."),
             netns: Optional[str] = NetnsOption,
             as_json: bool = JsonOption) -> None:

@@ -20,8 +20,9 @@ def import_(iptables_save: List[Path] = typer.Option([], "--iptables-save", help
             table: str = typer.Option("ctkit", "--table", "-t", help="The policy's table name."),
             include: List[str] = typer.Option([], "--include", help="Import this chain of another tool "
                                               "(DOCKER-USER, ...) instead of leaving it out (repeatable)."),
-            netns: Optional[str] = typer.Option(None, "--netns", "-n", help="Import the iptables rules live in "
-                                                "this namespace (ctkit's own chains read back as their policy)."),
+            netns: Optional[str] = typer.Option(None, "--netns", "-n", help="Import the rules live in this "
+                                                "namespace (--backend: which ruleset; ctkit's own read back as their "
+                                                "policy)."),
             backend: str = typer.Option("nft", "--backend", "-b", help="With --netns: the ruleset to read, "
                                         "nft or iptables."),
             variant: str = typer.Option("auto", "--iptables-variant", help="With --netns: nft, legacy or auto "
