@@ -15,6 +15,7 @@ from ctkit.values import PortRange
 
 #: standard netfilter priorities (include/uapi/linux/netfilter_ipv4.h)
 PRIORITY_RAW = -300
+PRIORITY_MANGLE = -150  # before destination NAT: where iptables' mangle PREROUTING runs
 PRIORITY_DSTNAT = -100
 PRIORITY_FILTER = 0
 PRIORITY_SRCNAT = 100

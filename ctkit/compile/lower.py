@@ -190,6 +190,13 @@ def _rule_matches(rule: model.Rule, family: str | None, addr_matches: list, look
     return matches
 
 
+def _base_priority(hook: str) -> int:
+    """A policy base chain's priority. prerouting runs before destination NAT (mangle priority, -150), so
+    it sees the address a packet arrived with on both backends: iptables has no filter PREROUTING, and its
+    mangle PREROUTING runs before the nat table; at nft's filter priority it ran after DNAT instead."""
+    return ir.PRIORITY_MANGLE if hook == "prerouting" else ir.PRIORITY_FILTER
+
+
 def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = None) -> list[ir.Rule]:
     """A filter rule. limit_name: the name of its limits' buckets (unique in the policy).
 
@@ -331,7 +338,7 @@ def lower(policy: model.Policy) -> ir.Plan:
     limit_names = {r.id: f"{policy.table[:6]}_l{i}" for i, r in enumerate(limited)}
     for chain in policy.chains:
         rules = tuple(r for rule in chain.rules for r in lower_rule(rule, limit_names.get(rule.id, ""), sets))
-        hook = ir.Hook(chain.name, ir.PRIORITY_FILTER) if chain.is_base else None
+        hook = ir.Hook(chain.name, _base_priority(chain.name)) if chain.is_base else None
         chains.append(ir.Chain(chain.name, rules, hook, (chain.policy or "accept") if hook else None,
                                chain.pointer, "base" if hook else "user"))
     settings = tuple(

@@ -208,7 +208,7 @@ def _may_touch(rule: dict, flows: _Flows) -> bool:
 
 
 def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
-    ours = {c.hook.hook: c.hook.priority for c in table.chains if c.hook and c.hook.priority >= 0 and
+    ours = {c.hook.hook: c.hook.priority for c in table.chains if c.hook and c.kind == "base" and
             c.name in BASE_CHAINS}
     helper_flows = _helper_flows(table)
     chains = {}
