@@ -8,6 +8,7 @@ what it means in its table and chain.
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 
 #: iptables' protocol names and numbers -> the policy's
@@ -24,7 +25,7 @@ _FLAGS = {"--syn", "--icase", "--rsource", "--rdest", "--rcheck", "--update", "-
 #: options that take two values
 _TWO = {"--tcp-flags", "--match-set"}
 #: options this reader understands (anything else is a problem naming it)
-_KNOWN = {"--match-set", "--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
+_KNOWN = {"--match-set", "--u32", "--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
           "--destination-ports", "--source-ports", "--ports", "--tcp-flags", "--syn", "--ctstate", "--state",
           "--comment", "--length", "--string", "--hex-string", "--algo", "--from", "--to", "--limit",
           "--limit-burst", "--hashlimit-upto", "--hashlimit", "--hashlimit-burst", "--hashlimit-mode",
@@ -39,7 +40,6 @@ _NO_EQUIVALENT = {
     "icmp": "the policy has no ICMP type match",
     "icmp6": "the policy has no ICMPv6 type match",
     "recent": "the policy has no recent match",
-    "u32": "the policy has no u32 match (payload matches are at fixed offsets)",
     "physdev": "the policy has no bridge port match",
     "iprange": "the policy has no address range match",
     "mac": "the policy has no MAC address match",
@@ -188,6 +188,9 @@ def read(tokens: tuple[str, ...]) -> Reading:
             elif t in _TWO:
                 opts[t] = (value, tokens[i + 2] if i + 2 < len(tokens) else "")
                 i += 3
+            elif t == "--u32":
+                opts.setdefault(t, []).append(value)  # one per -m u32: a rule may have several
+                i += 2
             else:
                 opts[t] = value
                 i += 2
@@ -208,6 +211,13 @@ def _matches(opts: dict, r: Reading) -> None:
         for k in keys:
             if k in opts:
                 f[name] = _one_or_list(ports(str(opts[k])))
+    for test in opts.get("--u32", []):
+        got = u32_payload(str(test))
+        if got is None:
+            r.problems.append(f"-m u32 {test!r}: the policy's payload matches one field at a fixed offset of the "
+                              "IP or the IPv4 transport header")
+        else:
+            f.setdefault("payload", []).append(got)
     if "--match-set" in opts:
         r.match_set = tuple(opts["--match-set"])
     if "--ports" in opts:
@@ -262,3 +272,27 @@ def _matches(opts: dict, r: Reading) -> None:
                 f["limit"]["by"] = by
     if "--hashlimit-above" in opts:
         r.problems.append("--hashlimit-above: the policy's limits match below the rate")
+
+
+_U32 = re.compile(r"^(0x0>>0x16&0x3c@)?(0x[0-9a-f]+|\d+)(?:>>(0x[0-9a-f]+|\d+))?&(0x[0-9a-f]+|\d+)=(0x[0-9a-f]+|\d+)$")
+
+
+def u32_payload(test: str) -> dict | None:
+    """A u32 test in the form ctkit writes (ctkit/backends/iptables/generate.py `_u32`): the bytes it reads
+    -> the policy's payload entry {base, offset, hex[, mask]}; None for any other u32 program."""
+    m = _U32.match(test.strip().lower())
+    if not m:
+        return None
+    th, start, shift, mask, value = m.groups()
+    start_n, shift_n, mask_n, value_n = (int(x, 0) if x else 0 for x in (start, shift, mask, value))
+    if shift_n % 8 or mask_n == 0 or value_n & ~mask_n:
+        return None
+    size = (mask_n.bit_length() + 7) // 8
+    end = start_n + 4 - shift_n // 8
+    offset = end - size
+    if offset < 0 or (shift_n and start_n):
+        return None
+    entry = {"base": "th" if th else "nh", "offset": offset, "hex": f"{value_n:0{2 * size}x}"}
+    if mask_n != (1 << 8 * size) - 1:
+        entry["mask"] = f"{mask_n:0{2 * size}x}"
+    return entry
