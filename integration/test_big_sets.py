@@ -115,3 +115,18 @@ def test_an_ipset_that_outgrows_the_default_maxelem_is_swapped_for_a_bigger_one(
         assert header in listed and f"Number of entries: {n}\n" in listed, listed
     r = ctkit("audit", str(path), *args, "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["drift"] == [], r.stdout[:2000] + r.stderr
+
+
+def test_nft_refuses_overlapping_interval_members_and_ctkit_says_which_first(lab, tmp_path):
+    """The kernel fact behind nft's compile error: nft -f of a set with 10.1.0.0/16 inside 10.0.0.0/8
+    fails ("conflicting intervals specified"); ctkit names the two members and sends nothing."""
+    ns = lab.netns("ovl")
+    text = ("table inet ctkit {\n\tset b {\n\t\ttype ipv4_addr\n\t\tflags interval\n"
+            "\t\telements = { 10.0.0.0/8, 10.1.0.0/16 }\n\t}\n}\n")
+    (tmp_path / "ovl.nft").write_text(text)
+    refused = run(ns, "nft", "-f", str(tmp_path / "ovl.nft"), check=False)
+    assert refused.returncode != 0 and "conflicting intervals" in refused.stderr, refused.stderr
+    path = policy(tmp_path, "10.0.0.0/8\n10.1.0.0/16\n")
+    r = ctkit("apply", str(path), "--netns", ns)
+    assert r.returncode == 2 and "10.1.0.0/16 overlaps 10.0.0.0/8" in r.stderr, r.stderr
+    assert "ctkit" not in run(ns, "nft", "list", "tables").stdout

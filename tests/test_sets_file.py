@@ -16,7 +16,7 @@ from ctkit.backends.iptables import ipset
 from ctkit.backends.nft import generate as nft
 from ctkit.backends.nft import text as nft_text
 from ctkit.compile.lower import lower
-from ctkit.errors import PolicyError
+from ctkit.errors import CompileError, PolicyError
 from ctkit.policy import build_sets
 from ctkit.policy.load import load_file, load_text
 from ctkit.policy.model import SetAddress
@@ -181,3 +181,35 @@ def test_the_fast_ipv4_reading_agrees_with_ipaddress(text):
     net = ipaddress.ip_network(text, strict=True)
     assert fast == SetAddress.of(net) and str(fast) == (str(net.network_address) if not fast.is_prefix
                                                         else str(net))
+
+
+@pytest.mark.parametrize("members, words", [
+    (["10.0.0.0/8", "10.1.0.0/16"], "10.1.0.0/16 overlaps 10.0.0.0/8"),
+    (["192.0.2.0/24", "198.51.100.7", "192.0.2.9"], "192.0.2.9 overlaps 192.0.2.0/24"),
+    (["10.0.0.1-10.0.0.9", "10.0.0.0/30"], "10.0.0.1-10.0.0.9 overlaps 10.0.0.0/30"),
+])
+def test_overlapping_members_of_an_interval_set_are_nfts_compile_error(tmp_path, members, words):
+    """nft refuses them as 'conflicting intervals specified', pointing at no line of the policy; ipset's
+    hash:net takes them, so iptables compiles the same policy."""
+    (tmp_path / "l.netset").write_text("\n".join(members) + "\n")
+    policy = load_file(write(tmp_path, {"b": {"type": "ipv4_addr", "interval": True, "elements_file": "l.netset"}}))
+    with pytest.raises(CompileError) as info:
+        nft.generate(lower(policy))
+    assert info.value.backend == "nft" and info.value.where == "/sets/b" and words in str(info.value)
+    (ipv4,) = iptables.ipsets(lower(policy).table, "ipv4")
+    assert len(ipv4.elements) == len(members)
+
+
+def test_members_that_only_touch_do_not_overlap(tmp_path):
+    (tmp_path / "l.netset").write_text("10.0.0.0/25\n10.0.0.128/25\n10.0.1.0\n")
+    policy = load_file(write(tmp_path, {"b": {"type": "ipv4_addr", "interval": True,
+                                              "elements": ["10.0.2.0/24", "10.0.3.0-10.0.3.255"],
+                                              "elements_file": "l.netset"}}))
+    nft.generate(lower(policy))  # accepted
+    (tmp_path / "p.netset").write_text("1000-1999\n2000\n2001-2999\n")
+    ports = load_file(write(tmp_path, {"p": {"type": "inet_service", "interval": True, "elements_file": "p.netset"}}))
+    nft.generate(lower(ports))
+    (tmp_path / "p.netset").write_text("1000-1999\n1999\n")
+    with pytest.raises(CompileError, match="1999 overlaps 1000-1999"):
+        nft.generate(lower(load_file(write(tmp_path, {"p": {"type": "inet_service", "interval": True,
+                                                           "elements_file": "p.netset"}}))))

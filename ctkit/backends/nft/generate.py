@@ -6,6 +6,8 @@ ctkit's table atomically is the kernel stage's job (ctkit/backends/nft/kernel.py
 """
 from __future__ import annotations
 
+import ipaddress
+import socket
 from typing import Any, Callable
 
 from ctkit import names as kname
@@ -160,9 +162,42 @@ def _members(s: ir.SetObject) -> list[dict]:
                 for m in s.members]
 
 
+def _span(kind: str, text: str) -> tuple[int, int]:
+    """The first and the last value a member of a single-part interval set covers (texts as lowered:
+    canonical, checked)."""
+    if kind == "inet_service":
+        lo, _, hi = text.partition("-")
+        return int(lo), int(hi or lo)
+    if "-" in text:
+        lo, hi = text.split("-", 1)
+        return int(ipaddress.ip_address(lo)), int(ipaddress.ip_address(hi))
+    address, _, length = text.partition("/")
+    bits = 32 if kind == "ipv4_addr" else 128
+    value = int.from_bytes(socket.inet_aton(address), "big") if bits == 32 else int(ipaddress.IPv6Address(address))
+    return value, value | ((1 << (bits - int(length or bits))) - 1)
+
+
+def _check_disjoint(s: ir.SetObject) -> None:
+    """nft refuses members of an interval set that overlap (10.1.0.0/16 inside 10.0.0.0/8: "conflicting
+    intervals specified", at no line of the policy), as block lists put together from several often do;
+    name the two before anything is sent. iptables' hash:net takes them, so this is nft's error."""
+    if not s.interval or len(s.types) != 1 or not any("/" in m.parts[0] or "-" in m.parts[0] for m in s.members):
+        return  # without prefixes or ranges, members are distinct single values
+    kind = s.types[0]
+    reach, widest = -1, ""  # the highest value covered so far, and by which member
+    for lo, hi, text in sorted((*_span(kind, m.parts[0]), m.parts[0]) for m in s.members):
+        if lo <= reach:
+            raise CompileError(BACKEND, "overlapping members of an interval set", s.origin,
+                               f"{text} overlaps {widest} (nft refuses them as conflicting intervals); "
+                               "drop one, or merge them into one prefix or range")
+        if hi > reach:
+            reach, widest = hi, text
+
+
 def _set_commands(table: str, sets: tuple[ir.SetObject, ...]) -> list[dict]:
     cmds: list[dict] = []
     for s in sets:
+        _check_disjoint(s)
         body: dict[str, Any] = {"family": FAMILY, "table": table, "name": s.name,
                                 "type": s.types[0] if len(s.types) == 1 else list(s.types)}
         flags = [f for f, on in (("interval", s.interval), ("timeout", s.timeout is not None)) if on]
