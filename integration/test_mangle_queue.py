@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 
 import pytest
 from lab import (
@@ -14,6 +16,7 @@ from lab import (
     accept_peer,
     conntrack_list,
     router_lab,
+    run,
     sock,
     tcp_listen,
     tcp_session,
@@ -115,3 +118,28 @@ def test_dscp_and_mark_reach_the_receiver_and_the_entry(lab, tmp_path, backend):
     assert _received_tos(server, client, 5060) == 46 << 2  # EF in the upper six bits
     assert _received_tos(server, client, 5061) == 0  # other ports untouched
     assert "mark=16" in conntrack_list(server, "-p", "udp", "--dport", "5060")
+
+
+def test_a_kernel_refusal_names_the_rule(lab, tmp_path):
+    """On a kernel without nft queue the refusal named no rule (libnftables prints the buffer's first
+    line under the error): now the apply says which policy rule, fresh and as an incremental change."""
+    if nft_has_queue(lab):
+        pytest.skip("this kernel has nft queue support: nothing to refuse")
+    ns = lab.netns("qref")
+    first = write(tmp_path, {"chains": {"input": {"rules": [
+        {"name": "ssh", "protocol": "tcp", "dport": 22, "action": "accept"}]}}})
+    queued = tmp_path / "queued.json"
+    queued.write_text(json.dumps({"version": 1, "chains": {"input": {"rules": [
+        {"name": "ssh", "protocol": "tcp", "dport": 22, "action": "accept"},
+        {"name": "ids", "protocol": "udp", "dport": 5000, "action": "queue", "queue": {"num": 3}}]}}}))
+
+    def apply_cli(path) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ctkit", "apply", str(path), "-n", ns], capture_output=True,
+                              text=True, timeout=120)
+    fresh = apply_cli(queued)
+    assert fresh.returncode == 3 and "refused by the kernel at rule ids" in fresh.stderr, fresh.stderr
+    assert "table inet ctkit" not in run(ns, "nft", "list", "tables").stdout  # nothing half-applied
+    assert apply_cli(first).returncode == 0
+    incremental = apply_cli(queued)
+    assert incremental.returncode == 3 and "at rule ids" in incremental.stderr, incremental.stderr
+    assert "ssh" in run(ns, "nft", "list", "table", "inet", "ctkit").stdout

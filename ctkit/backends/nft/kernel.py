@@ -12,6 +12,10 @@ one, never a mix and never an empty window; no other table is touched.
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import subprocess
+import tempfile
 from typing import Any
 
 from ctkit import names
@@ -57,7 +61,28 @@ def _set_dry_run(ctx, on: bool) -> None:
 def _run_json(ctx, document: dict, what: str) -> None:
     rc, _out, error = ctx.json_cmd(document)
     if rc != 0:
-        raise KernelError(f"{what} refused by the kernel: {_clean(error)}")
+        rules = _refused_in_batch(document, _clean(error).split("\n")[0])
+        where = f" at rule {', '.join(rules)}" if rules else ""
+        raise KernelError(f"{what} refused by the kernel{where}: {_clean(error)}")
+
+
+def _refused_in_batch(document: dict, first_line: str, most: int = 200) -> list[str]:
+    """The policy rules of a refused JSON batch that the kernel refuses alone, each checked in its own
+    dry-run batch (a JSON error names no command); best effort, and only for small batches."""
+    commands = [c for c in document.get("nftables", []) if any(
+        k in c and "rule" in c[k] for k in ("add", "insert", "replace"))]
+    if len(commands) > most:
+        return []
+    found = []
+    ctx = _context()
+    _set_dry_run(ctx, True)
+    for c in commands:
+        rc, _out, error = ctx.json_cmd({"nftables": [c]})
+        body = next(iter(c.values()))["rule"]
+        rid = names.rule_id(body.get("comment") or "")
+        if rc != 0 and _clean(error).split("\n")[0] == first_line and rid and rid not in found:
+            found.append(rid)
+    return found
 
 
 def _clean(error: Any) -> str:
@@ -125,7 +150,43 @@ def _run_text(ctx, text: str, what: str) -> None:
     ctx.set_json_output(False)
     rc, _out, error = ctx.cmd(text)
     if rc != 0:
-        raise KernelError(f"{what} refused by the kernel: {_clean(error)}")
+        rules = _refused_rules(text)
+        where = f" at rule {', '.join(rules)}" if rules else ""
+        hint = (" (this kernel lacks an expression the rule needs, e.g. nft queue without CONFIG_NFT_QUEUE: "
+                "change the rule or use the iptables backend)" if rules and "No such file or directory" in
+                str(error) else "")
+        # libnftables shows the buffer's first line under the error: once the rule is known, only the message
+        message = _clean(error).split("\n")[0] if rules else _clean(error)
+        raise KernelError(f"{what} refused by the kernel{where}: {message}{hint}")
+
+
+_COMMENT = re.compile(r'comment "((?:[^"\\]|\\.)*)"')
+
+
+def _refused_rules(text: str) -> list[str]:
+    """The policy rules on the lines of `text` the kernel refused. libnftables names no line for a
+    command buffer (it prints the buffer's first line under the error), so the same text is checked once
+    more with `nft -c -f FILE` (in the namespace already entered), which does. Best effort: [] when that
+    cannot tell."""
+    nft = shutil.which("nft")
+    if nft is None:
+        return []
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", prefix="ctkit-refused-") as f:
+        f.write(text)
+        f.flush()
+        try:
+            proc = subprocess.run([nft, "-c", "-f", f.name], capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            return []
+        lines = text.split("\n")
+        found = []
+        for n in re.findall(re.escape(f.name) + r":(\d+):", proc.stderr):
+            line = lines[int(n) - 1] if 0 < int(n) <= len(lines) else ""
+            comment = _COMMENT.search(line)
+            rid = names.rule_id(comment.group(1)) if comment else None
+            if rid and rid not in found:
+                found.append(rid)
+        return found
 
 
 def _list_table(table: str, netns: str | None, as_json: bool) -> str | None:
