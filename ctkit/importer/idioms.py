@@ -14,6 +14,7 @@ and the reason; nothing is approximated.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 
@@ -22,7 +23,7 @@ from ctkit.importer.save import BUILTINS, Save, SaveRule
 
 #: (owner, chain name pattern): chains ctkit must not own
 FOREIGN = (("docker", re.compile(r"DOCKER(-.*)?$")), ("kube-proxy", re.compile(r"KUBE-.*")),
-           ("firewalld", re.compile(r"(IN|OUT|FWD|FWDI|FWDO|PRE|POST|FWDI|FWDO)_.*|.*_(ZONES|ZONES_SOURCE|direct)$")),
+           ("firewalld", re.compile(r"(IN|OUT|FWD|FWDI|FWDO|PRE|POST)_.*|.*_(ZONES|ZONES_SOURCE|direct)$")),
            ("ctkit", re.compile(r"CTKIT-.*")), ("fail2ban", re.compile(r"f2b-.*")), ("ufw", re.compile(r"ufw6?-.*")),
            ("calico", re.compile(r"cali-.*")), ("cni", re.compile(r"CNI-.*")))
 #: interfaces that belong to docker's networks
@@ -303,7 +304,7 @@ class Importer:
             ports = tuple(v) if isinstance(v, list) else (v,)
         if ports and f.get("protocol") not in ("tcp", "udp", "udplite", "sctp", "dccp"):
             return "ports without a protocol that has them"
-        key = tuple(str(f.get(k)) if f.get(k) is not None else None for k in ("saddr", "daddr", "iif", "oif"))
+        key = tuple(json.dumps(f.get(k)) for k in ("saddr", "daddr", "iif", "oif"))  # hashable, lists too
         self._notrack.append(_Notrack(save.family, direction, f.get("protocol"), fld, ports, key,
                                       f.get("comment"), rule, save.source))
         return None
@@ -596,10 +597,9 @@ class Importer:
                 entry["protocols"] = sorted(protos, key=lambda p: (order.get(p, 9), p))
         if ports:
             entry["ports"] = list(ports)
-        saddr, daddr, iif, oif = key
-        for k, v in (("saddr", saddr), ("daddr", daddr), ("iif", iif), ("oif", oif)):
-            if v is not None:
-                entry[k] = _list_from_text(v) if k in ("saddr", "daddr") else v
+        for k, v in zip(("saddr", "daddr", "iif", "oif"), key, strict=True):
+            if json.loads(v) is not None:
+                entry[k] = json.loads(v)
         if direction != "both":
             entry["direction"] = direction
         comment = own[1] if own[0] else next((n.comment for n in rules if n.comment), None)
@@ -608,13 +608,6 @@ class Importer:
             if c:
                 entry["comment"] = c
         self.s.notrack.append((family, entry))
-
-
-def _list_from_text(v: str):
-    if v.startswith("["):
-        import ast
-        return ast.literal_eval(v)
-    return v
 
 
 def _notrack_name(ports: tuple) -> str:
