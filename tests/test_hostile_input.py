@@ -44,7 +44,8 @@ from ctkit.policy.load import load_document, load_file, load_text
 
 #: the documented limits (README, "Input")
 LIMITS = {name: getattr(load, name, default) for name, default in
-          (("MAX_ALIASED", 100_000), ("MAX_PROBLEMS", 100), ("MAX_NODES", 500_000))}
+          (("MAX_ALIASED", 100_000), ("MAX_PROBLEMS", 100), ("MAX_NODES", 2_000_000),
+           ("MAX_YAML_NODES", 500_000), ("MAX_FILE_BYTES", 32 << 20), ("MAX_YAML_BYTES", 4 << 20))}
 #: a refusal costs at most this many times reference_seconds() (CPU time, measured in the same run)
 FAST = 40.0
 
@@ -257,7 +258,8 @@ def test_deep_nesting_is_refused_quickly(fmt, text):
 
 
 def test_too_many_values_are_refused_before_the_schema():
-    doc = {"version": 1, "description": "x", "chains": {"input": {"rules": [{"ct_state": [0] * 600_000}]}}}
+    doc = {"version": 1, "description": "x",
+           "chains": {"input": {"rules": [{"ct_state": [0] * (LIMITS['MAX_NODES'] + 100_000)}]}}}
     exc, _ = refused(load_document, doc)
     assert f"at most {LIMITS['MAX_NODES']}" in one(exc).message
 
@@ -601,6 +603,9 @@ def test_paths_that_are_not_a_small_regular_file_are_refused_unread(tmp_path):
     big = tmp_path / "big.json"
     with open(big, "wb") as f:  # sparse: 60 MB that take no disk
         f.truncate(60 << 20)
+    big_yaml = tmp_path / "big.yaml"
+    with open(big_yaml, "wb") as f:
+        f.truncate(8 << 20)
     secret = tmp_path / "secret.json"
     secret.write_text('{"version": 1}')
     secret.chmod(0)
@@ -610,7 +615,8 @@ def test_paths_that_are_not_a_small_regular_file_are_refused_unread(tmp_path):
         ("/dev/zero", "device"),                  # the old reader read until memory ran out
         (tmp_path / "dir.json", "directory"),
         (tmp_path / "loop1.json", "symbolic links"),
-        (big, "at most 4194304"),                 # read whole before (60 MB, then the text walked)
+        (big, f"at most {LIMITS['MAX_FILE_BYTES']}"),  # read whole before (60 MB, then the text walked)
+        (big_yaml, f"at most {LIMITS['MAX_YAML_BYTES']}"),  # YAML parses 20 times slower: a lower bound
         ("/proc/self/mem", "cannot read file"),   # a file the kernel does not read even for root
     ]
     if os.geteuid() != 0:  # root reads anything

@@ -146,7 +146,7 @@ def test_a_concatenation_takes_no_file(tmp_path):
 
 
 def test_no_fixed_cap_on_inline_elements(tmp_path):
-    """The schema capped elements at 65,536; a policy's own limit on values (500,000) is the bound now."""
+    """The schema capped elements at 65,536; a policy's own limit on values (2,000,000 as JSON) is the bound now."""
     n = 100_000
     path = write(tmp_path, {"b": {"type": "ipv4_addr", "elements": [f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}"
                                                                     for i in range(n)]}})

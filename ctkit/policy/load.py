@@ -6,8 +6,9 @@ them in one pass.
 
 A policy file may come from anyone: ctkit runs as root and automation feeds it files
 it did not write. So what it reads is bounded before it is believed (README, "Input"):
-the file's size (MAX_FILE_BYTES, regular files only), the number of values after
-YAML aliases are expanded (MAX_NODES, of which aliases may add MAX_ALIASED) and the
+the file's size (MAX_FILE_BYTES for JSON, MAX_YAML_BYTES otherwise; regular files only), the number
+of values (MAX_NODES; YAML: MAX_YAML_NODES after aliases are expanded, of which aliases may add
+MAX_ALIASED) and the
 nesting depth (MAX_DEPTH). YAML is composed into PyYAML's node graph first, where an
 alias is one shared node, so these are measured on the graph in time proportional to
 the text, before anything is constructed; YAML 1.1 readings that a reader would not
@@ -52,12 +53,16 @@ FORMATS = {"ip-network": check_network, "port-range": check_port_range, "nat-add
            "length-range": check_length_range, "queue-range": check_queue_range}
 
 # ------------------------------------------------------------------ limits (README, "Input")
-#: the largest policy file read (a policy of 10,000 rules is about 1.3 MB of JSON, 1 MB of YAML;
-#: PyYAML parses about 1 MB a second here, json twenty times that)
-MAX_FILE_BYTES = 4 << 20
-#: values in a document (scalars, lists, mappings and mapping keys), YAML aliases expanded; a
-#: policy of 10,000 rules holds about 110,000
-MAX_NODES = 500_000
+#: the largest policy file read: JSON (a policy of 100,000 rules is about 10-13 MB of JSON; json
+#: parses about 20 MB a second here) and YAML (a policy of 10,000 rules is about 1 MB; PyYAML parses
+#: about 1 MB a second, so a large YAML file would take long to refuse: big policies are JSON)
+MAX_FILE_BYTES = 32 << 20
+MAX_YAML_BYTES = 4 << 20
+#: values in a document (scalars, lists, mappings and mapping keys); a policy of 10,000 rules holds
+#: about 110,000, of 100,000 rules about 1.1 million. YAML: at most MAX_YAML_NODES, aliases expanded,
+#: measured on PyYAML's node graph
+MAX_NODES = 2_000_000
+MAX_YAML_NODES = 500_000
 #: of those, the values YAML aliases add beyond the document's own (an alias to a list of 100
 #: addresses, used in 50 rules, adds 5,000)
 MAX_ALIASED = 100_000
@@ -284,10 +289,11 @@ def _check_nodes(root: yaml.Node, loader: PolicyLoader, source: str
             if bad:
                 problems.append(Problem(pointer_of(path), bad[0], line=line, hint=bad[1], source=source))
             continue
-        if len(seen) > MAX_NODES:
-            raise _Refused(Problem(pointer_of(path), f"more than {MAX_NODES} values; a policy holds at most "
-                                   f"{MAX_NODES}", line=line, source=source,
-                                   hint="split the policy, or use sets for long lists"))
+        if len(seen) > MAX_YAML_NODES:
+            raise _Refused(Problem(pointer_of(path), f"more than {MAX_YAML_NODES} values; a YAML policy holds at "
+                                   f"most {MAX_YAML_NODES}", line=line, source=source,
+                                   hint="split the policy, use sets (elements_file) for long lists, or write it "
+                                        "as JSON"))
         if len(path) >= MAX_DEPTH:
             raise _Refused(Problem(pointer_of(path), f"nested more than {MAX_DEPTH} levels deep", line=line,
                                    source=source, hint="a policy needs fewer than ten levels"))
@@ -344,9 +350,9 @@ def _measure(root: yaml.Node, source: str, unique: int) -> None:
             kids = _children(node)
             size[key] = 1 + sum(size[id(k)] for k in kids)
             depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
-            if size[key] > MAX_NODES:
-                raise refuse(node, path, f"YAML aliases expand this to {size[key]} values; a policy holds at "
-                             f"most {MAX_NODES}", "split the policy, or use sets for long lists")
+            if size[key] > MAX_YAML_NODES:
+                raise refuse(node, path, f"YAML aliases expand this to {size[key]} values; a YAML policy holds "
+                             f"at most {MAX_YAML_NODES}", "split the policy, or use sets for long lists")
             if depth[key] > MAX_DEPTH:
                 raise refuse(node, path, f"YAML aliases nest this {depth[key]} levels deep; at most {MAX_DEPTH}",
                              "a policy needs fewer than ten levels")
@@ -837,12 +843,12 @@ def load_text(text: str, source: str = "<policy>", fmt: str | None = None, base:
 
 
 def load_file(path: str | Path) -> Policy:
-    """Load a policy file: a regular file of at most MAX_FILE_BYTES (a FIFO, a device, a directory
-    or a larger file is refused before it is read)."""
+    """Load a policy file: a regular file of at most MAX_FILE_BYTES if it is .json, MAX_YAML_BYTES
+    otherwise (a FIFO, a device, a directory or a larger file is refused before it is read)."""
     path = Path(path)
     source = str(path)
     try:
-        raw = read_regular(path, MAX_FILE_BYTES)
+        raw = read_regular(path, MAX_FILE_BYTES if path.suffix.lower() == ".json" else MAX_YAML_BYTES)
     except Unreadable as exc:
         raise PolicyError([Problem("", exc.reason, source=source)]) from None
     try:
