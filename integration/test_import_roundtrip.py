@@ -160,8 +160,8 @@ def _import_live(ns: str, out: Path, backend: str) -> subprocess.CompletedProces
 def test_example_applied_imported_and_applied_again_behaves_the_same(lab, case, backend, tmp_path):
     """The round trip on a host ctkit manages: apply an example, import that namespace live (the same
     backend's ruleset), apply the import in a second pair: the matrix's probes give the same outcomes. An
-    example with a construct the live ruleset cannot give back (iptables: ipsets' members, cttimeout values,
-    u32 payloads) must exit 1 and list each such rule instead."""
+    example with a construct the live ruleset cannot give back must exit 1 and list each such rule instead
+    (none of the ten does now)."""
     ca, sa = make_pair(lab, "a")
     a_ns = sa if case.side == "server" else ca
     backend_named(backend).apply(pipeline.compile_file(ROOT / "examples" / case.policy).plan, a_ns)

@@ -76,3 +76,15 @@ def test_ipset_members_come_from_ipset_save():
     # without ipset save (a file), the rule is listed
     r = from_texts([("t", save)])
     assert r.exit_code == 1 and "import with --netns" in r.not_expressed[0].reason
+
+
+def test_ct_timeout_values_come_from_the_live_objects():
+    save = ("*raw\n:PREROUTING ACCEPT [0:0]\n:CTKIT-PREROUTING - [0:0]\n-A PREROUTING -j CTKIT-PREROUTING\n"
+            '-A CTKIT-PREROUTING -p udp -m udp --dport 53 -m comment --comment "timeout/dns_udp: short" '
+            "-j CT --timeout kzel\nCOMMIT\n")
+    objects = {"kzel": {"family": "ipv4", "protocol": "udp", "policy": {"unreplied": 3, "replied": 5}}}
+    d = from_texts([("t", save)], timeouts=objects).document
+    assert d["timeouts"] == [{"name": "dns_udp", "family": "ipv4", "protocol": "udp",
+                              "policy": {"unreplied": 3, "replied": 5}, "ports": 53, "comment": "short"}]
+    r = from_texts([("t", save)])  # a file: the values are not there
+    assert r.exit_code == 1 and "import with --netns" in r.not_expressed[0].reason

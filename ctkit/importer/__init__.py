@@ -23,7 +23,8 @@ class ImportBug(CtkitError):
     """The importer wrote a policy ctkit's loader refuses: a bug in the importer, not in the input."""
 
 
-def from_texts(texts: list, table: str = "ctkit", include: tuple[str, ...] = (), ipset_save: str = "") -> Imported:
+def from_texts(texts: list, table: str = "ctkit", include: tuple[str, ...] = (), ipset_save: str = "",
+               timeouts: dict | None = None) -> Imported:
     """(source name, iptables-save text[, family]) each -> the policy they mean. Without a family, the text
     says it (ip6tables-save's first line, IPv6 addresses). `ipset_save`: `ipset save` output, for -m set."""
     from ctkit.importer import ipsets
@@ -31,6 +32,7 @@ def from_texts(texts: list, table: str = "ctkit", include: tuple[str, ...] = (),
     known, set_notes = ipsets.parse(ipset_save)
     imp = Importer(frozenset(include), chain_prefix(table), known)
     imp.s.notes.extend(set_notes)
+    imp.timeouts = timeouts or {}
     for source, text, *family in texts:
         if not looks_like_save(text):
             raise UsageError(f"{source}: not iptables-save output (no '*table' ... 'COMMIT')")
@@ -58,7 +60,8 @@ def from_netns(netns: str | None, table: str = "ctkit", include: tuple[str, ...]
     texts = save_texts(netns, variant)
     if not texts:
         raise UsageError(f"no iptables or ip6tables rules in {netns or 'this namespace'}")
-    return from_texts(texts, table, include, ipset_text(netns))
+    from ctkit.importer.timeouts import objects
+    return from_texts(texts, table, include, ipset_text(netns), objects(netns))
 
 
 def from_nft_texts(texts: list[tuple[str, str]], table: str = "ctkit", include: tuple[str, ...] = ()) -> Imported:

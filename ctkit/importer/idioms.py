@@ -164,6 +164,7 @@ class Importer:
         self.include = include
         self.prefix = prefix
         self.ipsets = ipsets or {}  # ipset name -> ctkit.importer.ipsets.IpSet (from `ipset save`)
+        self.timeouts: dict = {}  # cttimeout object name -> {family, protocol, policy} (live imports)
         self.s = Sections()
         self._notrack: list[_Notrack] = []
 
@@ -279,8 +280,7 @@ class Importer:
         if len(keys) != 1:
             return f"CT {' '.join(keys)}: one CT rule sets one thing in ctkit (a notrack, helper, zone or timeout)"
         if "--timeout" in r.options:
-            return f"CT --timeout {r.options['--timeout']}: the timeout policy's values are not in iptables-save " \
-                   "output (nfct timeout list shows them): write it as a timeouts entry"
+            return self._timeout(save, rule, r, direction)
         if "--helper" in r.options:
             return self._helper(save, rule, r, direction)
         return self._zone(save, rule, r, direction, keys[0])
@@ -329,6 +329,29 @@ class Importer:
             entry["direction"] = "out"
         self._comment(entry, f, save, rule)
         self.s.helpers.append((save.family, entry))
+        return None
+
+    def _timeout(self, save, rule, r, direction) -> str | None:
+        printed = str(r.options["--timeout"])  # iptables-save prints the name's first four characters
+        found = [o for name, o in self.timeouts.items() if name.startswith(printed)]
+        if len(found) != 1:
+            return (f"CT --timeout {printed}: the timeout policy's values are not in iptables-save output "
+                    "(import with --netns, which reads the objects)" if not found else
+                    f"CT --timeout {printed}: {len(found)} timeout objects start with that name")
+        bad = self._extra(r, FLOW_FIELDS - {"sport", "iif", "oif"})
+        if bad:
+            return bad
+        obj, f = found[0], r.fields
+        if f.get("protocol") not in (None, obj["protocol"]):
+            return f"CT --timeout {printed}: a {obj['protocol']} policy on {f['protocol']} flows"
+        entry: dict = {"name": printed, "protocol": obj["protocol"], "policy": dict(obj["policy"])}
+        for k, name in (("dport", "ports"), ("saddr", "saddr"), ("daddr", "daddr")):
+            if k in f:
+                entry[name] = f[k]
+        if direction == "out":
+            entry["direction"] = "out"
+        self._comment(entry, f, save, rule)
+        self.s.timeouts.append((save.family, entry))
         return None
 
     def _zone(self, save, rule, r, direction, key) -> str | None:
