@@ -1,15 +1,24 @@
-"""ctkit command line: a thin layer that wires the stages together."""
+"""ctkit command line: a thin layer that wires the stages together.
+
+A command runs with only its own module imported (COMMANDS: the first word picks it), so `ctkit ct
+count` or `ctkit set add` do not pay for importing every other command's stages (issue 12: start-up);
+`ctkit --help`, an unknown word and `from ctkit.cli import app` build the whole app."""
 from __future__ import annotations
+
+import importlib
+import sys
 
 import typer
 
-from ctkit.cli import audit, confirm, ct, explain, export, importer, plan, policy
-
-app = typer.Typer(
-    help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+#: the first command word -> the module under ctkit.cli whose register() adds it
+COMMANDS = {
+    "validate": "policy", "compile": "policy", "apply": "policy", "show": "policy", "remove": "policy",
+    "toggle": "policy", "set": "policy", "plan": "plan", "confirm": "confirm", "rollback": "confirm",
+    "audit": "audit", "exporter": "audit", "export": "export", "explain": "explain", "import": "importer",
+    "ct": "ct", "sysctl": "ct",
+}
+#: the order of the whole app's help
+MODULES = ("policy", "plan", "confirm", "audit", "export", "explain", "importer", "ct")
 
 
 def _version(value: bool) -> None:
@@ -22,22 +31,32 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(show_version: bool = typer.Option(False, "--version", "-V", callback=_version, is_eager=True,
                                             help="Print ctkit's version and exit.")) -> None:
     """Declarative netfilter and connection-tracking policy for real Linux kernels."""
 
 
-policy.register(app)
-plan.register(app)
-confirm.register(app)
-audit.register(app)
-export.register(app)
-explain.register(app)
-importer.register(app)
-app.add_typer(ct.app, name="ct")
-app.add_typer(ct.sysctl_app, name="sysctl")
+def build(modules: tuple[str, ...] = MODULES) -> typer.Typer:
+    """The typer app with the commands of these modules (all of them: the whole command line)."""
+    app = typer.Typer(
+        help="Declarative netfilter and connection-tracking policy for real Linux kernels.",
+        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for name in modules:
+        importlib.import_module(f"ctkit.cli.{name}").register(app)
+    return app
+
+
+def __getattr__(name: str):
+    if name == "app":  # the whole app, built on first use (tests, documentation)
+        globals()["app"] = build()
+        return globals()["app"]
+    raise AttributeError(name)
 
 
 def main() -> None:
-    app()
+    word = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
+    module = COMMANDS.get(word) if word is not None and sys.argv[1] == word else None
+    build((module,) if module else MODULES)()

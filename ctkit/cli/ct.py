@@ -559,3 +559,8 @@ def sysctl_set(assignments: list[str] = typer.Argument(..., metavar="KEY=VALUE..
         after = sysctl.apply_plan(changes)  # all or nothing: a failed write restores the earlier ones
     for value in after:
         print(f"net.netfilter.{value.name} = {value.value}")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="ct")
+    root.add_typer(sysctl_app, name="sysctl")

@@ -18,11 +18,12 @@ from ctkit.backends.base import (
     Shown,
     ToggleStates,
 )
-from ctkit.backends.nft import diff, foreign, kernel, written
 from ctkit.backends.nft import generate as gen
-from ctkit.backends.nft import text as nft_text
-from ctkit.backends.nft import view as nft_view
+from ctkit.backends.nft import kernel, written
 from ctkit.compile import ir
+
+# diff, foreign, text and view are imported by the methods that use them: `ctkit set add` and
+# `ctkit toggle` start without them (issue 12: start-up)
 from ctkit.errors import UsageError
 
 
@@ -68,6 +69,7 @@ class NftBackend:
         return gen.generate(plan)
 
     def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
+        from ctkit.backends.nft import text as nft_text
         if family is not None:
             raise UsageError("--family is for --backend iptables (the nft table is inet: both families)")
         document = gen.generate(plan)
@@ -84,6 +86,7 @@ class NftBackend:
     def changes(self, plan: ir.Plan, netns: str | None) -> Pending:
         """Nothing to do, without reading the table, when ctkit's last commit wrote this very document and
         nothing was committed in the namespace since (written.py); else the table listed and compared."""
+        from ctkit.backends.nft import diff
         table = plan.table.name
         document, digest = self._document(plan)
         seen = _generation(netns)
@@ -100,6 +103,7 @@ class NftBackend:
 
     def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
               pending: Pending | None = None) -> Applied:
+        from ctkit.backends.nft import diff
         table = plan.table.name
         document, digest = self._document(plan)
         if pending is None:
@@ -170,6 +174,8 @@ class NftBackend:
         return f"set {gen.FAMILY} {table} {name}"
 
     def inspect(self, plan: ir.Plan, netns: str | None) -> Inspection:
+        from ctkit.backends.nft import foreign
+        from ctkit.backends.nft import view as nft_view
         table = plan.table
         ids = {r.id for c in table.chains for r in c.rules}
         want = nft_view.view(gen.generate(plan)["nftables"], ids)
@@ -179,6 +185,7 @@ class NftBackend:
         return Inspection((LiveView(table.name, "", want, have),), tuple(foreign.interference(ruleset, table)))
 
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
+        from ctkit.backends.nft import view as nft_view
         return nft_view.rule_hits(kernel.list_table(table, netns) or [])
 
     def load_boot(self, table: str, directory: str, netns: str) -> tuple[str, ...]:
@@ -196,6 +203,7 @@ class NftBackend:
         """One nft file that replaces only `table inet <name>`: the renderer's `add table; delete table;
         table {...}` is one transaction that works whether the table exists or not, so loading the file
         twice, or at boot, ends in the same table and leaves every other table alone."""
+        from ctkit.backends.nft import text as nft_text
         table = plan.table.name
         owned = self.owned(table)
         head = [f"# ctkit boot file: {owned}" + (f" from {source}" if source else ""),
