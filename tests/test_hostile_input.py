@@ -302,7 +302,7 @@ def test_many_problems_are_counted_not_all_printed():
 
 
 def test_a_big_policy_with_one_bad_rule_is_refused_quickly():
-    """jsonschema alone took about 8 s to name the one bad rule of 10,000 (benchmarks/audit.py's shape)."""
+    """jsonschema alone took about 8 s to name the one bad rule of 10,000 (benchmarks/bench_audit.py's shape)."""
     rules = [{"name": f"r{i}", "protocol": "tcp" if i % 2 else "udp", "dport": 1024 + i,
               "saddr": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "action": "accept"} for i in range(10_000)]
     rules[-1]["action"] = "nope"

@@ -137,7 +137,7 @@ def _fast_validator(ref: str | None = None, formats: bool = False):
     """A yes/no validator compiled to Python by fastjsonschema: of the whole document, or of the part of
     the schema at `ref` (a pointer such as "#/$defs/rule"); with `formats`, the value checks too.
 
-    jsonschema takes about 5 s on a 10,000-rule policy (benchmarks/audit.py);
+    jsonschema takes about 5 s on a 10,000-rule policy (benchmarks/bench_audit.py);
     fastjsonschema about 0.4 s. It only says valid or not, so a document it
     rejects (or one it cannot judge) goes through jsonschema for the messages.
     The schema uses nothing draft-07 lacks, so it is compiled as draft-07; a part

@@ -1,6 +1,6 @@
 """Benchmark: ctkit's conntrack reader beside `conntrack -L` on big tables (root).
 
-    sudo /tmp/tv/bin/python benchmarks/ct_dump.py [--sizes 200000,1000000] [--runs 3]
+    sudo .venv/bin/python benchmarks/bench_ct_dump.py [--sizes 200000,1000000] [--runs 3]
 
 For each size N it creates a throwaway namespace, loads N entries with
 `conntrack -R` (mixed TCP/UDP, IPv4/IPv6, one in five marked, one-hour

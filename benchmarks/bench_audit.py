@@ -1,6 +1,6 @@
 """How long `ctkit audit` takes on a policy of N rules, beside `nft -j list ruleset` on the same table.
 
-    .venv/bin/python benchmarks/audit.py [--rules 10000] [--repeat 5]
+    .venv/bin/python benchmarks/bench_audit.py [--rules 10000] [--repeat 5]
 
 Builds a throwaway namespace, applies a generated policy with N filter rules
 (ports and prefixes varied so rules differ), then times, in the same run:
