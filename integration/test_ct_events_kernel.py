@@ -176,6 +176,16 @@ def normal(line: str) -> str:
     return re.sub(r" (progname=\S+|labels=[\d,]+)", "", line)
 
 
+def collected(out, err) -> tuple[list[dict], str]:
+    """What a `ct events --format jsonl` child wrote to its two temporary files: the records, stderr."""
+    out.seek(0)
+    err.seek(0)
+    try:
+        return [json.loads(line) for line in out.read().splitlines()], err.read()
+    finally:
+        out.close()
+        err.close()
+
 def test_same_events_as_conntrack_E(pair, tmp_path):
     client, server = pair
     run(server, "nft", "-f", "-", input=TRACK)
@@ -277,12 +287,7 @@ def test_a_full_queue_is_a_counted_loss(pair, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
-    out.seek(0)
-    err.seek(0)
-    objs = [json.loads(line) for line in out.read().splitlines()]
-    text = err.read()
-    out.close()
-    err.close()
+    objs, text = collected(out, err)
     destroys = [o for o in objs if o["event"] == "destroy"]
     losses = [o for o in objs if o["event"] == "lost"]
     lost = sum(o["lost"] for o in losses)
@@ -346,12 +351,7 @@ def test_an_overrun_is_counted_against_the_kernels_figures(lab, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
-    out.seek(0)
-    err.seek(0)
-    objs = [json.loads(line) for line in out.read().splitlines()]
-    text = err.read()
-    out.close()
-    err.close()
+    objs, text = collected(out, err)
     assert created == in_table == n and destroyed == n  # the kernel made n entries, then removed them
     shown = {kind: sum(1 for o in objs if o["event"] == kind) for kind in ("new", "update", "destroy")}
     lost = sum(o["lost"] for o in objs if o["event"] == "lost")

@@ -38,9 +38,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 0.5  # a lost packet on a veth between two namespaces does not take longer
 
 
-def make_pair(lab) -> tuple[str, str]:
-    server = lab.netns("dsrv")
-    client = lab.netns("dcli")
+def make_pair(lab, tag: str = "d") -> tuple[str, str]:
+    """A client and a server namespace on one veth (`tag`: two pairs in one test get other names)."""
+    server = lab.netns(f"{tag}srv")
+    client = lab.netns(f"{tag}cli")
     lab.link(client, server, [f"{CLIENT4}/24", f"{CLIENT_LAN4}/24", f"{CLIENT6}/64"],
              [f"{SERVER4}/24", f"{SERVER_LAN4}/24", f"{SERVER6}/64"])
     return client, server
@@ -59,8 +60,9 @@ def _conntrack(ns: str, probe: Probe) -> str:
     return conntrack_list(ns, *family, "-p", proto, "--dport", str(probe.port))
 
 
-def run_probe(client: str, server: str, case: Case, probe: Probe) -> Outcome:
-    policy_ns = server if case.side == "server" else client
+def run_probe(client: str, server: str, side: str, probe: Probe) -> Outcome:
+    """One probe between the pair; `side` (server | client) is the namespace that holds the policy."""
+    policy_ns = server if side == "server" else client
     other_ns = client if policy_ns == server else server
     initiator, target = (other_ns, policy_ns) if probe.to == "policy" else (policy_ns, other_ns)
     server_addr, client_addr = NETS[probe.net]
@@ -92,7 +94,7 @@ def run_probe(client: str, server: str, case: Case, probe: Probe) -> Outcome:
 
 
 def run_matrix(client: str, server: str, case: Case) -> list[Outcome]:
-    return [run_probe(client, server, case, p) for p in case.probes]
+    return [run_probe(client, server, case.side, p) for p in case.probes]
 
 
 def _table(case: Case, results: dict[str, list[Outcome]]) -> str:

@@ -212,6 +212,22 @@ def send(client: str, server: str, case: Case, probe: Probe) -> tuple[str, str, 
     return proto, src, addr
 
 
+def traced_probes(client: str, server: str, case: Case, probes, policy_ns: str, monitor, mark) -> list[tuple]:
+    """Send each probe between two markers: (probe, its key, first and last monitor line it printed)."""
+    mark(policy_ns, monitor, 0)
+    windows = []
+    for i, probe in enumerate(probes, start=1):
+        with monitor.lock:
+            start = len(monitor.lines)
+        key = send(client, server, case, probe)
+        mark(policy_ns, monitor, i)
+        with monitor.lock:
+            windows.append((probe, key, start, len(monitor.lines)))
+        # a fresh table for the next probe (an FTP exchange leaves an expectation for its data port)
+        run(policy_ns, "conntrack", "-F", check=False)
+    return windows
+
+
 def _collapse(events: list) -> list:
     """Consecutive equal events are one (nft writes an either-port rule as two rules with one comment)."""
     return [e for i, e in enumerate(events) if i == 0 or events[i - 1] != e]
@@ -294,17 +310,7 @@ def test_explain_agrees_with_nft_trace(lab, case):
     run(policy_ns, "nft", "-f", "-", input=TRACE_TABLE)
     monitor = Monitor(policy_ns)
     try:
-        marker(policy_ns, monitor, 0)
-        windows = []
-        for i, probe in enumerate(case.probes, start=1):
-            with monitor.lock:
-                start = len(monitor.lines)
-            key = send(client, server, case, probe)
-            marker(policy_ns, monitor, i)
-            with monitor.lock:
-                windows.append((probe, key, start, len(monitor.lines)))
-            # a fresh table for the next probe (an FTP exchange leaves an expectation for its data port)
-            run(policy_ns, "conntrack", "-F", check=False)
+        windows = traced_probes(client, server, case, case.probes, policy_ns, monitor, marker)
     finally:
         monitor.close()
     wrong, compared = [], 0
@@ -532,16 +538,7 @@ def test_explain_agrees_with_iptables_trace(lab, case):
     monitor = XMonitor(policy_ns)
     probes = [p for p in case.probes if p.kind in ("tcp", "udp", "ftp") and p.net != "v6"]  # ICMP: no ports
     try:
-        xmarker(policy_ns, monitor, 0)
-        windows = []
-        for i, probe in enumerate(probes, start=1):
-            with monitor.lock:
-                start = len(monitor.lines)
-            key = send(client, server, case, probe)
-            xmarker(policy_ns, monitor, i)
-            with monitor.lock:
-                windows.append((probe, key, start, len(monitor.lines)))
-            run(policy_ns, "conntrack", "-F", check=False)
+        windows = traced_probes(client, server, case, probes, policy_ns, monitor, xmarker)
     finally:
         monitor.close()
     wrong, compared = [], 0

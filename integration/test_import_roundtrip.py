@@ -16,30 +16,17 @@ from pathlib import Path
 
 import pytest
 from lab import (
-    CLIENT4,
-    CLIENT6,
-    CLIENT_LAN4,
-    SERVER4,
-    SERVER6,
-    SERVER_LAN4,
     backend_named,
-    conntrack_list,
-    ftp_passive,
-    icmp_echo,
     run,
-    tcp_listen,
-    tcp_probe,
-    udp_exchange,
-    udp_server,
 )
 from matrix import CASES as MATRIX
-from matrix import NETS, Outcome, Probe
+from matrix import Probe
+from test_differential import make_pair, run_probe
 
 from ctkit import pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 FIX = ROOT / "tests" / "fixtures" / "import"
-TIMEOUT = 0.5
 
 
 def P(kind: str, to: str, net: str, port: int | None = None, payload: bytes | None = None) -> Probe:
@@ -68,53 +55,10 @@ CASES = (
 )
 
 
-def make_pair(lab, tag: str) -> tuple[str, str]:
-    server = lab.netns(f"i{tag}s")
-    client = lab.netns(f"i{tag}c")
-    lab.link(client, server, [f"{CLIENT4}/24", f"{CLIENT_LAN4}/24", f"{CLIENT6}/64"],
-             [f"{SERVER4}/24", f"{SERVER_LAN4}/24", f"{SERVER6}/64"])
-    return client, server
-
-
 def restore(ns: str, files: tuple[str, ...]) -> None:
     for name in files:
         tool = "ip6tables-restore" if name.endswith(".v6") else "iptables-restore"
         run(ns, tool, input=(FIX / name).read_text())
-
-
-def probe(client: str, server: str, side: str, p: Probe) -> Outcome:
-    policy_ns = server if side == "server" else client
-    other = client if policy_ns == server else server
-    initiator, target = (other, policy_ns) if p.to == "policy" else (policy_ns, other)
-    server_addr, client_addr = NETS[p.net]
-    addr = server_addr if target == server else client_addr
-    src = server_addr if initiator == server else client_addr
-    run(policy_ns, "conntrack", "-F", check=False)
-    if p.kind == "tcp":
-        listener = tcp_listen(target, addr, p.port)
-        try:
-            result = tcp_probe(initiator, addr, p.port, timeout=TIMEOUT, src=src)
-        finally:
-            listener.close()
-    elif p.kind == "udp":
-        srv = udp_server(target, addr, p.port)
-        try:
-            request, reply = udp_exchange(initiator, srv, addr, p.port, timeout=TIMEOUT, src=src,
-                                          **({"payload": p.payload} if p.payload is not None else {}))
-        finally:
-            srv.close()
-        result = "reply" if reply else ("request-only" if request else "none")
-    elif p.kind == "icmp":
-        result = "reply" if icmp_echo(initiator, addr, src=src, timeout=TIMEOUT) else "none"
-    else:
-        result = "/".join(ftp_passive(initiator, target, addr, p.port, timeout=TIMEOUT * 2, src=src))
-    family = ["-f", "ipv6"] if p.net == "v6" else []
-    if p.kind == "icmp":
-        entries = conntrack_list(policy_ns, *family, "-p", "icmpv6" if p.net == "v6" else "icmp")
-    else:
-        entries = conntrack_list(policy_ns, *family, "-p", "udp" if p.kind == "udp" else "tcp",
-                                 "--dport", str(p.port))
-    return Outcome(result, bool(entries.strip()), "helper=ftp" in entries)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "+".join(c[0]))
@@ -132,7 +76,7 @@ def test_imported_policy_behaves_like_the_rules(lab, case, tmp_path):
     families = {"v6" if f.endswith(".v6") else "v4" for f in files}
     rows, differ = [], []
     for p in probes:
-        a, b = probe(ca, sa, side, p), probe(cb, sb, side, p)
+        a, b = run_probe(ca, sa, side, p), run_probe(cb, sb, side, p)
         # a family without rules: iptables never starts its conntrack, ctkit's inet table starts both
         # families' (the filtering is the same; whether the flow gets an entry is not comparable)
         unruled = ("v6" if p.net == "v6" else "v4") not in families
@@ -176,7 +120,7 @@ def test_example_applied_imported_and_applied_again_behaves_the_same(lab, case, 
     backend_named(backend).apply(pipeline.compile_file(out).plan, sb if case.side == "server" else cb)
     rows, differ = [], []
     for p in case.probes:
-        a, b = probe(ca, sa, case.side, p), probe(cb, sb, case.side, p)
+        a, b = run_probe(ca, sa, case.side, p), run_probe(cb, sb, case.side, p)
         rows.append(f"  {p.name:<22} applied: {a}  imported: {b}")
         if a != b:
             differ.append(p.name)

@@ -106,7 +106,7 @@ def test_the_record_round_trips_and_is_per_boot(tmp_path, monkeypatch):
     assert again.mine("nft", "ipv4") == {"filter": {"CTKIT-INPUT"}} and again.ipsets == {"ctkit-blocklist"}
     assert again.mine("legacy", "ipv4") == {}
     assert k.load_record(None, "CTKIT2-").empty()
-    monkeypatch.setattr(k, "_boot_id", lambda: "another boot")
+    monkeypatch.setattr(k, "boot_id", lambda: "another boot")
     assert k.load_record(None, "CTKIT-").empty()
 
 

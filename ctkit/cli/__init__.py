@@ -57,6 +57,5 @@ def __getattr__(name: str):
 
 
 def main() -> None:
-    word = next((a for a in sys.argv[1:] if not a.startswith("-")), None)
-    module = COMMANDS.get(word) if word is not None and sys.argv[1] == word else None
+    module = COMMANDS.get(sys.argv[1]) if len(sys.argv) > 1 else None  # an option first: the whole app
     build((module,) if module else MODULES)()

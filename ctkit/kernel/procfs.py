@@ -1,4 +1,4 @@
-"""Parsers for /proc/net/nf_conntrack and /proc/net/stat/nf_conntrack.
+"""Parsers for /proc/net/nf_conntrack and /proc/net/stat/nf_conntrack, and the boot id.
 
 For hosts and captures where ctnetlink is not available, and for saved
 snapshots. Both parsers take text, so tests feed them recorded files;
@@ -150,3 +150,12 @@ def parse_conntrack(lines: Iterable[str]) -> Iterator[ProcEntry]:
             except ValueError as exc:
                 raise ValueError(f"line {number}: {exc}") from None
 
+
+def boot_id() -> str:
+    """This boot's id (/proc/sys/kernel/random/boot_id), "" when unreadable: state kept under /run is
+    believed only by the boot that wrote it."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
+            return f.read().strip()
+    except OSError:
+        return ""

@@ -75,6 +75,7 @@ from ctkit.backends.iptables.generate import toggle_switch_spec
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel import cttimeout
 from ctkit.kernel.netns import entered, netns_id
+from ctkit.kernel.procfs import boot_id
 from ctkit.ownership import check_prefix
 
 VARIANTS = ("auto", "nft", "legacy")
@@ -105,36 +106,38 @@ def resolve_variant(variant: str, netns: str | None = None, prefix: str | None =
 
 
 def holding_rules(netns: str | None) -> set[str]:
-    """The variants whose tables hold at least one rule in the namespace. Legacy tables are read only
-    where /proc/net/ip*_tables_names lists them (reading one with iptables-legacy-save would create it)."""
-    with entered(netns):
-        legacy = {}
-        for family, name in (("ipv4", "ip_tables_names"), ("ipv6", "ip6_tables_names")):
-            try:
-                with open(f"/proc/thread-self/net/{name}", encoding="ascii") as f:
-                    legacy[family] = bool(f.read().split())
-            except OSError:
-                legacy[family] = False
-    out = set()
-    for family in FAMILIES:
-        for v, look in (("legacy", legacy[family]), ("nft", True)):
-            if not look or v in out or shutil.which(f"{_TOOL[family]}-{v}-save") is None:
-                continue
-            with contextlib.suppress(KernelError, subprocess.SubprocessError, OSError):
-                if "\n-A " in "\n" + save(family, v, netns):
-                    out.add(v)
-    return out
+    """The variants whose tables hold at least one rule in the namespace."""
+    return {v for v in ("nft", "legacy") if _holds_rules(netns, v)}
+
+
+def _holds_rules(netns: str | None, variant: str) -> bool:
+    """Whether one variant's tables hold a rule. Legacy tables are read only where
+    /proc/net/ip*_tables_names lists them (reading one with iptables-legacy-save would create it)."""
+    for family, names_file in (("ipv4", "ip_tables_names"), ("ipv6", "ip6_tables_names")):
+        if variant == "legacy":
+            with entered(netns):
+                try:
+                    with open(f"/proc/thread-self/net/{names_file}", encoding="ascii") as f:
+                        if not f.read().split():
+                            continue
+                except OSError:
+                    continue
+        if shutil.which(f"{_TOOL[family]}-{variant}-save") is None:
+            continue
+        with contextlib.suppress(KernelError, subprocess.SubprocessError, OSError):
+            if "\n-A " in "\n" + save(family, variant, netns):
+                return True
+    return False
 
 
 def mixed_variants(netns: str | None, variant: str) -> str | None:
-    """A warning when both iptables variants hold rules in the namespace: packets pass both, and ctkit
-    manages (and audits) only `variant`'s."""
-    held = holding_rules(netns)
-    if len(held) < 2:
-        return None
+    """A warning when the other iptables variant holds rules in the namespace too: packets pass both,
+    and ctkit manages (and audits) only `variant`'s."""
     other = "legacy" if variant == "nft" else "nft"
-    return (f"both iptables-nft and iptables-legacy hold rules in this namespace: packets pass through both, "
-            f"ctkit works with iptables-{variant} and does not see the iptables-{other} rules "
+    if not _holds_rules(netns, other):
+        return None
+    return (f"iptables-{other} holds rules in this namespace too: packets pass through both variants' "
+            f"rules, ctkit works with iptables-{variant} and does not see the iptables-{other} ones "
             f"(list them with iptables-{other}-save; --iptables-variant chooses)")
 
 
@@ -402,12 +405,6 @@ def _refill(chain, saved: SavedTable) -> list[str]:
 # ------------------------------------------------------- ownership record
 
 STATE_DIR = os.environ.get("CTKIT_STATE_DIR", "/run/ctkit")
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 @dataclass
@@ -432,7 +429,7 @@ class Record:
                                            for c in tabs.values())
 
     def as_dict(self) -> dict:
-        return {"version": 1, "boot_id": _boot_id(), "netns": self.netns, "prefix": self.prefix,
+        return {"version": 1, "boot_id": boot_id(), "netns": self.netns, "prefix": self.prefix,
                 "chains": {v: {f: {t: sorted(c) for t, c in tabs.items() if c} for f, tabs in fams.items()}
                            for v, fams in self.chains.items()},
                 "ipsets": sorted(self.ipsets),
@@ -457,7 +454,7 @@ def load_record(netns: str | None, prefix: str) -> Record:
             data = json.load(f)
     except (OSError, ValueError):
         return rec
-    if not isinstance(data, dict) or data.get("version") != 1 or data.get("boot_id") != _boot_id() \
+    if not isinstance(data, dict) or data.get("version") != 1 or data.get("boot_id") != boot_id() \
             or data.get("netns") != rec.netns or data.get("prefix") != prefix:
         return rec
     try:

@@ -139,13 +139,16 @@ def _templates_first(saved: SavedTable, before: list, prefix: str, family: str, 
     """Foreign CT/NOTRACK rules in raw before ctkit's jump: the first conntrack template a packet gets is
     the one it keeps (xt_CT leaves a packet that already has one alone), so a foreign notrack there takes
     the flows it covers away from ctkit's helpers, zones and timeouts."""
-    mine = [r for r in saved.rules if r.chain.startswith(prefix) and r.target == "CT" and "--helper" in r.spec]
+    helpers = []  # (helper name, its rule's protocol and ports) of ctkit's CT --helper rules
+    for m in saved.rules:
+        if m.chain.startswith(prefix) and m.target == "CT" and "--helper" in m.spec:
+            words = words_of(m.spec)
+            helpers.append((words[words.index("--helper") + 1], _l4(m.spec)))
     out = []
     for r in before:
         if r.target not in ("CT", "NOTRACK"):
             continue
-        hit = sorted({words_of(m.spec)[words_of(m.spec).index("--helper") + 1] for m in mine
-                      if _overlap(_l4(r.spec), _l4(m.spec))})
+        hit = sorted({name for name, flows in helpers if _overlap(_l4(r.spec), flows)})
         if hit and (r.target == "NOTRACK" or "--notrack" in r.spec):
             out.append(Finding(
                 "foreign.notrack-overrides-helper", "warning", f"{family} raw/{chain}",

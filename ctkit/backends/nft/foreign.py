@@ -64,6 +64,10 @@ class _Reach:
                                 out |= self.of_chain((*where, verdict[kind].get("target")), seen)
         return out
 
+    def drops(self, key: tuple) -> list[dict]:
+        """The rules of base chain `key` that drop or reject, directly or through what they reach."""
+        return [r for r in self.rules.get(key, []) if self.of_rule(r, frozenset({key})) & {"drop", "reject"}]
+
     def of_chain(self, key: tuple, seen: frozenset) -> set[str]:
         if key in seen or len(seen) > 64:  # a loop (the kernel refuses one) or an absurd depth
             return set()
@@ -80,7 +84,7 @@ def _link_drop(c: dict, key: tuple, reach: _Reach) -> Finding | None:
     """A foreign netdev or bridge chain that drops: at ingress (or a bridge's prerouting/input) before every
     chain of ctkit's sees the packet, at egress after them."""
     family, tname, cname = key
-    drops = [r for r in reach.rules.get(key, []) if reach.of_rule(r, frozenset({key})) & {"drop", "reject"}]
+    drops = reach.drops(key)
     if not drops and c.get("policy") != "drop":
         return None
     device = c.get("dev") or c.get("device")
@@ -211,15 +215,8 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
     ours = {c.hook.hook: c.hook.priority for c in table.chains if c.hook and c.kind == "base" and
             c.name in BASE_CHAINS}
     helper_flows = _helper_flows(table)
-    chains = {}
-    rules: dict[tuple, list[dict]] = {}
-    for item in ruleset:
-        if "chain" in item:
-            c = item["chain"]
-            chains[(c["family"], c["table"], c["name"])] = c
-        elif "rule" in item:
-            r = item["rule"]
-            rules.setdefault((r["family"], r["table"], r["chain"]), []).append(r)
+    chains = {(i["chain"]["family"], i["chain"]["table"], i["chain"]["name"]): i["chain"]
+              for i in ruleset if "chain" in i}
     reach = _Reach(ruleset)
     findings = []
     for key, c in chains.items():
@@ -234,7 +231,7 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
         where = f"table {family} {tname} chain {cname} (hook {c['hook']}, priority {c['prio']})"
         hook, prio = c["hook"], c["prio"]
         if hook in ours:
-            drops = [r for r in rules.get(key, []) if reach.of_rule(r, frozenset({key})) & {"drop", "reject"}]
+            drops = reach.drops(key)
             if drops or c.get("policy") == "drop":
                 # at equal priority the kernel's order is that of registration, which no number states
                 when = "before" if prio < ours[hook] else "after" if prio > ours[hook] else "same"
@@ -249,7 +246,7 @@ def interference(ruleset: list[dict], table: ir.Table) -> list[Finding]:
                     "ctkit never changes foreign tables",
                     {"drop_rules": len(drops), "policy": c.get("policy"), "ctkit_priority": ours[hook]}))
         if hook in ("prerouting", "output") and prio < CONNTRACK_PRIORITY and helper_flows:
-            for r in rules.get(key, []):
+            for r in reach.rules.get(key, []):
                 if "notrack" not in _verdicts(r):
                     continue
                 hit = [h for h, flows in helper_flows.items() if any(_may_touch(r, f) for f in flows)]

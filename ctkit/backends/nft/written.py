@@ -18,6 +18,7 @@ import json
 import os
 
 from ctkit import lock
+from ctkit.kernel.procfs import boot_id
 
 VERSION = 1
 
@@ -28,14 +29,6 @@ def digest(document: dict) -> str:
 
 def _path(table: str, netns: str | None) -> str:
     return os.path.join(lock.state_dir(netns), f"nft-{table}.written.json")
-
-
-def _boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def holds(table: str, netns: str | None, document_digest: str, generation: int | None) -> bool:
@@ -56,7 +49,7 @@ def holds(table: str, netns: str | None, document_digest: str, generation: int |
         return False
     finally:
         os.close(fd)
-    return (isinstance(data, dict) and data.get("version") == VERSION and data.get("boot_id") == _boot_id()
+    return (isinstance(data, dict) and data.get("version") == VERSION and data.get("boot_id") == boot_id()
             and data.get("digest") == document_digest and data.get("generation") == generation)
 
 
@@ -76,7 +69,7 @@ def remember(table: str, netns: str | None, document_digest: str, generation: in
     tmp = f"{path}.{os.getpid()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump({"version": VERSION, "boot_id": _boot_id(), "digest": document_digest,
+        json.dump({"version": VERSION, "boot_id": boot_id(), "digest": document_digest,
                    "generation": generation}, f)
     os.replace(tmp, path)
 
