@@ -60,15 +60,15 @@ ROWS = [
     Row("addresses-mixed-families", rule(saddr=["10.0.0.0/8", "fd00::/8"], action="accept"),
         ['input: ip saddr 10.0.0.0/8 counter accept comment "probe"',
          'input: ip6 saddr fd00::/8 counter accept comment "probe"'],
-        ["filter: -A CTKIT-INPUT -s 10.0.0.0/8 -m comment --comment probe -j ACCEPT"],
-        ["filter: -A CTKIT-INPUT -s fd00::/8 -m comment --comment probe -j ACCEPT"]),
+        ["filter: -A CTKIT-INPUT -s 10.0.0.0/8 -m comment --comment probe -j RETURN"],
+        ["filter: -A CTKIT-INPUT -s fd00::/8 -m comment --comment probe -j RETURN"]),
     Row("daddr-host", rule(daddr="192.0.2.1", action="accept"),
         ['input: ip daddr 192.0.2.1 counter accept comment "probe"'],
-        ["filter: -A CTKIT-INPUT -d 192.0.2.1/32 -m comment --comment probe -j ACCEPT"],
+        ["filter: -A CTKIT-INPUT -d 192.0.2.1/32 -m comment --comment probe -j RETURN"],
         []),
     Row("ct-state", rule(ct_state=["established", "related"], action="accept"),
         ['input: ct state established,related counter accept comment "probe"'],
-        ["filter: -A CTKIT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment probe -j ACCEPT"]),
+        ["filter: -A CTKIT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment probe -j RETURN"]),
     Row("ct-state-no-counter", rule(ct_state=["invalid"], action="drop", counter=False),
         ['input: ct state invalid drop comment "probe"'],
         ["filter: -A CTKIT-INPUT -m conntrack --ctstate INVALID -m comment --comment probe -j DROP"]),
@@ -78,14 +78,14 @@ ROWS = [
          "filter: -A CTKIT-INPUT -m length --length 222 -m comment --comment probe -j DROP"]),
     Row("icmp-is-ipv4-only-in-iptables", rule(protocol="icmp", action="accept"),
         ['input: meta l4proto icmp counter accept comment "probe"'],
-        ["filter: -A CTKIT-INPUT -p icmp -m comment --comment probe -j ACCEPT"],
+        ["filter: -A CTKIT-INPUT -p icmp -m comment --comment probe -j RETURN"],
         []),
     Row("limit", rule(protocol="icmp", limit={"rate": 10, "per": "second", "burst": 20}, action="accept"),
         # a limit's bucket is per family, but icmp exists only in IPv4: no IPv6 rule that never matches
         ['input: meta nfproto ipv4 meta l4proto icmp limit rate 10/second burst 20 packets counter accept '
          'comment "probe"'],
         ["filter: -A CTKIT-INPUT -p icmp -m limit --limit 10/sec --limit-burst 20 -m comment --comment probe "
-         "-j ACCEPT"], []),
+         "-j RETURN"], []),
     Row("limit-per-source", rule(protocol="tcp", dport=80, ct_state=["new"],
                                  limit={"rate": 50, "burst": 100, "by": "saddr"}, action="accept"),
         ['input: tcp dport 80 ct state new meter ctkit_l0v4 size 65535 '
@@ -94,10 +94,10 @@ ROWS = [
          '{ ip6 saddr limit rate 50/second burst 100 packets } counter accept comment "probe"'],
         ["filter: -A CTKIT-INPUT -p tcp -m tcp --dport 80 -m conntrack --ctstate NEW -m hashlimit "
          "--hashlimit-upto 50/sec --hashlimit-burst 100 --hashlimit-mode srcip --hashlimit-name ctkit_l0v4 "
-         "-m comment --comment probe -j ACCEPT"],
+         "-m comment --comment probe -j RETURN"],
         ["filter: -A CTKIT-INPUT -p tcp -m tcp --dport 80 -m conntrack --ctstate NEW -m hashlimit "
          "--hashlimit-upto 50/sec --hashlimit-burst 100 --hashlimit-mode srcip --hashlimit-name ctkit_l0v6 "
-         "-m comment --comment probe -j ACCEPT"]),
+         "-m comment --comment probe -j RETURN"]),
     Row("payload-ipv4", rule(family="ipv4", protocol="udp", dport=27015,
                              payload=[{"base": "th", "offset": 8, "hex": "ffffffff"}], action="drop"),
         ['input: meta nfproto ipv4 udp dport 27015 @th,64,32 0xffffffff counter drop comment "probe"'],
@@ -121,7 +121,7 @@ ROWS = [
     Row("set-lookup-ports", {"sets": {"wp": {"type": "inet_service", "elements": [80, 443]}},
                              **rule(protocol="tcp", dport="@wp", action="accept")},
         ['input: tcp dport @wp counter accept comment "probe"'],
-        ["filter: -A CTKIT-INPUT -p tcp -m set --match-set ctkit-wp dst -m comment --comment probe -j ACCEPT"]),
+        ["filter: -A CTKIT-INPUT -p tcp -m set --match-set ctkit-wp dst -m comment --comment probe -j RETURN"]),
     Row("set-concatenation", {"sets": {"svc": {"type": ["ipv4_addr", "inet_service"],
                                                "elements": [["192.0.2.1", 80]]}},
                               **rule(protocol="tcp", match_set={"name": "svc", "keys": ["daddr", "dport"]},
@@ -158,11 +158,11 @@ ROWS = [
             "ssh": {"rules": [{"name": "s", "action": "accept"}]}}},
         ['input: meta l4proto tcp counter tcp dport vmap { 22 : jump ssh, 80 : accept } comment "probe"'],
         ["filter: -A CTKIT-INPUT -p tcp -m tcp --dport 22 -m comment --comment probe -j CTKIT-ssh",
-         "filter: -A CTKIT-INPUT -p tcp -m tcp --dport 80 -m comment --comment probe -j ACCEPT"]),
+         "filter: -A CTKIT-INPUT -p tcp -m tcp --dport 80 -m comment --comment probe -j RETURN"]),
     Row("verdict-map-interfaces", rule(vmap={"key": "iif", "map": {"eth0": "drop", "eth1": "accept"}}),
         ['input: counter iifname vmap { "eth0" : drop, "eth1" : accept } comment "probe"'],
         ["filter: -A CTKIT-INPUT -i eth0 -m comment --comment probe -j DROP",
-         "filter: -A CTKIT-INPUT -i eth1 -m comment --comment probe -j ACCEPT"]),
+         "filter: -A CTKIT-INPUT -i eth1 -m comment --comment probe -j RETURN"]),
     Row("queue", rule(protocol="udp", dport=5000, action="queue", queue={"num": 4}),
         ['input: udp dport 5000 counter queue to 4 comment "probe"'],
         ["filter: -A CTKIT-INPUT -p udp -m udp --dport 5000 -m comment --comment probe -j NFQUEUE --queue-num 4"]),
@@ -175,7 +175,7 @@ ROWS = [
         ["filter: -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment probe -j CONNMARK "
          "--set-xmark 0x53/0xffffffff",
          'filter: -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment probe -m connlabel --label "5" --set',
-         "filter: -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment probe -j ACCEPT"]),
+         "filter: -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment probe -j RETURN"]),
     # ---- mangle
     Row("dscp", chain_rule("prerouting", protocol="udp", dport=5060, dscp="ef"),
         ['prerouting: meta nfproto ipv4 udp dport 5060 counter ip dscp set ef comment "probe"',

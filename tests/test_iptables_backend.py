@@ -7,7 +7,7 @@ import json
 import pytest
 from goldens import EXAMPLES, ROOT, golden
 
-from ctkit import pipeline
+from ctkit import accept_mark, pipeline
 from ctkit.backends.iptables import generate as iptables
 from ctkit.backends.iptables import text as ipt_text
 from ctkit.backends.iptables.document import FAMILIES, Ruleset
@@ -16,6 +16,7 @@ from ctkit.errors import CompileError
 from ctkit.policy.load import load_document
 
 GOLDEN = ROOT / "tests" / "golden" / "iptables"
+MARK_RULES = {accept_mark.CLEAR_BIT}
 
 
 def _ruleset(doc: dict) -> Ruleset:
@@ -51,6 +52,8 @@ def test_every_iptables_rule_names_its_policy_rule(path):
             for chain in table.chains:
                 assert chain.name.startswith("CTKIT-")
                 for spec in chain.rules:
+                    if spec in MARK_RULES or spec.startswith(accept_mark.TEST_BIT):
+                        continue  # the accept bit's rules belong to no policy rule (ctkit/accept_mark.py)
                     comment = spec.split("--comment ", 1)[1]
                     comment = comment[1:comment.index('"', 1)] if comment.startswith('"') else comment.split()[0]
                     assert comment in ids or comment.split(": ")[0] in ids, spec
@@ -106,12 +109,103 @@ def test_return_in_a_base_chain_means_its_policy():
 
 def test_goto_from_a_drop_base_chain_drops_when_the_target_returns():
     doc = {"chains": {"input": {"policy": "drop", "rules": [{"protocol": "tcp", "goto": "web"}]},
-                      "web": {"rules": [{"protocol": "tcp", "dport": 80, "action": "accept"}]}}}
+                      "web": {"rules": [{"protocol": "tcp", "dport": 80, "action": "drop"}]}}}
     rules = _rules(doc, chain="CTKIT-INPUT")
     assert rules[:2] == ['-A CTKIT-INPUT -p tcp -m comment --comment "input[0]" -j CTKIT-web',
                          '-A CTKIT-INPUT -p tcp -m comment --comment "input[0]" -j DROP']
     doc["chains"]["input"]["policy"] = "accept"
     assert _rules(doc, chain="CTKIT-INPUT") == ['-A CTKIT-INPUT -p tcp -m comment --comment "input[0]" -g CTKIT-web']
+
+
+def test_goto_from_the_top_level_chain_to_a_chain_that_accepts_tests_the_bit_on_the_way_back():
+    # -g would hand the accept bit to the built-in chain: a jump, the test, then what the goto's end means
+    doc = {"chains": {"input": {"policy": "drop", "rules": [{"protocol": "tcp", "goto": "web"}]},
+                      "web": {"rules": [{"protocol": "tcp", "dport": 80, "action": "accept"}]}}}
+    head = '-A CTKIT-INPUT -p tcp -m comment --comment "input[0]"'
+    assert _rules(doc, chain="CTKIT-INPUT") == [
+        "-A CTKIT-INPUT -j MARK --set-xmark 0x0/0x40000000", f"{head} -j CTKIT-web",
+        "-A CTKIT-INPUT -m mark --mark 0x40000000/0x40000000 -g CTKIT-ACCEPT-END", f"{head} -j DROP",
+        '-A CTKIT-INPUT -m comment --comment "input: policy drop" -j DROP']
+    doc["chains"]["input"]["policy"] = "accept"
+    assert _rules(doc, chain="CTKIT-INPUT")[1:] == [
+        f"{head} -j CTKIT-web", "-A CTKIT-INPUT -m mark --mark 0x40000000/0x40000000 -g CTKIT-ACCEPT-END",
+        f"{head} -j RETURN"]
+
+
+def test_an_accept_in_the_top_level_chain_returns_to_the_built_in_chain():
+    # nft: an accept ends ctkit's base chain and the packet goes on to the next one at the hook; on iptables
+    # the built-in chain goes on after ctkit's jump. Nothing nested accepts: no mark rules at all.
+    doc = {"chains": {"input": {"policy": "drop", "rules": [
+        {"protocol": "tcp", "dport": 22, "action": "accept"}, {"jump": "bad"}]},
+        "bad": {"rules": [{"saddr": "192.0.2.0/24", "action": "drop"}, {"action": "return"}]}}}
+    rules = _rules(doc)
+    assert rules == [
+        '-A CTKIT-INPUT -p tcp -m tcp --dport 22 -m comment --comment "input[0]" -j RETURN',
+        '-A CTKIT-INPUT -m comment --comment "input[1]" -j CTKIT-bad',
+        '-A CTKIT-INPUT -m comment --comment "input: policy drop" -j DROP',
+        '-A CTKIT-bad -s 192.0.2.0/24 -m comment --comment "bad[0]" -j DROP',
+        '-A CTKIT-bad -m comment --comment "bad[1]" -j RETURN']
+
+
+def test_an_accept_in_a_nested_chain_sets_the_bit_and_every_caller_leaves():
+    doc = {"chains": {"input": {"policy": "drop", "rules": [{"jump": "a"}, {"protocol": "udp", "action": "accept"}]},
+                      "a": {"rules": [{"jump": "b"}, {"protocol": "tcp", "dport": 81, "action": "accept"}]},
+                      "b": {"rules": [{"protocol": "tcp", "dport": 80, "action": "accept", "log": {}}]}}}
+    assert _rules(doc) == [
+        "-A CTKIT-INPUT -j MARK --set-xmark 0x0/0x40000000",
+        '-A CTKIT-INPUT -m comment --comment "input[0]" -j CTKIT-a',
+        "-A CTKIT-INPUT -m mark --mark 0x40000000/0x40000000 -g CTKIT-ACCEPT-END",
+        '-A CTKIT-INPUT -p udp -m comment --comment "input[1]" -j RETURN',
+        '-A CTKIT-INPUT -m comment --comment "input: policy drop" -j DROP',
+        '-A CTKIT-a -m comment --comment "a[0]" -j CTKIT-b',
+        "-A CTKIT-a -m mark --mark 0x40000000/0x40000000 -j RETURN",
+        '-A CTKIT-a -p tcp -m tcp --dport 81 -m comment --comment "a[1]" -j MARK --set-xmark 0x40000000/0x40000000',
+        "-A CTKIT-a -m mark --mark 0x40000000/0x40000000 -j RETURN",
+        '-A CTKIT-b -p tcp -m tcp --dport 80 -m comment --comment "b[0]" -j LOG',
+        '-A CTKIT-b -p tcp -m tcp --dport 80 -m comment --comment "b[0]" -j MARK --set-xmark 0x40000000/0x40000000',
+        "-A CTKIT-b -m mark --mark 0x40000000/0x40000000 -j RETURN",
+        "-A CTKIT-ACCEPT-END -j MARK --set-xmark 0x0/0x40000000"]
+
+
+def test_a_goto_in_a_nested_chain_needs_no_test_its_callers_caller_tests():
+    doc = {"chains": {"input": {"policy": "drop", "rules": [{"jump": "a"}]},
+                      "a": {"rules": [{"goto": "b"}]}, "b": {"rules": [{"action": "accept"}]}}}
+    assert _rules(doc, chain="CTKIT-a") == ['-A CTKIT-a -m comment --comment "a[0]" -g CTKIT-b']
+    assert "-A CTKIT-INPUT -m mark --mark 0x40000000/0x40000000 -g CTKIT-ACCEPT-END" in _rules(doc)
+
+
+def test_a_toggled_accept_is_nested_and_a_verdict_map_tests_after_each_jump():
+    doc = {"toggles": {"open": True},
+           "chains": {"input": {"policy": "drop", "rules": [
+               {"protocol": "tcp", "dport": 80, "when": "open", "action": "accept"},
+               {"protocol": "tcp", "vmap": {"key": "dport", "map": {"22": "jump ssh", "23": "drop"}}}]},
+               "ssh": {"rules": [{"saddr": "10.0.0.0/8", "action": "accept"}]}}}
+    rules = _rules(doc)
+    check = "-m mark --mark 0x40000000/0x40000000"
+    assert rules[:6] == [
+        "-A CTKIT-INPUT -j MARK --set-xmark 0x0/0x40000000",
+        '-A CTKIT-INPUT -m comment --comment "input[0]" -j CTKIT-TG-open-0',
+        f"-A CTKIT-INPUT {check} -g CTKIT-ACCEPT-END",
+        '-A CTKIT-INPUT -p tcp -m tcp --dport 22 -m comment --comment "input[1]" -j CTKIT-ssh',
+        f"-A CTKIT-INPUT {check} -g CTKIT-ACCEPT-END",
+        '-A CTKIT-INPUT -p tcp -m tcp --dport 23 -m comment --comment "input[1]" -j DROP']
+    assert '-A CTKIT-TR-open-0 -p tcp -m tcp --dport 80 -m comment --comment "input[0]" -j MARK --set-xmark ' \
+           "0x40000000/0x40000000" in rules
+    assert f"-A CTKIT-TR-open-0 {check} -j RETURN" in rules
+    # the switch chain holds only the jump (`ctkit toggle` refills it): the bit comes back through its end
+    assert [r for r in rules if r.startswith("-A CTKIT-TG-")] == [
+        '-A CTKIT-TG-open-0 -m comment --comment "toggle/open" -j CTKIT-TR-open-0']
+
+
+def test_a_mark_that_sets_the_reserved_bit_is_a_compile_error():
+    for field, construct in (("mark_set", "mark"), ("ct_mark_set", "ct mark")):
+        doc = {"chains": {"input": {"rules": [{"protocol": "tcp", field: 0x40000001}]}}}
+        with pytest.raises(CompileError) as exc:
+            _ruleset(doc)
+        assert exc.value.construct == construct and "0x40000000" in str(exc.value)
+        assert "/chains/input/rules/0" in str(exc.value)
+        doc["chains"]["input"]["rules"][0][field] = 0x1
+        _ruleset(doc)  # any other bit is the policy's
 
 
 def test_goto_in_a_user_chain_is_native():
@@ -238,12 +332,12 @@ def test_comments_are_quoted_like_iptables_save():
     assert iptables.quote("ssh from lan") == '"ssh from lan"'
     assert iptables.quote('say "hi" \\o/') == '"say \\"hi\\" \\\\o/"'
     doc = {"chains": {"input": {"rules": [{"name": "x", "comment": "a b", "action": "accept"}]}}}
-    assert _rules(doc) == ['-A CTKIT-INPUT -m comment --comment "x: a b" -j ACCEPT']
+    assert _rules(doc) == ['-A CTKIT-INPUT -m comment --comment "x: a b" -j RETURN']
 
 
 def test_counter_false_still_renders_the_rule():
     doc = {"chains": {"input": {"rules": [{"protocol": "tcp", "counter": False, "action": "accept"}]}}}
-    assert _rules(doc) == ['-A CTKIT-INPUT -p tcp -m comment --comment "input[0]" -j ACCEPT']
+    assert _rules(doc) == ['-A CTKIT-INPUT -p tcp -m comment --comment "input[0]" -j RETURN']
 
 
 def test_counter_only_rule_has_no_target():

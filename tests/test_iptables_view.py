@@ -36,10 +36,10 @@ CLEAN_V4 = """\
 :OUTPUT ACCEPT [900:72000]
 :CTKIT-INPUT - [0:0]
 [1200:96000] -A INPUT -j CTKIT-INPUT
-[1000:80000] -A CTKIT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment established -j ACCEPT
-[4:240] -A CTKIT-INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j ACCEPT
-[150:9000] -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment dns -j ACCEPT
-[6:360] -A CTKIT-INPUT -p tcp -m tcp --dport 53 -m comment --comment dns -j ACCEPT
+[1000:80000] -A CTKIT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment established -j RETURN
+[4:240] -A CTKIT-INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j RETURN
+[150:9000] -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment dns -j RETURN
+[6:360] -A CTKIT-INPUT -p tcp -m tcp --dport 53 -m comment --comment dns -j RETURN
 [40:6400] -A CTKIT-INPUT -m comment --comment "input: policy drop" -j DROP
 COMMIT
 # Completed on Mon Jan  1 00:00:00 2024
@@ -52,9 +52,9 @@ CLEAN_V6 = """\
 :OUTPUT ACCEPT [200:20000]
 :CTKIT-INPUT - [0:0]
 [300:30000] -A INPUT -j CTKIT-INPUT
-[200:20000] -A CTKIT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment established -j ACCEPT
-[50:4000] -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment dns -j ACCEPT
-[0:0] -A CTKIT-INPUT -p tcp -m tcp --dport 53 -m comment --comment dns -j ACCEPT
+[200:20000] -A CTKIT-INPUT -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment established -j RETURN
+[50:4000] -A CTKIT-INPUT -p udp -m udp --dport 53 -m comment --comment dns -j RETURN
+[0:0] -A CTKIT-INPUT -p tcp -m tcp --dport 53 -m comment --comment dns -j RETURN
 [50:6000] -A CTKIT-INPUT -m comment --comment "input: policy drop" -j DROP
 COMMIT
 """
@@ -81,8 +81,8 @@ def test_desired_view_keys_rules_by_policy_rule_id(ruleset):
     rules = want.rules["filter/CTKIT-INPUT"]
     assert [r.rule_id for r in rules] == ["established", "ssh", "dns", "dns", "input"]
     # the canonical form is what the rule does, without its comment
-    assert rules[1].canon == ("-s", "10.0.0.0/8", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "ACCEPT")
-    assert rules[1].text == '-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j ACCEPT'
+    assert rules[1].canon == ("-s", "10.0.0.0/8", "-p", "tcp", "-m", "tcp", "--dport", "22", "-j", "RETURN")
+    assert rules[1].text == '-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j RETURN'
 
 
 def test_captured_kernel_matches_the_policy(ruleset):
@@ -100,13 +100,13 @@ def test_a_rule_changed_by_hand_is_drift_named_by_its_policy_rule(ruleset):
     edited = CLEAN_V4.replace("--dport 22 -m comment", "--dport 2222 -m comment")
     assert drift(ruleset, edited) == [Drift(
         "changed", "filter/CTKIT-INPUT/ssh", "/chains/input/rules/1",
-        '-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j ACCEPT',
-        '-s 10.0.0.0/8 -p tcp -m tcp --dport 2222 -m comment --comment "ssh: from the lan" -j ACCEPT')]
+        '-s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j RETURN',
+        '-s 10.0.0.0/8 -p tcp -m tcp --dport 2222 -m comment --comment "ssh: from the lan" -j RETURN')]
 
 
 def test_a_rule_added_by_hand_a_rule_deleted_and_a_second_jump(ruleset):
     edited = (CLEAN_V4
-              .replace("[6:360] -A CTKIT-INPUT -p tcp -m tcp --dport 53 -m comment --comment dns -j ACCEPT\n", "")
+              .replace("[6:360] -A CTKIT-INPUT -p tcp -m tcp --dport 53 -m comment --comment dns -j RETURN\n", "")
               .replace("[40:6400] -A CTKIT-INPUT -m comment",
                        "[0:0] -A CTKIT-INPUT -p tcp -m tcp --dport 8080 -j ACCEPT\n[40:6400] -A CTKIT-INPUT -m comment")
               .replace(":CTKIT-INPUT - [0:0]\n", ":CTKIT-INPUT - [0:0]\n[0:0] -A INPUT -i eth0 -j CTKIT-INPUT\n"))
@@ -115,13 +115,13 @@ def test_a_rule_added_by_hand_a_rule_deleted_and_a_second_jump(ruleset):
         Drift("changed-chain", "filter/CTKIT-INPUT", "/chains/input",
               "jumped to from INPUT (1 jump)", "jumped to from INPUT (2 jumps)"),
         Drift("missing", "filter/CTKIT-INPUT/dns", "/chains/input/rules/2",
-              "-p tcp -m tcp --dport 53 -m comment --comment dns -j ACCEPT", None),
+              "-p tcp -m tcp --dport 53 -m comment --comment dns -j RETURN", None),
         Drift("extra", "filter/CTKIT-INPUT/(no ctkit comment)", None, None, "-p tcp -m tcp --dport 8080 -j ACCEPT"),
     ]
 
 
 def test_rules_swapped_by_hand_are_reordered(ruleset):
-    ssh = '[4:240] -A CTKIT-INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j ACCEPT\n'
+    ssh = '[4:240] -A CTKIT-INPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 22 -m comment --comment "ssh: from the lan" -j RETURN\n'
     edited = CLEAN_V4.replace(ssh, "").replace("[40:6400]", ssh + "[40:6400]")
     assert drift(ruleset, edited) == [
         Drift("reordered", "filter/CTKIT-INPUT/ssh", "/chains/input/rules/1", "position 2", "position 4")]

@@ -236,14 +236,14 @@ def test_limits_in_both_backends():
         'meta nfproto ipv6 tcp dport 22 limit rate 3/minute burst 3 packets counter accept comment "r"']
     assert ipt_rules("ipv4", **doc) == [
         '-t filter -A CTKIT-INPUT -p tcp -m tcp --dport 22 -m limit --limit 3/min --limit-burst 3 '
-        '-m comment --comment r -j ACCEPT']
+        '-m comment --comment r -j RETURN']
     per_source = rule_doc(protocol="tcp", dport=22, limit={"rate": 10, "by": "saddr"}, action="accept")
     assert nft_rules("input", **per_source)[0] == (
         'tcp dport 22 meter ctkit_l0v4 size 65535 { ip saddr limit rate 10/second burst 5 '
         'packets } counter accept comment "r"')
     assert ipt_rules("ipv6", **per_source) == [
         '-t filter -A CTKIT-INPUT -p tcp -m tcp --dport 22 -m hashlimit --hashlimit-upto 10/sec '
-        '--hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name ctkit_l0v6 -m comment --comment r -j ACCEPT']
+        '--hashlimit-burst 5 --hashlimit-mode srcip --hashlimit-name ctkit_l0v6 -m comment --comment r -j RETURN']
 
 
 def test_a_limit_spread_over_several_iptables_rules_shares_one_named_bucket():
@@ -412,7 +412,7 @@ def test_zone_mark_and_label_in_both_backends():
         '-t raw -A CTKIT-PREROUTING -i lan1 -m comment --comment "zone/z" -j CT --zone-orig 7',
         '-t filter -A CTKIT-INPUT -m comment --comment r -j CONNMARK --set-xmark 0x53/0xffffffff',
         '-t filter -A CTKIT-INPUT -m comment --comment r -m connlabel --label "3" --set',
-        '-t filter -A CTKIT-INPUT -m comment --comment r -j ACCEPT']
+        '-t filter -A CTKIT-INPUT -m comment --comment r -j RETURN']
 
 
 # ---------------------------------------------------------- queue and mangle
@@ -560,7 +560,7 @@ def test_sets_in_iptables():
     assert ipt_rules("ipv4", **doc) == [
         '-t filter -A CTKIT-INPUT -m set --match-set ctkit-bl src -m comment --comment a -j DROP',
         '-t filter -A CTKIT-INPUT -p udp -m set --match-set ctkit-ports src -m comment --comment b',
-        '-t filter -A CTKIT-INPUT -i eth0 -m comment --comment c -j ACCEPT',
+        '-t filter -A CTKIT-INPUT -i eth0 -m comment --comment c -j RETURN',
         '-t filter -A CTKIT-INPUT -i eth1 -m comment --comment c -j DROP']
     rs = iptables.generate(lower(policy(**doc)))
     sets4 = {s.name: s for s in rs.ipv4.ipsets}

@@ -41,15 +41,34 @@ How IR nodes become iptables (RENDERERS, one function per node type):
                        hash:ip, hash:net with interval, bitmap:port); concatenations: a named error
     VerdictMap         one rule per entry: -i/-o NAME or -m tcp --dport N, then the entry's verdict
     Queue              -j NFQUEUE --queue-num N | --queue-balance LO:HI [--queue-bypass] [--queue-cpu-fanout]
-    Verdict            -j ACCEPT|DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
+    Verdict            accept -> -j RETURN (top-level chain) | MARK + RETURN (nested, see below);
+                       -j DROP|REJECT --reject-with ...|RETURN|CTKIT-x, goto -> -g CTKIT-x
 
 Base chains. nft runs a base chain's policy when the chain ends, when it
-says `return`, and when a chain reached by `goto` ends. On iptables ctkit's
-chain is itself called from the built-in chain, so the same meaning needs:
-policy drop -> a last rule `-j DROP`; policy accept -> no last rule (falling
-off the end hands the packet back to the built-in chain, as nft's accept
-hands it to the next base chain); `return` -> the policy's verdict; `goto X`
-under policy drop -> `-j X` followed by the same matches `-j DROP`.
+says `return`, and when a chain reached by `goto` ends; its accept ends only
+ctkit's base chain, and the packet goes on to the other base chains at the
+hook (another table's, fail2ban's). On iptables ctkit's top-level chain is
+itself called from the built-in chain, so the same meaning needs: accept ->
+`-j RETURN` (the built-in chain goes on after ctkit's jump: a foreign rule
+placed there sees what ctkit accepted, where `-j ACCEPT` would end the whole
+built-in chain); policy drop -> a last rule `-j DROP`; policy accept -> no
+last rule (falling off the end hands the packet back the same way); `return`
+-> the policy's verdict; `goto X` under policy drop -> `-j X` followed by the
+same matches `-j DROP`.
+
+Nested accepts. An accept in a chain below the top-level one (a user chain,
+a toggle's TR- chain) must leave every chain up to the built-in one. It sets
+the reserved packet-mark bit (ctkit/accept_mark.py, ACCEPT_BIT) and returns;
+after each jump to a chain that may do so (Accepts.marking, transitively) a
+nested caller returns while the bit is set and the top-level chain goes (-g)
+to <PREFIX>ACCEPT-END, which clears the bit and ends, so the packet is back in
+the built-in chain with its mark as it was. The top-level chain clears the bit
+first; a goto from it to such a chain becomes a jump, the test, then the
+goto's end (-j DROP or -j RETURN), since -g would carry the bit out. A
+toggle's switch chain holds only its jump, so the bit comes back through its
+end. All of this is written only when something nested accepts (accepts_of):
+other policies keep their rules as before. A policy that sets the bit itself
+(mark, ct mark) is a CompileError.
 
 IR base chains map to iptables tables: chains that set conntrack templates
 (notrack, helpers) or run before conntrack go to raw; input, forward and
@@ -63,6 +82,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ctkit import accept_mark
 from ctkit import names as kname
 from ctkit.backends.iptables.document import BACKEND, TABLE_ORDER, Chain, Document, IpSet, Ruleset, Table, TimeoutObject
 from ctkit.backends.iptables.layout import check_name, layout
@@ -121,10 +141,35 @@ class _Ctx:
     names: Any  # Mapping IR chain name -> iptables chain name
     objects: Objects  # the table's helper and timeout objects
     expanded: int = 1  # how many iptables rules the IR rule became (one per protocol, network, ...)
+    accepts: Accepts | None = None  # None: no nested chain accepts (and nothing tests the mark)
+    nested: bool = False  # the rule lands in a chain reached by a jump from ctkit's top-level chain
 
     @property
     def is_base(self) -> bool:
-        return self.chain.hook is not None
+        """The rule lands in ctkit's top-level chain (the one the built-in chain jumps to)."""
+        return self.chain.hook is not None and not self.nested
+
+    def marks(self, chain: str) -> bool:
+        """Whether IR chain `chain` may return to its caller with accept_mark.ACCEPT_BIT set."""
+        return self.accepts is not None and chain in self.accepts.marking
+
+    def after_marking_jump(self) -> Alone:
+        """The rule after a jump to a chain that may have accepted: leave ctkit's chains when it did."""
+        if not self.is_base:
+            return Alone(accept_mark.RETURN_IF_SET)
+        assert self.accepts is not None
+        return Alone(accept_mark.goto_end_if_set(self.accepts.prefix))
+
+
+class Alone(str):
+    """A statement's rule of its own: without the IR rule's matches and comment (the mark tests)."""
+
+
+@dataclass(frozen=True)
+class Accepts:
+    """How an accept in a nested chain ends ctkit's evaluation (ctkit/accept_mark.py)."""
+    prefix: str
+    marking: frozenset[str]  # user chains that may return with the bit set: they, or a chain they reach, accept
 
 
 def _fail(ctx: _Ctx, construct: str, detail: str) -> CompileError:
@@ -392,7 +437,15 @@ def _set_dscp(s: ir.SetDscp, ctx: _Ctx) -> list[str]:
     return [f"-j DSCP --set-dscp {hex(s.value)}"]
 
 
+def _reserved_bit(value: int, ctx: _Ctx, construct: str) -> None:
+    if value & accept_mark.ACCEPT_BIT:
+        raise _fail(ctx, construct, f"{hex(value)} sets bit {hex(accept_mark.ACCEPT_BIT)}, which ctkit's iptables "
+                                    "chains reserve to carry an accept out of a nested chain: use a value "
+                                    f"without it (value & {hex(accept_mark.ACCEPT_BIT)} == 0), or the nft backend")
+
+
 def _set_mark(s: ir.SetMark, ctx: _Ctx) -> list[str]:
+    _reserved_bit(s.value, ctx, "mark")
     return [f"-j MARK --set-xmark {hex(s.value)}/0xffffffff"]
 
 
@@ -426,6 +479,7 @@ def _set_zone(s: ir.SetCtZone, ctx: _Ctx) -> list[str]:
 
 
 def _set_ct_mark(s: ir.SetCtMark, ctx: _Ctx) -> list[str]:
+    _reserved_bit(s.value, ctx, "ct mark")  # connmark restore would bring it back into the packet mark
     return [f"-j CONNMARK --set-xmark {hex(s.value)}/0xffffffff"]
 
 
@@ -439,10 +493,18 @@ def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
         target = ctx.names.get(s.target)
         if target is None:
             raise _fail(ctx, s.kind, f"unknown chain {s.target!r}")
-        if s.kind == "goto" and policy == "drop":
-            # after the goto'd chain ends, nft runs the base chain's policy
-            return [f"-j {target}", "-j DROP"]
+        marks = ctx.marks(s.target)
+        if s.kind == "goto" and policy is not None and (marks or policy == "drop"):
+            # after the goto'd chain ends, nft runs the base chain's policy; a jump tests the mark on the way
+            return [f"-j {target}"] + ([ctx.after_marking_jump()] if marks else []) + \
+                ["-j DROP" if policy == "drop" else "-j RETURN"]
+        if s.kind == "jump" and marks:
+            return [f"-j {target}", ctx.after_marking_jump()]
         return [f"-{s.kind[0]} {target}"]
+    if s.kind == "accept":
+        if ctx.is_base:
+            return ["-j RETURN"]  # back to the built-in chain, after ctkit's jump: nft's next base chain
+        return [accept_mark.SET_BIT, Alone(accept_mark.RETURN_IF_SET)]
     if s.kind == "return" and policy is not None:
         return ["-j DROP" if policy == "drop" else "-j RETURN"]
     if s.kind == "reject":
@@ -453,7 +515,7 @@ def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
         if how == "tcp-reset" and _proto_of(ctx) != "tcp":
             raise _fail(ctx, "reject", "tcp-reset needs protocol tcp in the same rule")
         return [f"-j REJECT --reject-with {_REJECT_WITH[ctx.family][how]}"]
-    if s.kind in ("accept", "drop", "return"):
+    if s.kind in ("drop", "return"):
         return ["-j " + s.kind.upper()]
     raise _fail(ctx, "verdict", f"{s.kind!r} has no iptables target")
 
@@ -523,11 +585,11 @@ def _render_rule(rule: ir.Rule, ctx: _Ctx) -> list[str]:
         targets += fn(s, ctx)
     if not targets:
         return [head]  # counts only
-    if len(targets) > 1 and any(isinstance(m, ir.Limit) for m in rule.matches):
+    if sum(not isinstance(t, Alone) for t in targets) > 1 and any(isinstance(m, ir.Limit) for m in rule.matches):
         raise _fail(ctx, "limit", "this rule becomes several iptables rules (LOG is a rule of its own) and "
                                   "each would keep its own bucket; give the log its own limit (log.limit) "
                                   "or split the rule")
-    return [f"{head} {t}" for t in targets]
+    return [str(t) if isinstance(t, Alone) else f"{head} {t}" for t in targets]
 
 
 @dataclass
@@ -554,10 +616,44 @@ def toggle_marker(name: str, policy_on: bool) -> str:
     return "-m comment --comment " + quote(kname.toggle_comment(name, policy_on))
 
 
+def _verdicts(rule: ir.Rule) -> list[ir.Verdict]:
+    """The verdicts a rule can reach: its own and its verdict map's."""
+    out: list[ir.Verdict] = []
+    for s in rule.statements:
+        if isinstance(s, ir.Verdict):
+            out.append(s)
+        elif isinstance(s, ir.VerdictMap):
+            out += [v for _key, v in s.entries]
+    return out
+
+
+def _may_accept(rule: ir.Rule, marking: frozenset[str]) -> bool:
+    """Whether the rule, run in a nested chain, may leave it with the accept bit set."""
+    return any(v.kind == "accept" or (v.kind in ("jump", "goto") and v.target in marking) for v in _verdicts(rule))
+
+
+def accepts_of(table: ir.Table) -> Accepts | None:
+    """The user chains that may return with the accept bit set (an accept in them, in a toggled rule of
+    theirs, or in a chain they jump or go to), and the toggled rules' chains count as nested too; None
+    when nothing nested accepts, so that such a policy's rules are written as they always were."""
+    users = [c for c in table.chains if c.hook is None]
+    marking: frozenset[str] = frozenset()
+    while True:
+        more = frozenset(c.name for c in users if any(_may_accept(r, marking) for r in c.rules))
+        if more == marking:
+            break
+        marking = more
+    toggled = any(isinstance(m, ir.Toggle) for c in table.chains for r in c.rules for m in r.matches
+                  if _may_accept(r, marking))
+    if not marking and not toggled:
+        return None
+    return Accepts(kname.chain_prefix(table.name), marking)
+
+
 def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, chain: ir.Chain, names: dict,
-                  objects: Objects, toggles: _Toggles) -> str:
+                  objects: Objects, toggles: _Toggles, accepts: Accepts | None = None) -> list[str]:
     obj = toggles.objects.get(toggle.name)
-    ctx = _Ctx(rule, family, table, chain, names, objects)
+    ctx = _Ctx(rule, family, table, chain, names, objects, accepts=accepts)
     if obj is None:
         raise _fail(ctx, "when", f"no toggle named {toggle.name!r}")
     for s in rule.statements:
@@ -570,16 +666,21 @@ def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, cha
     toggles.count[toggle.name] = k + 1
     switch, body = (check_name(n, rule.origin) for n in kname.toggle_chain_names(toggles.prefix, toggle.name, k))
     concretes = bare.split(_one_each)
+    # the rule runs in chain `body`, nested below the chain it is written in
     specs = [spec for c in concretes
-             for spec in _render_rule(c, _Ctx(c, family, table, chain, names, objects, len(concretes)))]
+             for spec in _render_rule(c, _Ctx(c, family, table, chain, names, objects, len(concretes), accepts,
+                                              nested=True))]
     specs.append(toggle_marker(obj.name, obj.policy_on))
     toggles.chains.setdefault(table, []).extend([
         Chain(switch, (toggle_switch_spec(obj.name, body),) if obj.on else ()), Chain(body, tuple(specs))])
-    return "-m comment --comment " + quote(kname.rule_comment(rule.id, rule.comment)) + f" -j {switch}"
+    out = ["-m comment --comment " + quote(kname.rule_comment(rule.id, rule.comment)) + f" -j {switch}"]
+    if accepts is not None and _may_accept(bare, accepts.marking):
+        out.append(ctx.after_marking_jump())  # the switch's one rule is its last: the bit comes back with it
+    return out
 
 
 def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, objects: Objects,
-                 toggles: _Toggles | None = None) -> list[str]:
+                 toggles: _Toggles | None = None, accepts: Accepts | None = None) -> list[str]:
     out = []
     for rule in chain.rules:
         seen = _in_family(rule, family)
@@ -587,12 +688,13 @@ def _chain_rules(chain: ir.Chain, family: str, table: str, names: dict, objects:
             continue
         toggle = next((m for m in seen.matches if isinstance(m, ir.Toggle)), None)
         if toggle is not None and toggles is not None:
-            out.append(_toggled_rule(seen, toggle, family, table, chain, names, objects, toggles))
+            out += _toggled_rule(seen, toggle, family, table, chain, names, objects, toggles, accepts)
             continue
         for unmapped in _unmap(seen):
             concretes = unmapped.split(_one_each)
             for concrete in concretes:
-                out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, objects, len(concretes)))
+                out += _render_rule(concrete, _Ctx(concrete, family, table, chain, names, objects, len(concretes),
+                                                   accepts))
     if chain.hook is not None and chain.policy == "drop":
         out.append("-m comment --comment " + quote(f"{chain.name}: policy drop") + " -j DROP")
     return out
@@ -604,21 +706,31 @@ def generate_family(plan: ir.Plan, family: str) -> Document:
     names, groups, user_tables = layout(table)
     objects = Objects(table.name, {o.name: o for o in table.helpers + table.timeouts})
     toggles = _Toggles(prefix, {t.name: t for t in table.toggles})
+    accepts = accepts_of(table)
+    end = accept_mark.goto_end_if_set(prefix)
+    ending: list[str] = []  # the iptables tables whose top-level chains go to ACCEPT-END
     by_table: dict[str, list[Chain]] = {}
     for (tbl, builtin), members in groups.items():
-        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, objects, toggles)]
+        rules = [r for c in members for r in _chain_rules(c, family, tbl, names, objects, toggles, accepts)]
         if not rules and all(c.policy != "drop" for c in members) and all(c.kind == "section" for c in members):
             continue  # an internal chain with nothing for this family
+        if end in rules:
+            rules.insert(0, accept_mark.CLEAR_BIT)  # a bit set before ctkit's chain is not an accept
+            if tbl not in ending:
+                ending.append(tbl)
         origin = next((c.origin for c in members if c.origin), None)
         by_table.setdefault(tbl, []).append(Chain(prefix + builtin, tuple(rules), builtin, origin))
     for c in table.chains:
         if c.hook is not None:
             continue
         for tbl in user_tables[c.name]:
-            by_table.setdefault(tbl, []).append(
-                Chain(names[c.name], tuple(_chain_rules(c, family, tbl, names, objects, toggles)), None, c.origin))
+            by_table.setdefault(tbl, []).append(Chain(
+                names[c.name], tuple(_chain_rules(c, family, tbl, names, objects, toggles, accepts)), None, c.origin))
     for tbl, chains in toggles.chains.items():
         by_table.setdefault(tbl, []).extend(chains)
+    for tbl in ending:
+        name = check_name(accept_mark.accept_end(prefix), "/chains")
+        by_table[tbl].append(Chain(name, (accept_mark.CLEAR_BIT,), None))
     tables = tuple(Table(t, tuple(by_table[t])) for t in TABLE_ORDER if t in by_table)
     l3 = {"ipv4": ("inet", "ip"), "ipv6": ("inet", "ip6")}[family]
     timeouts = tuple(TimeoutObject(kname.timeout_name(table.name, o.name, family), o.protocol, o.policy)
