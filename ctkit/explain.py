@@ -211,7 +211,11 @@ class _State:
 def _flow(p: Packet) -> Flow:
     return Flow(p.family, p.protocol, p.saddr, p.daddr, p.sport, p.dport,
                 "untracked" if p.state == "untracked" else p.state, p.iif, p.oif,
-                length=p.length, syn=True if p.protocol == "tcp" and p.state == "new" else None)
+                length=p.length, syn=True if p.protocol == "tcp" and p.state == "new" else None,
+                # the path says whose addresses these are: input is addressed to this host, output leaves
+                # it, forward is neither (a packet from this host to itself is on input and output both)
+                saddr_local={"output": True, "forward": False}.get(p.path),
+                daddr_local={"input": True, "forward": False}.get(p.path))
 
 
 def _chains_at(table: ir.Table, hook: str) -> list[ir.Chain]:

@@ -42,7 +42,7 @@ def test_an_unknown_policy_key_gets_a_close_suggestion_or_the_allowed_keys():
                   "p.yaml")
     (problem,) = bad.value.problems
     assert problem.message == "unknown property 'action'" and "did you mean" not in problem.hint
-    assert problem.hint.startswith("allowed: comment, counter, daddr, direction,")
+    assert problem.hint.startswith("allowed: comment, counter, daddr, daddr_type, direction,")
     with pytest.raises(PolicyError) as bad:
         load_text('{"version": 1, "chains": {"input": {"rules": [{"protocol": "tcp", "dprot": 22, '
                   '"action": "accept"}]}}}', "p.json")

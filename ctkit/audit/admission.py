@@ -38,6 +38,10 @@ class Flow:
     not_ifaces: tuple[str, ...] = ()  # interfaces known not to be iif/oif (e.g. lo, for a remote peer)
     length: int | None = None  # the IP packet's length, when known
     syn: bool | None = None  # a TCP segment with SYN set and RST clear, when known
+    #: whether the source (destination) address is one of the host's own, when known (explain knows it
+    #: from the path: input is addressed to the host, output comes from it, forward is neither)
+    saddr_local: bool | None = None
+    daddr_local: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,20 @@ def _in_networks(text: str | None, networks) -> bool | None:
         return None
     a = ipaddress.ip_address(text)
     return any(a in ipaddress.ip_network(n, strict=False) for n in networks)
+
+
+def _address_type(text: str, local: bool | None) -> str | None:
+    """The routing table's type of an address, as far as the flow tells it (None: it does not)."""
+    a = ipaddress.ip_address(text)
+    if a.is_multicast:
+        return "multicast"
+    if a.version == 4 and a == ipaddress.IPv4Address("255.255.255.255"):
+        return "broadcast"
+    if a.is_loopback:
+        return "local"
+    if local is None:
+        return None
+    return "local" if local else "unicast"  # a subnet's broadcast address is not told apart
 
 
 def _member(flow: Flow, m: ir.SetLookup, s: ir.SetObject) -> bool | None:
@@ -129,11 +147,16 @@ def _match(m, flow: Flow, ctx: Context | None = None) -> bool | None:
             return False
         fields = ("saddr", "daddr") if m.field == "any" else (m.field,)
         addrs = [ipaddress.ip_address(getattr(flow, f)) for f in fields]
-        return any(a in ipaddress.ip_network(n) for a in addrs for n in m.networks)
+        return any(a in ipaddress.ip_network(n) for a in addrs for n in m.networks) != m.negated
     if isinstance(m, ir.Port):
         fields = ("sport", "dport") if m.field == "any" else (m.field,)
         values = [getattr(flow, f) for f in fields]
+        if m.negated:
+            return None if values[0] is None else not any(r.lo <= values[0] <= r.hi for r in m.ranges)
         return any(v is not None and r.lo <= v <= r.hi for v in values for r in m.ranges)
+    if isinstance(m, ir.AddrType):
+        kind = _address_type(getattr(flow, m.field), flow.saddr_local if m.field == "saddr" else flow.daddr_local)
+        return None if kind is None else (kind in m.types) != m.negated
     if isinstance(m, ir.Iface):
         name = flow.iif if m.direction == "in" else flow.oif
         if name is None:

@@ -37,17 +37,30 @@ class L4Proto:
 
 @dataclass(frozen=True)
 class Addr:
-    """Source, destination, or either ('any') address in these networks of one family."""
+    """Source, destination, or either ('any') address in these networks of one family
+    (negated: the source or destination address is in none of them; never 'any')."""
     field: str  # saddr | daddr | any
     family: str  # ipv4 | ipv6
     networks: tuple[str, ...]  # normalised text: '192.0.2.10' or '10.0.0.0/8'
+    negated: bool = False
 
 
 @dataclass(frozen=True)
 class Port:
-    """Source, destination, or either ('any') port in these ranges (needs an L4Proto match)."""
+    """Source, destination, or either ('any') port in these ranges (needs an L4Proto match)
+    (negated: the port is in none of them; never 'any')."""
     field: str  # sport | dport | any
     ranges: tuple[PortRange, ...]
+    negated: bool = False
+
+
+@dataclass(frozen=True)
+class AddrType:
+    """The source or destination address is (negated: is not) of one of these types as this host's
+    routing table sees it: local (an address of the host), unicast, multicast, broadcast."""
+    field: str  # saddr | daddr
+    types: tuple[str, ...]
+    negated: bool = False
 
 
 @dataclass(frozen=True)
@@ -123,7 +136,7 @@ class Toggle:
     name: str
 
 
-Match = Union[NfProto, L4Proto, Addr, Port, Iface, CtState, Length, Payload, Signature, Limit, TcpSyn, Toggle,
+Match = Union[NfProto, L4Proto, Addr, Port, AddrType, Iface, CtState, Length, Payload, Signature, Limit, TcpSyn, Toggle,
               SetLookup]
 
 

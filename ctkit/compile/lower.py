@@ -33,12 +33,15 @@ def _nets(nets: Iterable[model.Network], version: int) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _family_parts(family: str | None, addrs: dict[str, tuple[model.Network, ...]]
-                  ) -> list[tuple[str | None, tuple[ir.Match, ...]]]:
+def _family_parts(family: str | None, addrs: dict[str, tuple[model.Network, ...]],
+                  negated: frozenset[str] = frozenset()) -> list[tuple[str | None, tuple[ir.Match, ...]]]:
     """Split by address family: nft and iptables match one family's addresses per rule.
 
     Returns (family, address matches) for each family the rule can match; a rule
-    without addresses yields one part with the given family (None = both).
+    without addresses yields one part with the given family (None = both). A list in
+    `negated` ({"not": ...}) excludes its networks: in a family it has none of, it excludes
+    nothing (that part has no match for it, and the caller pins the family). "any" negated
+    (notrack peers) is neither the source nor the destination: two matches.
     """
     given = {k: v for k, v in addrs.items() if v}
     if not given:
@@ -47,10 +50,37 @@ def _family_parts(family: str | None, addrs: dict[str, tuple[model.Network, ...]
     for fam, version in (("ipv4", 4), ("ipv6", 6)):
         if family and family != fam:
             continue
-        matches = tuple(ir.Addr(k, fam, _nets(v, version)) for k, v in given.items())
-        if all(m.networks for m in matches):
-            parts.append((fam, matches))
+        matches: list[ir.Match] = []
+        for key, nets in given.items():
+            texts = _nets(nets, version)
+            if ("peers" if key == "any" else key) not in negated:
+                if not texts:
+                    break  # no address of this family can match
+                matches.append(ir.Addr(key, fam, texts))
+            elif texts:
+                matches += [ir.Addr(f, fam, texts, negated=True) for f in _FIELDS[key]]
+        else:
+            parts.append((fam, tuple(matches)))
     return parts
+
+
+#: a policy's address or port key -> the packet fields a negated list of it excludes
+_FIELDS = {"saddr": ("saddr",), "daddr": ("daddr",), "any": ("saddr", "daddr"),
+           "sport": ("sport",), "dport": ("dport",), "ports": ("sport", "dport")}
+
+
+def _ports(key: str, ranges: tuple, negated: frozenset[str]) -> list[ir.Match]:
+    """A port list as matches: `ports` (source or destination) is one match, negated two."""
+    if not ranges:
+        return []
+    if key not in negated:
+        return [ir.Port({"ports": "any"}.get(key, key), ranges)]
+    return [ir.Port(f, ranges, negated=True) for f in _FIELDS[key]]
+
+
+def _addr_types(entry) -> list[ir.Match]:
+    return [ir.AddrType(f, t.types, t.negated)
+            for f, t in (("saddr", entry.saddr_type), ("daddr", entry.daddr_type)) if t is not None]
 
 
 def _base_matches(family: str | None, protocols: tuple[str, ...], has_addr: bool) -> list[ir.Match]:
@@ -159,12 +189,10 @@ def _rule_verdict(rule: model.Rule) -> ir.Statement | None:
 
 
 def _ports_and_ifaces(entry: model.Rule | model.Nat) -> list[ir.Match]:
-    """sport, dport, iif, oif in this order: shared by filter and NAT rules."""
-    out: list[ir.Match] = []
-    if entry.sport:
-        out.append(ir.Port("sport", entry.sport))
-    if entry.dport:
-        out.append(ir.Port("dport", entry.dport))
+    """address types, sport, dport, iif, oif in this order: shared by filter and NAT rules."""
+    out: list[ir.Match] = _addr_types(entry)
+    out += _ports("sport", entry.sport, entry.negated)
+    out += _ports("dport", entry.dport, entry.negated)
     if entry.iif:
         out.append(ir.Iface("in", entry.iif))
     if entry.oif:
@@ -208,7 +236,7 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = 
     out = []
     lookups = _set_refs(rule, sets or {})
     family = next((x.family for x in lookups if x.family), rule.family)  # a set of addresses has one family
-    parts = _family_parts(family, {"saddr": rule.saddr, "daddr": rule.daddr})
+    parts = _family_parts(family, {"saddr": rule.saddr, "daddr": rule.daddr}, rule.negated)
     for family, addr_matches in _split_for_limits(parts, rule):
         matches = _rule_matches(rule, family, addr_matches, lookups)
         if rule.log is not None and rule.log.limit is not None:
@@ -228,17 +256,17 @@ def lower_rule(rule: model.Rule, limit_name: str = "limit", sets: dict | None = 
 
 
 def _flow_rules(rule_id: str, entry, statements: tuple, family: str | None, protocols: tuple[str, ...],
-                addrs: dict, port: ir.Port | None, direction: str | None = None) -> list[ir.Rule]:
+                addrs: dict, ports: tuple[str, tuple], direction: str | None = None) -> list[ir.Rule]:
     """The rules of a per-flow conntrack entry (notrack, helper, timeout, zone): one per address family.
 
-    Matches come in one order: family, protocols, addresses, port, then the interface of
-    the half that `direction` ("in": prerouting, "out": output) covers.
+    Matches come in one order: family, protocols, addresses, address types, ports (the entry's
+    key and ranges), then the interface of the half that `direction` ("in": prerouting, "out":
+    output) covers.
     """
     out = []
-    for fam, addr_matches in _family_parts(family, addrs):
+    for fam, addr_matches in _family_parts(family, addrs, entry.negated):
         matches = _base_matches(fam, protocols, bool(addr_matches)) + list(addr_matches)
-        if port is not None:
-            matches.append(port)
+        matches += _addr_types(entry) + _ports(*ports, entry.negated)
         if direction == "in" and getattr(entry, "iif", None):
             matches.append(ir.Iface("in", entry.iif))
         if direction == "out" and getattr(entry, "oif", None):
@@ -251,14 +279,14 @@ def lower_notrack(entry: model.Notrack, direction: str) -> list[ir.Rule]:
     statements = ((ir.Counter(),) if entry.counter else ()) + (ir.Notrack(),)
     return _flow_rules(f"notrack/{entry.name}", entry, statements, entry.family, entry.protocols,
                        {"saddr": entry.saddr, "daddr": entry.daddr, "any": entry.peers},
-                       ir.Port("any", entry.ports) if entry.ports else None, direction)
+                       ("ports", entry.ports), direction)
 
 
 def lower_helper(entry: model.Helper) -> list[ir.Rule]:
     family = entry.family or ("ipv4" if entry.helper in model.IPV4_ONLY_HELPERS else None)
     return _flow_rules(f"helper/{entry.name}", entry, (ir.Counter(), ir.SetCtHelper(entry.name)), family,
                        (entry.protocol,), {"saddr": entry.saddr, "daddr": entry.daddr},
-                       ir.Port("dport", entry.ports))
+                       ("dport", entry.ports))
 
 
 def helper_object(entry: model.Helper) -> ir.CtHelperObject:
@@ -274,7 +302,7 @@ def helper_object(entry: model.Helper) -> ir.CtHelperObject:
 def lower_timeout(entry: model.Timeout) -> list[ir.Rule]:
     return _flow_rules(f"timeout/{entry.name}", entry, (ir.Counter(), ir.SetCtTimeout(entry.name)), entry.family,
                        (entry.protocol,), {"saddr": entry.saddr, "daddr": entry.daddr},
-                       ir.Port("dport", entry.ports) if entry.ports else None)
+                       ("dport", entry.ports))
 
 
 def timeout_object(entry: model.Timeout) -> ir.CtTimeoutObject:
@@ -285,7 +313,7 @@ def timeout_object(entry: model.Timeout) -> ir.CtTimeoutObject:
 def lower_zone(entry: model.Zone, direction: str) -> list[ir.Rule]:
     return _flow_rules(f"zone/{entry.name}", entry, (ir.Counter(), ir.SetCtZone(entry.zone, entry.zone_direction)),
                        entry.family, entry.protocols, {"saddr": entry.saddr, "daddr": entry.daddr},
-                       ir.Port("dport", entry.ports) if entry.ports else None, direction)
+                       ("dport", entry.ports), direction)
 
 
 def lower_nat(entry: model.Nat) -> list[ir.Rule]:
@@ -297,7 +325,7 @@ def lower_nat(entry: model.Nat) -> list[ir.Rule]:
                  entry.to_port)
     statements = ((ir.Counter(),) if entry.counter else ()) + (nat,)
     out = []
-    for family, addr_matches in _family_parts(families, {"saddr": entry.saddr, "daddr": entry.daddr}):
+    for family, addr_matches in _family_parts(families, {"saddr": entry.saddr, "daddr": entry.daddr}, entry.negated):
         matches = _base_matches(family, entry.protocols, bool(addr_matches)) + list(addr_matches)
         matches += _ports_and_ifaces(entry)
         out.append(ir.Rule(entry.id, entry.pointer, tuple(matches), statements, entry.comment))

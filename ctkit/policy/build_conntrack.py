@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ctkit.netfilter import TIMEOUT_STATES
-from ctkit.policy.builder import Builder, protocols
+from ctkit.policy.builder import Builder, addr_types, protocols
 from ctkit.policy.model import HELPER_KERNEL_NAMES, Helper, Notrack, Setting, Timeout, Zone
 from ctkit.terminal import excerpt
 
@@ -54,7 +54,7 @@ def build_notrack(b: Builder, items: list) -> tuple[Notrack, ...]:
             daddr=b.networks(item.get("daddr"), p + "/daddr"),
             iif=item.get("iif"), oif=item.get("oif"),
             direction=item.get("direction", "both"), family=item.get("family"),
-            counter=item.get("counter", True), comment=item.get("comment")))
+            counter=item.get("counter", True), comment=item.get("comment"), **addr_types(b, item, p)))
     return tuple(out)
 
 
@@ -73,7 +73,7 @@ def build_helpers(b: Builder, items: list) -> tuple[Helper, ...]:
             saddr=b.networks(item.get("saddr"), p + "/saddr"),
             daddr=b.networks(item.get("daddr"), p + "/daddr"),
             direction=item.get("direction", "in"), family=item.get("family"),
-            comment=item.get("comment")))
+            comment=item.get("comment"), **addr_types(b, item, p)))
     return tuple(out)
 
 
@@ -90,7 +90,7 @@ def build_timeouts(b: Builder, items: list) -> tuple[Timeout, ...]:
             policy=tuple((k, int(t["policy"][k])) for k in states if k in t["policy"]),
             ports=b.ports(t.get("ports"), p + "/ports"), saddr=b.networks(t.get("saddr"), p + "/saddr"),
             daddr=b.networks(t.get("daddr"), p + "/daddr"), direction=t.get("direction", "in"),
-            family=t.get("family"), comment=t.get("comment")))
+            family=t.get("family"), comment=t.get("comment"), **addr_types(b, t, p)))
     return tuple(out)
 
 
@@ -103,5 +103,5 @@ def build_zones(b: Builder, items: list) -> tuple[Zone, ...]:
             protocols=protocols(z), ports=b.ports(z.get("ports"), p + "/ports"),
             saddr=b.networks(z.get("saddr"), p + "/saddr"), daddr=b.networks(z.get("daddr"), p + "/daddr"),
             iif=z.get("iif"), oif=z.get("oif"), direction=z.get("direction", "in"), family=z.get("family"),
-            comment=z.get("comment")))
+            comment=z.get("comment"), **addr_types(b, z, p)))
     return tuple(out)

@@ -1,7 +1,7 @@
 """Builder of the `nat` section."""
 from __future__ import annotations
 
-from ctkit.policy.builder import Builder, protocols
+from ctkit.policy.builder import Builder, addr_types, protocols
 from ctkit.policy.checks import check_nat_address, parse_nat_address
 from ctkit.policy.model import Nat
 
@@ -22,5 +22,5 @@ def build_nat(b: Builder, items: list) -> tuple[Nat, ...]:
             iif=r.get("iif"), oif=r.get("oif"),
             to_addr=parse_nat_address(r["to_addr"]) if "to_addr" in r and not bad else None,
             to_port=to_port[0] if to_port else None,
-            counter=r.get("counter", True), comment=r.get("comment")))
+            counter=r.get("counter", True), comment=r.get("comment"), **addr_types(b, r, p)))
     return tuple(out)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ctkit.netfilter import DSCP_CLASSES
-from ctkit.policy.builder import Builder, plain, protocols, ref
+from ctkit.policy.builder import Builder, addr_types, plain, protocols, ref
 from ctkit.policy.checks import QUEUES
 from ctkit.policy.model import Chain, Limit, Log, Payload, Queue, Rule, Signature
 
@@ -42,7 +42,7 @@ def build_rule(b: Builder, chain: str, i: int, r: dict) -> Rule:
         queue=_queue(b, r.get("queue"), p + "/queue"),
         mss=(0 if r["mss"] == "pmtu" else r["mss"]) if "mss" in r else None,
         dscp=DSCP_CLASSES.get(r["dscp"], r["dscp"]) if "dscp" in r else None,
-        mark_set=r.get("mark_set"), connmark=r.get("connmark"))
+        mark_set=r.get("mark_set"), connmark=r.get("connmark"), **addr_types(b, r, p))
 
 
 def _limit(value: dict | None) -> Limit | None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ctkit.errors import Problem
 from ctkit.policy.checks import LENGTHS, PORTS, BadValue, RangeKind, check_network, parse_range
-from ctkit.policy.model import Network
+from ctkit.policy.model import NEGATABLE, AddrType, Network
 from ctkit.terminal import excerpt
 from ctkit.values import PortRange
 
@@ -23,6 +23,8 @@ class Builder:
         self.problems.append(Problem(pointer, message, hint=hint, source=self.source))
 
     def networks(self, value: Any, pointer: str) -> tuple[Network, ...]:
+        """One address or prefix or a list of them ({"not": ...}: the ones inside; see negated())."""
+        value, pointer = _inside_not(value, pointer)
         if value is None:
             return ()
         items = value if isinstance(value, list) else [value]
@@ -40,7 +42,16 @@ class Builder:
         return self.ranges(value, pointer, LENGTHS)
 
     def ports(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
-        return self.ranges(value, pointer, PORTS)
+        return self.ranges(*_inside_not(value, pointer), PORTS)
+
+    def addr_type(self, value: Any, pointer: str) -> AddrType | None:
+        """`saddr_type` / `daddr_type`: a type, a list of them, or {"not": ...} of either."""
+        if value is None:
+            return None
+        negated = isinstance(value, dict)
+        value = value["not"] if negated else value
+        types = tuple(value) if isinstance(value, list) else (value,)
+        return AddrType(types, negated)
 
     def range(self, value: Any, pointer: str, kind: RangeKind) -> PortRange | None:
         """One "N" / "lo-hi" value as a range of kind, or None after a problem at pointer."""
@@ -58,6 +69,25 @@ class Builder:
         out = [self.range(item, f"{pointer}/{i}" if isinstance(value, list) else pointer, kind)
                for i, item in enumerate(items)]
         return tuple(dict.fromkeys(r for r in out if r is not None))
+
+
+def _inside_not(value: Any, pointer: str) -> tuple[Any, str]:
+    """The list inside {"not": list}, and its pointer."""
+    if isinstance(value, dict) and "not" in value:
+        return value["not"], pointer + "/not"
+    return value, pointer
+
+
+def negated(item: dict) -> frozenset[str]:
+    """The fields of an entry given as {"not": ...} (model.NEGATABLE)."""
+    return frozenset(k for k in NEGATABLE if isinstance(item.get(k), dict))
+
+
+def addr_types(b: Builder, item: dict, pointer: str) -> dict[str, Any]:
+    """The saddr_type / daddr_type and negated keywords of a model entry, from the policy's item."""
+    return {"saddr_type": b.addr_type(item.get("saddr_type"), pointer + "/saddr_type"),
+            "daddr_type": b.addr_type(item.get("daddr_type"), pointer + "/daddr_type"),
+            "negated": negated(item)}
 
 
 def ref(value: Any) -> str | None:

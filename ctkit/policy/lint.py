@@ -16,6 +16,7 @@ from ctkit.policy.load import capped, pointer_of
 from ctkit.policy.model import (
     IPV4_ONLY_HELPERS,
     PORT_PROTOCOLS,
+    AddrType,
     Chain,
     Network,
     Notrack,
@@ -161,7 +162,8 @@ def _families(nets: tuple[Network, ...]) -> set[str]:
 
 def _family_conflicts(pointer: str, family: str | None, protocols: tuple[str, ...],
                       addrs: dict[str, tuple[Network, ...]]):
-    """Address, family and ICMP combinations that can never match a packet."""
+    """Address, family and ICMP combinations that can never match a packet (addrs: the positive lists;
+    a negated one excludes only its own family's addresses, see _plain)."""
     fams = {k: _families(v) for k, v in addrs.items() if v}
     if family:
         for key, f in fams.items():
@@ -191,6 +193,53 @@ def _family_conflicts(pointer: str, family: str | None, protocols: tuple[str, ..
         yield _error(pointer + "/protocols", "icmpv6 is IPv6 only but the rule is IPv4 only", "use icmp")
 
 
+def _plain(entry, addrs: dict[str, tuple[Network, ...]]) -> dict[str, tuple[Network, ...]]:
+    """The address lists of an entry that are not negated."""
+    return {k: v for k, v in addrs.items() if k not in entry.negated}
+
+
+#: every address type a policy can name (the routing table has more: unreachable, blackhole, ...)
+_ADDR_TYPES = frozenset({"local", "unicast", "multicast", "broadcast"})
+
+
+def _types_admitted(t: AddrType | None) -> frozenset[str]:
+    if t is None:
+        return _ADDR_TYPES
+    return _ADDR_TYPES - set(t.types) if t.negated else frozenset(t.types)
+
+
+def _types_overlap(a: AddrType | None, b: AddrType | None) -> bool:
+    return bool(_types_admitted(a) & _types_admitted(b))
+
+
+def _complement(ranges: tuple[PortRange, ...]) -> tuple[PortRange, ...]:
+    """The ports outside these ranges, as ranges (0-65535: nft's != matches port 0 too)."""
+    out, lo = [], 0
+    for r in sorted(ranges, key=lambda r: (r.lo, r.hi)):
+        if r.lo > lo:
+            out.append(PortRange(lo, r.lo - 1))
+        lo = max(lo, r.hi + 1)
+    if lo <= 65535:
+        out.append(PortRange(lo, 65535))
+    return tuple(out)
+
+
+def _ports_of(entry, key: str) -> tuple[PortRange, ...]:
+    """An entry's ports under key as positive ranges: a negated list is its complement (exact)."""
+    ranges = getattr(entry, key)
+    return _complement(ranges) if ranges and key in entry.negated else ranges
+
+
+def _nets_may_overlap(a: tuple[Network, ...], b: tuple[Network, ...], a_neg: bool = False, b_neg: bool = False) -> bool:
+    """Can an address be in both lists (a negated list: outside all of its networks)?"""
+    if not a or not b or (a_neg and b_neg):
+        return True
+    if not (a_neg or b_neg):
+        return _nets_overlap(a, b)
+    pos, neg = (b, a) if a_neg else (a, b)
+    return any(not any(x.version == y.version and x.subnet_of(y) for y in neg) for x in pos)
+
+
 def _port_protocols(pointer: str, protocols: tuple[str, ...], has_ports: bool, key: str):
     if not has_ports:
         return
@@ -207,7 +256,8 @@ def _is_catch_all(rule: Rule) -> bool:
     return (rule.action in ("accept", "drop", "reject") or bool(rule.goto)) and not any((
         rule.protocols, rule.family, rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif,
         rule.oif, rule.ct_state, rule.length, rule.payload, rule.signature, rule.limit,
-        rule.when, rule.saddr_set, rule.daddr_set, rule.sport_set, rule.dport_set, rule.match_set, rule.vmap))
+        rule.when, rule.saddr_set, rule.daddr_set, rule.sport_set, rule.dport_set, rule.match_set, rule.vmap,
+        rule.saddr_type, rule.daddr_type))
 
 
 def _rules(policy: Policy):
@@ -223,7 +273,8 @@ def _rules(policy: Policy):
             yield from _port_protocols(p, rule.protocols, bool(rule.sport), "sport")
             yield from _port_protocols(p, rule.protocols, bool(rule.dport), "dport")
             yield from _family_conflicts(p, rule.family, rule.protocols,
-                                         {"saddr": rule.saddr, "daddr": rule.daddr})
+                                         _plain(rule, {"saddr": rule.saddr, "daddr": rule.daddr}))
+            yield from _broadcast_family(p, rule)
             if rule.reject_with and rule.action != "reject":
                 yield _error(p + "/reject_with", "reject_with needs action reject")
             if rule.reject_with == "tcp-reset" and rule.protocols != ("tcp",):
@@ -276,7 +327,8 @@ def _notrack_entries(policy: Policy):
         p = n.pointer
         yield from _port_protocols(p, n.protocols, bool(n.ports), "ports")
         yield from _family_conflicts(p, n.family, n.protocols,
-                                     {"saddr": n.saddr, "daddr": n.daddr, "peers": n.peers})
+                                     _plain(n, {"saddr": n.saddr, "daddr": n.daddr, "peers": n.peers}))
+        yield from _broadcast_family(p, n)
         if n.iif and n.direction == "out":
             yield _error(p + "/iif", "iif never matches packets this host sends (direction out)")
         if n.oif and n.direction == "in":
@@ -290,7 +342,7 @@ def _notrack_entries(policy: Policy):
             yield _warning(p + "/" + key, f"{key} is matched literally in both directions, so replies "
                            "do not match and the exemption is not symmetric",
                            "use peers for the other side's addresses")
-        if not any((n.protocols, n.ports, n.peers, n.saddr, n.daddr, n.iif, n.oif)):
+        if not any((n.protocols, n.ports, n.peers, n.saddr, n.daddr, n.iif, n.oif, n.saddr_type, n.daddr_type)):
             yield _warning(p, "this exemption untracks all traffic",
                            "stateful filtering, NAT and helpers stop working for every flow")
 
@@ -317,7 +369,8 @@ def _helpers(policy: Policy):
                 if any(n.version == 6 for n in getattr(h, key)):
                     yield _error(p + "/" + key, f"the kernel's {h.helper} helper is IPv4 only",
                                  "remove the IPv6 addresses")
-        yield from _family_conflicts(p, h.family, (), {"saddr": h.saddr, "daddr": h.daddr})
+        yield from _family_conflicts(p, h.family, (), _plain(h, {"saddr": h.saddr, "daddr": h.daddr}))
+        yield from _broadcast_family(p, h)
         if not h.daddr and h.direction in ("in", "both"):
             yield _warning(p, f"helper {h.helper!r} is assigned for every destination address",
                            "name the servers that need it in daddr: a helper opens related flows "
@@ -329,16 +382,37 @@ def _helper_untracked(policy: Policy):
         for n in policy.notrack:
             if n.protocols and h.protocol not in n.protocols:
                 continue
-            if not _ranges_overlap(h.ports, n.ports):
+            if not _ranges_overlap(h.ports, _ports_of(n, "ports")):
                 continue
             if h.family and n.family and h.family != n.family:
                 continue
-            if not (_nets_overlap(h.daddr, n.peers + n.daddr + n.saddr)
-                    and _nets_overlap(h.saddr, n.peers + n.saddr + n.daddr)):
+            if not (_may_share(h, "daddr", n, ("peers", "daddr", "saddr"))
+                    and _may_share(h, "saddr", n, ("peers", "saddr", "daddr"))):
+                continue
+            if not (_types_overlap(h.daddr_type, n.daddr_type) and _types_overlap(h.saddr_type, n.saddr_type)):
                 continue
             yield _error(h.pointer + "/ports",
                          f"helper {h.name!r} port is untracked by notrack {n.name!r}",
                          "untracked flows get no helper: remove the port from one of them")
+
+
+def _may_share(h, key: str, n: Notrack, keys: tuple[str, ...]) -> bool:
+    """Can the helper's addresses under key be among the notrack entry's (its lists under keys, the
+    positive ones taken together as before, each negated one on its own)?"""
+    mine, neg = getattr(h, key), key in h.negated
+    pos = tuple(x for k in keys if k not in n.negated for x in getattr(n, k))
+    return _nets_may_overlap(mine, pos, neg) and all(
+        _nets_may_overlap(mine, getattr(n, k), neg, True) for k in keys if k in n.negated)
+
+
+def _broadcast_family(pointer: str, entry, family: str | None = None):
+    """broadcast addresses exist only in IPv4: an entry that names them must be IPv4."""
+    family = family or entry.family
+    for key in ("saddr_type", "daddr_type"):
+        t = getattr(entry, key)
+        if t is not None and "broadcast" in t.types and family != "ipv4":
+            yield _error(f"{pointer}/{key}", "broadcast addresses exist only in IPv4",
+                         'add "family": "ipv4" (ip6tables cannot match the type, and IPv6 has none)')
 
 
 # ---------------------------------------------- do-not-track: what the filter has to accept
@@ -356,7 +430,6 @@ _HALVES = {
     ("client", "output"): ("dport", "daddr"),
     ("client", "input"): ("sport", "saddr"),
 }
-_FILTER_DIRECTION = {"input": "in", "output": "out"}
 _OTHER_PORT = {"sport": "dport", "dport": "sport"}
 #: the peer's side of a flow uses an ephemeral port: Linux's default ip_local_port_range
 _EPHEMERAL = PortRange(32768, 60999)
@@ -378,10 +451,33 @@ def _accepts_half(rule: Rule, n: Notrack, role: str, chain: str) -> bool:
     if (rule.iif and rule.iif != n.iif) or (rule.oif and rule.oif != n.oif):
         return False  # a loopback accept does not accept the peers' traffic
     port_key, addr_key = _HALVES[role, chain]
-    if n.ports and not (_ranges_overlap(getattr(rule, port_key), n.ports)
-                        and _spans(getattr(rule, _OTHER_PORT[port_key]), _EPHEMERAL)):
+    if n.ports and not (_ranges_overlap(_ports_of(rule, port_key), _ports_of(n, "ports"))
+                        and _spans(_ports_of(rule, _OTHER_PORT[port_key]), _EPHEMERAL)):
         return False
-    return not n.peers or _nets_overlap(getattr(rule, addr_key), n.peers)
+    return _nets_may_overlap(getattr(rule, addr_key), n.peers, addr_key in rule.negated, "peers" in n.negated)
+
+
+def _accepts_transit(rule: Rule, n: Notrack) -> bool:
+    """Can `rule` (in forward) accept untracked packets of `n`'s forwarded flows, one way or the other?"""
+    if rule.action != "accept" or (rule.ct_state and "untracked" not in rule.ct_state):
+        return False
+    if rule.protocols and n.protocols and not set(rule.protocols) & set(n.protocols):
+        return False
+    if rule.family and n.family and rule.family != n.family:
+        return False
+    return not n.ports or any(_ranges_overlap(_ports_of(rule, k), _ports_of(n, "ports")) for k in ("sport", "dport"))
+
+
+def _paths(n: Notrack) -> list[str]:
+    """The filter chains an entry's untracked packets reach: from prerouting, input when they may be
+    addressed to this host and forward when they cannot be (daddr_type excludes local: transit, the router's
+    case; an entry that does not say is judged on input, as a host's); from output, output."""
+    out = []
+    if "in" in _dirs(n.direction):
+        out.append("input" if "local" in _types_admitted(n.daddr_type) else "forward")
+    if "out" in _dirs(n.direction):
+        out.append("output")
+    return out
 
 
 def _chain_rules(policy: Policy, name: str) -> list[Rule]:
@@ -409,11 +505,15 @@ def _half_rule(n: Notrack, role: str, chain: str) -> str:
     ports = ", ".join(str(p.lo) if p.lo == p.hi else f'"{p}"' for p in n.ports)
     text = '{"ct_state": ["untracked"], ' + _proto_json(n)
     if n.ports:
-        text += f'"{port_key}": ' + (ports if len(n.ports) == 1 else f"[{ports}]") + ", "
+        text += f'"{port_key}": ' + _negated_json(ports if len(n.ports) == 1 else f"[{ports}]", "ports" in n.negated)
     if n.peers:
-        text += f'"{addr_key}": [' + ", ".join(f'"{a}"' for a in n.peers[:2]) \
-            + (", ..." if len(n.peers) > 2 else "") + "], "
+        peers = "[" + ", ".join(f'"{a}"' for a in n.peers[:2]) + (", ..." if len(n.peers) > 2 else "") + "]"
+        text += f'"{addr_key}": ' + _negated_json(peers, "peers" in n.negated)
     return text + '"action": "accept"}'
+
+
+def _negated_json(value: str, negated: bool) -> str:
+    return (f'{{"not": {value}}}' if negated else value) + ", "
 
 
 def _may_connect(policy: Policy, n: Notrack, client_out: bool, output: list[Rule]) -> bool:
@@ -425,7 +525,7 @@ def _may_connect(policy: Policy, n: Notrack, client_out: bool, output: list[Rule
         return client_out
     return any(r.action == "accept" and (not r.ct_state or "new" in r.ct_state) and not r.oif and not r.sport
                and (not r.protocols or not n.protocols or set(r.protocols) & set(n.protocols))
-               and _ranges_overlap(r.dport, n.ports) for r in output)
+               and _ranges_overlap(_ports_of(r, "dport"), _ports_of(n, "ports")) for r in output)
 
 
 _HALF_WORDS = {("server", "input"): "requests to port", ("server", "output"): "replies from port",
@@ -435,9 +535,14 @@ _HALF_WORDS = {("server", "input"): "requests to port", ("server", "output"): "r
 def _notrack_dropped(policy: Policy):
     if not policy.notrack:
         return
-    rules = {c: _chain_rules(policy, c) for c in _FILTER_DIRECTION}  # once: a policy may have thousands
+    rules = {c: _chain_rules(policy, c) for c in ("input", "output", "forward")}  # once: there may be thousands
     for n in policy.notrack:
-        chains = [c for c in ("input", "output") if _FILTER_DIRECTION[c] in _dirs(n.direction)]
+        chains = [c for c in _paths(n) if c != "forward"]
+        if ("forward" in _paths(n) and _drops_by_default(policy, "forward")
+                and not any(_accepts_transit(r, n) for r in rules["forward"])):
+            yield _warning(n.pointer, f"untracked traffic of {n.name!r} is dropped by chain 'forward'",
+                           "forwarded packets of it never match established: add to chain 'forward' rules "
+                           "without ct_state that accept both directions")
         accepted = {(role, c): any(_accepts_half(r, n, role, c) for r in rules[c])
                     for role, c in _HALVES if c in chains}
         for base in chains:
@@ -471,7 +576,7 @@ def _decisive(rule: Rule) -> bool:
     """Does the rule decide every packet it can match (no narrowing beyond protocol, family, ct state)?"""
     return not any((rule.saddr, rule.daddr, rule.sport, rule.dport, rule.iif, rule.oif, rule.length,
                     rule.payload, rule.signature, rule.limit, rule.when, rule.saddr_set, rule.daddr_set,
-                    rule.sport_set, rule.dport_set, rule.match_set, rule.vmap))
+                    rule.sport_set, rule.dport_set, rule.match_set, rule.vmap, rule.saddr_type, rule.daddr_type))
 
 
 def _first_verdict(policy: Policy, name: str, protocol: str, family: str, state: str,
@@ -517,20 +622,23 @@ def _dropped_by(policy: Policy, name: str, protocol: str, family: str, state: st
 
 def _notrack_icmp_errors(policy: Policy):
     """ICMP errors about an untracked flow are related to no conntrack entry: they arrive as ct state invalid."""
-    verdicts = {f: _dropped_by(policy, "input", _ICMP_OF[f], f, "invalid") for f in _ICMP_OF} if policy.notrack else {}
+    verdicts = {(c, f): _dropped_by(policy, c, _ICMP_OF[f], f, "invalid")
+                for c in ("input", "forward") for f in _ICMP_OF} if policy.notrack else {}
     for n in policy.notrack:
         if not n.protocols or not set(n.protocols) & PORT_PROTOCOLS:
             continue
-        families = _families(n.peers + n.saddr + n.daddr) or {"ipv4", "ipv6"}
+        # errors about the host's own flows arrive on input; about the flows it forwards, on forward
+        chain = "forward" if _paths(n) == ["forward"] else "input"
+        families = _families(sum(_plain(n, {"p": n.peers, "s": n.saddr, "d": n.daddr}).values(), ())) or {"ipv4", "ipv6"}
         if n.family:
             families &= {n.family}
-        lost = [(_ICMP_OF[f], verdicts[f][1]) for f in sorted(families) if verdicts[f][0]]
+        lost = [(_ICMP_OF[f], verdicts[chain, f][1]) for f in sorted(families) if verdicts[chain, f][0]]
         if not lost:
             continue
         protos = [p for p, _ in lost]
         droppers = list(dict.fromkeys(rule for _, rule in lost))  # in the order of the protocols they drop
         where = " and ".join(
-            (f"rule {rule.id!r} of chain 'input'" if rule else "chain 'input' (its policy)") + " drops "
+            (f"rule {rule.id!r} of chain {chain!r}" if rule else f"chain {chain!r} (its policy)") + " drops "
             + " and ".join(p for p, r in lost if r is rule) for rule in droppers)
         first = next((rule for _, rule in lost if rule is not None), None)
         before = f" before rule {first.id!r}" if first else ""
@@ -590,7 +698,8 @@ def _nat(policy: Policy):
             if family and family != n.to_addr.family:
                 yield _error(p + "/to_addr", f"to_addr is {n.to_addr.family} but family is {family}")
             family = n.to_addr.family
-        yield from _family_conflicts(p, family, n.protocols, {"saddr": n.saddr, "daddr": n.daddr})
+        yield from _family_conflicts(p, family, n.protocols, _plain(n, {"saddr": n.saddr, "daddr": n.daddr}))
+        yield from _broadcast_family(p, n, family)
 
 
 # ----------------------------------------------------------------- toggles
@@ -623,9 +732,9 @@ def _dirs(direction: str) -> set[str]:
 def _template_entries(policy: Policy):
     """(kind, entry, protocols, ports, directions) of everything that sets a conntrack template."""
     for t in policy.timeouts:
-        yield "timeout", t, (t.protocol,), t.ports, _dirs(t.direction)
+        yield "timeout", t, (t.protocol,), _ports_of(t, "ports"), _dirs(t.direction)
     for z in policy.zones:
-        yield "zone", z, z.protocols, z.ports, _dirs(z.direction)
+        yield "zone", z, z.protocols, _ports_of(z, "ports"), _dirs(z.direction)
     for h in policy.helpers:
         yield "helper", h, (h.protocol,), h.ports, _dirs(h.direction)
 
@@ -634,13 +743,15 @@ def _ct_templates(policy: Policy):
     for z in policy.zones:
         p = z.pointer
         yield from _port_protocols(p, z.protocols, bool(z.ports), "ports")
-        yield from _family_conflicts(p, z.family, z.protocols, {"saddr": z.saddr, "daddr": z.daddr})
+        yield from _family_conflicts(p, z.family, z.protocols, _plain(z, {"saddr": z.saddr, "daddr": z.daddr}))
+        yield from _broadcast_family(p, z)
         if z.iif and z.direction == "out":
             yield _error(p + "/iif", "iif never matches packets this host sends (direction out)")
         if z.oif and z.direction == "in":
             yield _error(p + "/oif", "oif never matches arriving packets (direction in)")
     for t in policy.timeouts:
-        yield from _family_conflicts(t.pointer, t.family, (t.protocol,), {"saddr": t.saddr, "daddr": t.daddr})
+        yield from _family_conflicts(t.pointer, t.family, (t.protocol,), _plain(t, {"saddr": t.saddr, "daddr": t.daddr}))
+        yield from _broadcast_family(t.pointer, t)
     entries = list(_template_entries(policy))
     for i, (kind_a, a, protos_a, ports_a, dirs_a) in enumerate(entries):
         for kind_b, b, protos_b, ports_b, dirs_b in entries[i + 1:]:
@@ -648,8 +759,10 @@ def _ct_templates(policy: Policy):
                 continue
             if protos_a and protos_b and not set(protos_a) & set(protos_b):
                 continue
-            if not (_ranges_overlap(ports_a, ports_b) and _nets_overlap(a.saddr, b.saddr)
-                    and _nets_overlap(a.daddr, b.daddr)):
+            if not (_ranges_overlap(ports_a, ports_b)
+                    and all(_nets_may_overlap(getattr(a, k), getattr(b, k), k in a.negated, k in b.negated)
+                            and _types_overlap(getattr(a, k + "_type"), getattr(b, k + "_type"))
+                            for k in ("saddr", "daddr"))):
                 continue
             yield _error(b.pointer, f"{kind_b} {b.name!r} may match the same flows as {kind_a} {a.name!r}",
                          "a flow gets one conntrack template (iptables: the first CT target; nft: the first "

@@ -36,6 +36,17 @@ IPV4_ONLY_HELPERS = frozenset({"irc", "pptp", "snmp", "netbios-ns"})
 
 
 @dataclass(frozen=True)
+class AddrType:
+    """The address is (negated: is not) of one of these types, as the routing table sees it."""
+    types: tuple[str, ...]  # local | unicast | multicast | broadcast
+    negated: bool = False
+
+
+#: fields of an entry that a policy may negate with {"not": ...}
+NEGATABLE = ("saddr", "daddr", "peers", "ports", "sport", "dport")
+
+
+@dataclass(frozen=True)
 class Limit:
     """A token bucket: `rate` packets per `per`, at most `burst` at once; by: one bucket per address."""
     rate: int
@@ -102,6 +113,10 @@ class Notrack:
     family: str | None = None
     counter: bool = True
     comment: str | None = None
+    saddr_type: AddrType | None = None
+    daddr_type: AddrType | None = None
+    #: the NEGATABLE fields given as {"not": ...}: the entry matches addresses (ports) outside them
+    negated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -116,6 +131,10 @@ class Helper:
     direction: str = "in"
     family: str | None = None
     comment: str | None = None
+    saddr_type: AddrType | None = None
+    daddr_type: AddrType | None = None
+    #: the NEGATABLE fields given as {"not": ...}: the entry matches addresses (ports) outside them
+    negated: frozenset[str] = frozenset()
 
     @property
     def kernel_name(self) -> str:
@@ -161,6 +180,10 @@ class Rule:
     dscp: int | None = None
     mark_set: int | None = None
     connmark: str | None = None  # save | restore
+    saddr_type: AddrType | None = None
+    daddr_type: AddrType | None = None
+    #: the NEGATABLE fields given as {"not": ...}: the entry matches addresses (ports) outside them
+    negated: frozenset[str] = frozenset()
 
     @property
     def target(self) -> str | None:
@@ -196,6 +219,10 @@ class Nat:
     to_port: PortRange | None = None
     counter: bool = True
     comment: str | None = None
+    saddr_type: AddrType | None = None
+    daddr_type: AddrType | None = None
+    #: the NEGATABLE fields given as {"not": ...}: the entry matches addresses (ports) outside them
+    negated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -211,6 +238,10 @@ class Timeout:
     direction: str = "in"
     family: str | None = None
     comment: str | None = None
+    saddr_type: AddrType | None = None
+    daddr_type: AddrType | None = None
+    #: the NEGATABLE fields given as {"not": ...}: the entry matches addresses (ports) outside them
+    negated: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -229,6 +260,10 @@ class Zone:
     direction: str = "in"
     family: str | None = None
     comment: str | None = None
+    saddr_type: AddrType | None = None
+    daddr_type: AddrType | None = None
+    #: the NEGATABLE fields given as {"not": ...}: the entry matches addresses (ports) outside them
+    negated: frozenset[str] = frozenset()
 
 
 class SetAddress(NamedTuple):

@@ -120,9 +120,9 @@ def _helper_flows(table: ir.Table) -> dict[str, list[_Flows]]:
             for m in rule.matches:
                 if isinstance(m, ir.L4Proto):
                     protocols = frozenset(m.protocols)
-                elif isinstance(m, ir.Port) and m.field in ("dport", "any"):
+                elif isinstance(m, ir.Port) and m.field in ("dport", "any") and not m.negated:
                     ports = tuple((r.lo, r.hi) for r in m.ranges)
-                elif isinstance(m, ir.Addr) and m.field in ("daddr", "any"):
+                elif isinstance(m, ir.Addr) and m.field in ("daddr", "any") and not m.negated:  # negated: any
                     daddrs = tuple(ipaddress.ip_network(n, strict=False) for n in m.networks)
             out.setdefault(helper, []).append(_Flows(protocols, ports, daddrs))
     return out

@@ -69,14 +69,20 @@ def _l4proto(m: ir.L4Proto, rule: ir.Rule) -> list[dict]:
 
 def _addr(m: ir.Addr, rule: ir.Rule) -> list[dict]:
     left = {"payload": {"protocol": _ADDR_PROTO[m.family], "field": m.field}}
-    return [_eq(left, _set_or_one([_addr_value(n) for n in m.networks]))]
+    return [_eq(left, _set_or_one([_addr_value(n) for n in m.networks]), "!=" if m.negated else "==")]
 
 
 def _port(m: ir.Port, rule: ir.Rule) -> list[dict]:
     protos = next((x.protocols for x in rule.matches if isinstance(x, ir.L4Proto)), ())
     proto = protos[0] if len(protos) == 1 else "th"
     left = {"payload": {"protocol": proto, "field": m.field}}
-    return [_eq(left, _set_or_one([_port_value(r) for r in m.ranges]))]
+    return [_eq(left, _set_or_one([_port_value(r) for r in m.ranges]), "!=" if m.negated else "==")]
+
+
+def _addr_type(m: ir.AddrType, rule: ir.Rule) -> list[dict]:
+    """`fib daddr type local`: the routing table's type of the address (a lookup in the packet's netns)."""
+    left = {"fib": {"result": "type", "flags": [m.field]}}
+    return [_eq(left, _set_or_one(list(m.types)), "!=" if m.negated else "==")]
 
 
 def _ifname(name: str) -> str:
@@ -334,7 +340,7 @@ def _verdict(s: ir.Verdict, rule: ir.Rule) -> list[dict]:
 
 
 RENDERERS: dict[type, Callable[[Any, ir.Rule], list[dict]]] = {
-    ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
+    ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port, ir.AddrType: _addr_type,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
     ir.Signature: _signature, ir.Limit: _limit, ir.Toggle: _toggle, ir.TcpSyn: _tcp_syn,
     ir.SetLookup: _set_lookup, ir.VerdictMap: _verdict_map,

@@ -63,6 +63,8 @@ def left(v: dict) -> str:
         return f"{left(inner)} & {hex(mask)} =="
     if "ct" in v:
         return f"ct {v['ct']['key']}"
+    if "fib" in v:
+        return f"fib {' . '.join(v['fib']['flags'])} {v['fib']['result']}"
     _fail(v)
 
 
