@@ -1,10 +1,12 @@
 """Importing a host ctkit manages (iptables): ctkit's own chains read back as the policy they came from.
 
-The fixtures ctkit-*.v4/.v6 are iptables-save and ip6tables-save output captured on Linux 6.18 after
+The fixtures ctkit-*.v4/.v6 (and ctkit-server-baseline.return.*, ctkit's output since an accept is -j RETURN
+and the accept bit's rules, ctkit/accept_mark.py) are iptables-save and ip6tables-save output captured on Linux 6.18 after
 `ctkit apply --backend iptables` of examples/server-baseline.json and examples/edge-mangle.json (as they
 were then): the rules ctkit split (per protocol, per family, per target) come back as one rule each, with
 its name, its comment and the chain's policy.
 """
+import pytest
 from goldens import ROOT
 
 from ctkit.importer import from_iptables_save, from_texts
@@ -12,8 +14,10 @@ from ctkit.importer import from_iptables_save, from_texts
 FIX = ROOT / "tests" / "fixtures" / "import"
 
 
-def test_server_baseline_comes_back_as_written():
-    r = from_iptables_save([FIX / "ctkit-server-baseline.v4", FIX / "ctkit-server-baseline.v6"])
+@pytest.mark.parametrize("capture", ["ctkit-server-baseline", "ctkit-server-baseline.return"])
+def test_server_baseline_comes_back_as_written(capture):
+    # .return: written since an accept is -j RETURN and, in chain web, the accept bit's rules
+    r = from_iptables_save([FIX / f"{capture}.v4", FIX / f"{capture}.v6"])
     assert r.exit_code == 0 and r.left_out == ()
     d = r.document
     assert d["notrack"] == [{"name": "dns", "protocols": ["udp", "tcp"], "ports": [53]}]
@@ -88,3 +92,41 @@ def test_ct_timeout_values_come_from_the_live_objects():
                               "policy": {"unreplied": 3, "replied": 5}, "ports": 53, "comment": "short"}]
     r = from_texts([("t", save)])  # a file: the values are not there
     assert r.exit_code == 1 and "import with --netns" in r.not_expressed[0].reason
+
+
+_TOP = ("*filter\n:INPUT {policy} [0:0]\n:CTKIT-INPUT - [0:0]\n:CTKIT-web - [0:0]\n:CTKIT-ACCEPT-END - [0:0]\n"
+        "-A INPUT -j CTKIT-INPUT\n{after}"
+        "-A CTKIT-ACCEPT-END -j MARK --set-xmark 0x0/0x40000000\n"
+        "-A CTKIT-INPUT -j MARK --set-xmark 0x0/0x40000000\n"
+        '-A CTKIT-INPUT -p tcp -m tcp --dport 22 -m comment --comment "ssh: admins" -j RETURN\n'
+        '-A CTKIT-INPUT -m comment --comment "input[1]" -j CTKIT-web\n'
+        "-A CTKIT-INPUT -m mark --mark 0x40000000/0x40000000 -g CTKIT-ACCEPT-END\n"
+        '-A CTKIT-web -p tcp -m tcp --dport 80 -m comment --comment "web[0]" -j MARK --set-xmark 0x40000000/0x40000000\n'
+        "-A CTKIT-web -m mark --mark 0x40000000/0x40000000 -j RETURN\n"
+        '-A CTKIT-web -m comment --comment "web[1]" -j RETURN\nCOMMIT\n')
+
+
+def test_a_return_with_nothing_after_the_jump_is_the_built_in_chains_policy():
+    d = from_texts([("t", _TOP.format(policy="ACCEPT", after=""))]).document
+    assert d["chains"]["input"]["rules"] == [
+        {"name": "ssh", "family": "ipv4", "protocol": "tcp", "dport": 22, "comment": "admins", "action": "accept"},
+        {"family": "ipv4", "jump": "web"}]
+    assert d["chains"]["web"]["rules"] == [{"family": "ipv4", "protocol": "tcp", "dport": 80, "action": "accept"},
+                                           {"family": "ipv4", "action": "return"}]
+    assert "ACCEPT_END" not in d["chains"] and "ACCEPT-END" not in d["chains"]
+    # a built-in chain that drops: what ctkit's chain returns is dropped there
+    d = from_texts([("t", _TOP.format(policy="DROP", after=""))]).document
+    assert d["chains"]["input"]["policy"] == "drop"
+    assert [x.get("action") for x in d["chains"]["input"]["rules"] if x["family"] == "ipv4"] == ["drop", None]
+    assert d["chains"]["web"]["rules"][0]["action"] == "drop"
+
+
+def test_rules_after_the_jump_keep_ctkits_top_level_chain_a_chain_of_its_own():
+    # ctkit's RETURN goes on to the rule after the jump: inlined, it could not; the nested accept's bit
+    # cannot be said (the policy has no mark match): listed, not approximated
+    r = from_texts([("t", _TOP.format(policy="ACCEPT", after="-A INPUT -p tcp -m tcp --dport 80 -j DROP\n"))])
+    d = r.document
+    assert d["chains"]["input"]["rules"] == [{"family": "ipv4", "jump": "ctkit_input"},
+                                             {"family": "ipv4", "protocol": "tcp", "dport": 80, "action": "drop"}]
+    assert d["chains"]["ctkit_input"]["rules"][0]["action"] == "return"
+    assert r.exit_code == 1 and any("mark" in n.reason for n in r.not_expressed)
