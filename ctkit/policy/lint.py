@@ -406,13 +406,14 @@ def _may_share(h, key: str, n: Notrack, keys: tuple[str, ...]) -> bool:
 
 
 def _broadcast_family(pointer: str, entry, family: str | None = None):
-    """broadcast addresses exist only in IPv4: an entry that names them must be IPv4."""
+    """broadcast addresses exist only in IPv4: an entry that asks for them must be IPv4 (excluding them,
+    with not, is harmless: in IPv6 it excludes nothing)."""
     family = family or entry.family
     for key in ("saddr_type", "daddr_type"):
         t = getattr(entry, key)
-        if t is not None and "broadcast" in t.types and family != "ipv4":
+        if t is not None and "broadcast" in t.types and not t.negated and family != "ipv4":
             yield _error(f"{pointer}/{key}", "broadcast addresses exist only in IPv4",
-                         'add "family": "ipv4" (ip6tables cannot match the type, and IPv6 has none)')
+                         'add "family": "ipv4": IPv6 has none, and ip6tables cannot match the type')
 
 
 # ---------------------------------------------- do-not-track: what the filter has to accept

@@ -11,8 +11,12 @@ How IR nodes become iptables (RENDERERS, one function per node type):
 
     NfProto            which document the rule goes into (ipv4 | ipv6)
     L4Proto            -p PROTO, one rule per protocol (icmp only in ipv4, icmpv6 only in ipv6)
-    Addr saddr|daddr   -s NET / -d NET, one rule per network; 'any' -> one rule with -s, one with -d
-    Port sport|dport   -m tcp --dport N[:M], several -> -m multiport --dports (at most 15)
+    Addr saddr|daddr   -s NET / -d NET, one rule per network; 'any' -> one rule with -s, one with -d;
+                       negated: ! -s NET, several -> one -m iprange ! --src-range LO-HI per network, one rule
+    Port sport|dport   -m tcp --dport N[:M], several -> -m multiport --dports (at most 15); negated: ! --dport,
+                       ! --dports, past 15 slots one -m multiport ! --dports per 15 in the one rule
+    AddrType           -m addrtype [!] --src-type|--dst-type LOCAL,... (ip6tables: BROADCAST left out of a
+                       negated list: IPv6 has none; the lint refuses it un-negated outside IPv4)
     Port any           -m multiport --ports (source or destination port: the shorter equivalent)
     Iface              -i NAME / -o NAME
     CtState            -m conntrack --ctstate A,B
@@ -206,10 +210,15 @@ def _l4proto(m: ir.L4Proto, ctx: _Ctx) -> list[Part]:
 
 
 def _addr(m: ir.Addr, ctx: _Ctx) -> list[Part]:
-    (net,) = m.networks  # _expand leaves one per rule
-    text = str(ipaddress.ip_network(net))
     flag, slot = ("-s", _SLOT_SRC) if m.field == "saddr" else ("-d", _SLOT_DST)
-    return [(slot, f"{flag} {text}")]
+    if m.negated and len(m.networks) > 1:
+        # `! -s` takes one network; one iprange match per network, all in the one rule, excludes them all
+        option = "--src-range" if m.field == "saddr" else "--dst-range"
+        return [(_SLOT_MATCH, f"-m iprange ! {option} {n.network_address}-{n.broadcast_address}")
+                for n in map(ipaddress.ip_network, m.networks)]
+    (net,) = m.networks  # _one_each leaves one per rule
+    text = str(ipaddress.ip_network(net))
+    return [(slot, f"{'! ' if m.negated else ''}{flag} {text}")]
 
 
 def _port_text(r) -> str:
@@ -221,14 +230,44 @@ def _port(m: ir.Port, ctx: _Ctx) -> list[Part]:
     if proto not in _MULTIPORT:
         raise _fail(ctx, "Port", f"ports need one of {', '.join(sorted(_MULTIPORT))} (got {proto or 'none'})")
     single = len(m.ranges) == 1
+    neg = "! " if m.negated else ""
     if m.field != "any" and single and proto in _PORT_MATCH:
-        return [(_SLOT_MATCH, f"-m {proto} --{m.field} {_port_text(m.ranges[0])}")]
-    slots = sum(1 if r.lo == r.hi else 2 for r in m.ranges)
-    if slots > MAX_MULTIPORT:
+        return [(_SLOT_MATCH, f"-m {proto} {neg}--{m.field} {_port_text(m.ranges[0])}")]
+    option = {"sport": "--sports", "dport": "--dports", "any": "--ports"}[m.field]
+    chunks = _multiport_chunks(m.ranges)
+    if len(chunks) > 1 and not m.negated:
+        slots = sum(1 if r.lo == r.hi else 2 for r in m.ranges)
         raise _fail(ctx, "Port", f"{slots} port slots; iptables multiport takes at most {MAX_MULTIPORT} "
                                  "(a range counts as two): use ranges or split the rule")
-    option = {"sport": "--sports", "dport": "--dports", "any": "--ports"}[m.field]
-    return [(_SLOT_MATCH, f"-m multiport {option} " + ",".join(_port_text(r) for r in m.ranges))]
+    # negated: one multiport match per chunk, all in the rule, excludes every chunk's ports
+    return [(_SLOT_MATCH, f"-m multiport {neg}{option} " + ",".join(map(_port_text, c))) for c in chunks]
+
+
+def _multiport_chunks(ranges) -> list[list]:
+    """The ranges in groups that fit one multiport match (a range takes two of its slots)."""
+    chunks: list[list] = [[]]
+    used = 0
+    for r in ranges:
+        need = 1 if r.lo == r.hi else 2
+        if used + need > MAX_MULTIPORT:
+            chunks.append([])
+            used = 0
+        chunks[-1].append(r)
+        used += need
+    return chunks
+
+
+#: address types iptables' addrtype match knows under ctkit's names, in its bit order (iptables-save
+#: prints a list in that order); ip6tables has no BROADCAST
+_ADDRTYPES = {"unicast": "UNICAST", "local": "LOCAL", "broadcast": "BROADCAST", "multicast": "MULTICAST"}
+
+
+def _addr_type(m: ir.AddrType, ctx: _Ctx) -> list[Part]:
+    types = [t for t in _ADDRTYPES if t in m.types and not (t == "broadcast" and ctx.family == "ipv6")]
+    if not types:  # only broadcast, negated (the lint refuses it positive outside IPv4): true for every packet
+        return []
+    option = "--src-type" if m.field == "saddr" else "--dst-type"
+    return [(_SLOT_MATCH, f"-m addrtype {'! ' if m.negated else ''}{option} " + ",".join(_ADDRTYPES[t] for t in types))]
 
 
 def _iface(m: ir.Iface, ctx: _Ctx) -> list[Part]:
@@ -521,7 +560,7 @@ def _verdict(s: ir.Verdict, ctx: _Ctx) -> list[str]:
 
 
 MATCH_RENDERERS: dict[type, Callable[[Any, _Ctx], list[Part]]] = {
-    ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port,
+    ir.NfProto: _nfproto, ir.L4Proto: _l4proto, ir.Addr: _addr, ir.Port: _port, ir.AddrType: _addr_type,
     ir.Iface: _iface, ir.CtState: _ctstate, ir.Length: _length, ir.Payload: _payload,
     ir.Signature: _signature, ir.Limit: _limit, ir.TcpSyn: _tcp_syn, ir.SetLookup: _set_lookup,
 }
@@ -561,6 +600,8 @@ def _one_each(m: ir.Match) -> list[ir.Match]:
     if isinstance(m, ir.Addr):
         fields = ("saddr", "daddr") if m.field == "any" else (m.field,)
         nets = [str(n) for n in ipaddress.collapse_addresses(ipaddress.ip_network(x) for x in m.networks)]
+        if m.negated:  # outside all of them: one match (_addr), not one rule per network
+            return [ir.Addr(m.field, m.family, tuple(nets), negated=True)]
         return [ir.Addr(f, m.family, (n,)) for f in fields for n in nets]
     return [m]
 
