@@ -159,6 +159,20 @@ def test_foreign_rules_after_ctkit_jump_or_in_other_chains_are_no_finding():
     assert view.foreign_first(parse_save(CLEAN_V4), PREFIX, "ipv4") == []
 
 
+def test_foreign_drops_after_ctkit_jump_drop_what_ctkit_accepted():
+    # ctkit's accept returns to the built-in chain: a drop there after the jump, or its policy DROP, sees it
+    text = CLEAN_V4.replace("[1200:96000] -A INPUT -j CTKIT-INPUT\n",
+                            "[1200:96000] -A INPUT -j CTKIT-INPUT\n[0:0] -A INPUT -s 203.0.113.0/24 -j DROP\n"
+                            "[0:0] -A INPUT -p tcp --dport 23 -j REJECT --reject-with tcp-reset\n")
+    (finding,) = view.foreign_first(parse_save(text), PREFIX, "ipv4")
+    assert finding.id == "foreign.later-drop" and finding.subject == "ipv4 filter/INPUT"
+    assert finding.evidence == {"rules": ["-s 203.0.113.0/24 -j DROP",
+                                          "-p tcp --dport 23 -j REJECT --reject-with tcp-reset"]}
+    text = CLEAN_V4.replace(":INPUT ACCEPT [1200:96000]", ":INPUT DROP [1200:96000]")
+    (finding,) = view.foreign_first(parse_save(text), PREFIX, "ipv4")
+    assert finding.id == "foreign.later-drop" and finding.evidence == {"rules": ["(the policy of INPUT: DROP)"]}
+
+
 def test_no_ctkit_jump_no_finding():
     text = "*filter\n:INPUT ACCEPT [0:0]\n[0:0] -A INPUT -j ACCEPT\nCOMMIT\n"
     assert view.foreign_first(parse_save(text), PREFIX, "ipv4") == []

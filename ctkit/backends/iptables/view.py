@@ -85,12 +85,16 @@ def live(current: dict[str, SavedTable], prefix: str, family: str, known_ids: se
 
 
 def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> list[Finding]:
-    """Foreign rules placed before ctkit's jump in a built-in chain that decide the packet there.
+    """Foreign rules placed before ctkit's jump in a built-in chain that decide the packet there, and
+    foreign drops after it.
 
     In iptables an ACCEPT ends the built-in chain, so unlike nftables a foreign
-    accept before ctkit's jump bypasses the policy too.
+    accept before ctkit's jump bypasses the policy too. ctkit's accept returns to
+    the built-in chain (nft's accept ends only ctkit's base chain), so a foreign
+    DROP or REJECT after the jump, or the built-in chain's policy DROP, drops
+    what ctkit accepted: on nft that is foreign.later-drop, and so it is here.
     """
-    out = []
+    out = _later_drops(current, prefix, family)
     for name, saved in current.items():
         for chain in saved.policies:
             if not saved.builtin(chain):
@@ -109,6 +113,30 @@ def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> l
                     "before the policy sees it", "move ctkit's jump first (ctkit apply inserts it at position 1) "
                     "or check that their owner means it",
                     {"rules": [r.spec for r in before][:10]}))
+    return out
+
+
+def _later_drops(current: dict[str, SavedTable], prefix: str, family: str) -> list[Finding]:
+    out = []
+    for name, saved in current.items():
+        for chain, policy in saved.policies.items():
+            if not saved.builtin(chain):
+                continue
+            in_chain = [r for r in saved.rules if r.chain == chain]
+            first_jump = next((i for i, r in enumerate(in_chain) if (r.target or "").startswith(prefix)), None)
+            if first_jump is None:
+                continue
+            after = [r.spec for r in in_chain[first_jump + 1:] if r.target in ("DROP", "REJECT")]
+            if policy == "DROP":
+                after.append(f"(the policy of {chain}: DROP)")
+            if after:
+                out.append(Finding(
+                    "foreign.later-drop", "warning", f"{family} {name}/{chain}",
+                    f"{len(after)} foreign rule(s) after ctkit's jump in {chain} drop traffic: what ctkit accepts "
+                    "goes on to them (an accept ends only ctkit's chains, as on nft), so the policy cannot admit "
+                    "what they drop", "check that their owner means it (fail2ban's bans do), or give the "
+                    "built-in chain policy ACCEPT and let ctkit's policy drop",
+                    {"rules": after[:10]}))
     return out
 
 
