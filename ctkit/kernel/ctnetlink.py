@@ -20,6 +20,14 @@ of the same length whose headers match exactly would be walked identically,
 so its values are read with one `unpack_from` call. A message that matches
 no known shape is walked and becomes a new shape (the cache is bounded).
 
+What the decoder hands out per message is the shape's `finish` function of
+those values, made once per shape by a factory: by default the values in the
+requested order (`reorder`); `ct list` passes formatters that turn them into
+the entry's text in one step (conntrack/text.py LineFormat, layout.py
+JsonFormat). Key fields (`keys`, e.g. the protocol number) are read by the
+check as well, so their value is fixed within a shape and a formatter can
+write it, and what depends on it, into its template.
+
 Events (ctkit/kernel/conntrack/events.py) use the same decoder: a multicast
 event is one IPCTNL_MSG_CT_NEW or _DELETE message per datagram, laid out like
 a dump entry, read with `Decoder.row`; the socket joins the NFNLGRP_CONNTRACK_*
@@ -523,13 +531,24 @@ def walk(buf: bytes | bytearray, off: int, wanted: frozenset[tuple[int, ...]] = 
 
 @dataclass(frozen=True)
 class Shape:
-    """A compiled layout: if `check` reads `expected`, `values` reads the requested fields."""
+    """A compiled layout: if `check` reads `expected`, `values` reads the requested fields, `finish` makes them
+    what the decoder hands out (by default: the values in the requested order, None for the absent ones)."""
 
     length: int
     check: struct.Struct
     expected: tuple
     values: struct.Struct
-    order: Callable[[tuple], tuple]  # values-in-offset-order (+ constants) -> requested order
+    finish: Callable[[tuple], object]  # values in offset order -> what Decoder.rows/row yield
+
+
+@dataclass(frozen=True)
+class ShapeFields:
+    """What a shape holds, for a `finish` factory: where each requested field present in the shape sits in
+    the tuple `values` reads (the absent ones are not in `at`), and the value of each key field (the
+    same in every message of the shape: the shape's check reads it)."""
+
+    at: dict[str, int]
+    keys: dict[str, object]
 
 
 def _layout(items: Sequence[tuple[int, str]]) -> str:
@@ -542,14 +561,32 @@ def _layout(items: Sequence[tuple[int, str]]) -> str:
     return "".join(fmt)
 
 
+def _runs(items: Sequence[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Adjacent fixed-size reads merged into one read of their bytes: one object to compare, not several."""
+    out: list[tuple[int, int]] = []  # (offset, size)
+    for at, code in items:
+        size = struct.calcsize(">" + code)
+        if out and out[-1][0] + out[-1][1] == at:
+            out[-1] = (out[-1][0], out[-1][1] + size)
+        else:
+            out.append((at, size))
+    return [(at, f"{size}s") for at, size in out]
+
+
 def _code(fld: Field, length: int) -> str:
     if fld.code in "asb":
         return f"{length}s"
     return fld.code
 
 
-def compile_shape(buf: bytes | bytearray, off: int, names: Sequence[str]) -> Shape:
-    """Walk the message at `off` and compile the shape for fields `names` (family allowed)."""
+def compile_shape(buf: bytes | bytearray, off: int, names: Sequence[str], keys: Sequence[str] = (),
+                  finish: Callable[[ShapeFields], Callable[[tuple], object]] | None = None) -> Shape:
+    """Walk the message at `off` and compile the shape for fields `names` (family allowed).
+
+    `keys` (some of `names`) are fields whose values become part of the shape: its check reads them too,
+    so a message with another value is another shape. `finish` makes the shape's function from its
+    `ShapeFields` (default: `reorder`).
+    """
     need = set()
     for name in names:
         if name == FAMILY:
@@ -559,44 +596,37 @@ def compile_shape(buf: bytes | bytearray, off: int, names: Sequence[str]) -> Sha
     mlen = _NLMSG_LEN_TYPE.unpack_from(buf, off)[0]
     check_at = sorted({h for path in ((),) + tuple(need) for h in headers.get(path, ())})
     check_items = [(4, "H")] + [(h, "I") for h in check_at]
-    check = struct.Struct(_layout(check_items))
-    expected = check.unpack_from(buf, off)
-    reads: list[tuple[int, str, int]] = []  # (offset, code, index in names)
-    consts: list[object] = []
-    slots: list[int] = []
-    for i, name in enumerate(names):
+    reads: list[tuple[int, str, str]] = []  # (offset, code, name) of every field present
+    for name in names:
         if name == FAMILY:
-            reads.append((16, "B", i))
-            continue
-        loc = found.get(name)
-        if loc is None:
-            consts.append(None)
-            slots.append(-len(consts))
-        else:
-            reads.append((loc[0], _code(RAW_BY_NAME[name], loc[1]), i))
+            reads.append((16, "B", name))
+        elif name in found:
+            loc = found[name]
+            reads.append((loc[0], _code(RAW_BY_NAME[name], loc[1]), name))
     reads.sort()
+    key_reads = [(at, code) for at, code, name in reads if name in keys]
+    check = struct.Struct(_layout(_runs(sorted(check_items + key_reads))))
+    expected = check.unpack_from(buf, off)
     values = struct.Struct(_layout([(at, code) for at, code, _ in reads]))
-    position = {idx: k for k, (_, _, idx) in enumerate(reads)}
-    nread = len(reads)
-    index = []
-    ci = 0
-    for i, _name in enumerate(names):
-        if i in position:
-            index.append(position[i])
-        else:
-            index.append(nread + ci)
-            ci += 1
-    const_t = tuple(consts)
-    identity = index == list(range(len(names))) and not const_t
-    if identity:
-        order: Callable[[tuple], tuple] = _identity
-    elif len(index) == 1:
-        k = index[0]
-        order = (lambda t, k=k, c=const_t: ((t + c)[k],))
-    else:
+    at = {name: k for k, (_, _, name) in enumerate(reads)}
+    sample = values.unpack_from(buf, off)
+    fields = ShapeFields(at, {name: sample[at[name]] for name in keys if name in at})
+    return Shape(mlen, check, expected, values, (finish or reorder(names))(fields))
+
+
+def reorder(names: Sequence[str]) -> Callable[[ShapeFields], Callable[[tuple], tuple]]:
+    """The default finish: a shape's values in the order of `names`, None for the fields it lacks."""
+    def make(fields: ShapeFields) -> Callable[[tuple], tuple]:
+        at = fields.at
+        if list(at) == list(names):
+            return _identity
+        index = [at.get(name, len(at)) for name in names]  # len(at): the None appended below
+        if len(index) == 1:
+            k = index[0]
+            return lambda t: ((t + (None,))[k],)
         getter = operator.itemgetter(*index)
-        order = (lambda t, g=getter, c=const_t: g(t + c))
-    return Shape(mlen, check, expected, values, order)
+        return lambda t: getter(t + (None,))
+    return make
 
 
 def _identity(t: tuple) -> tuple:
@@ -606,44 +636,61 @@ def _identity(t: tuple) -> tuple:
 class Decoder:
     """Reads fields `names` from ctnetlink messages, caching compiled shapes.
 
-    One Decoder per dump: the cache is local state, bounded by SHAPE_CACHE_MAX.
+    What it yields per message is the shape's `finish` function applied to the values: by default
+    (`reorder`) a tuple in `names` order; a caller that formats entries passes its own factory, which
+    is called once per shape (see `compile_shape` for `keys`). One Decoder per dump: the cache is
+    local state, bounded by SHAPE_CACHE_MAX.
     """
 
-    def __init__(self, names: Sequence[str]) -> None:
+    def __init__(self, names: Sequence[str], keys: Sequence[str] = (),
+                 finish: Callable[[ShapeFields], Callable[[tuple], object]] | None = None) -> None:
         unknown = [n for n in names if n != FAMILY and n not in RAW_BY_NAME]
         if unknown:
             raise ValueError(f"unknown ctnetlink fields: {unknown}")
+        if not set(keys) <= set(names):
+            raise ValueError(f"key fields {sorted(set(keys) - set(names))} are not among the fields read")
         self.names = tuple(names)
+        self.keys = tuple(keys)
+        self.finish = finish or reorder(self.names)
         self.shapes: dict[int, list[Shape]] = {}
+        self.last: dict[int, tuple] = {}  # per length, the shape that read the last message of that length
         self.nshapes = 0
 
-    def rows(self, buf: bytearray, length: int) -> Iterator[tuple]:
-        """Raw value tuples, in `names` order, of every data message in the chunk."""
-        shapes, unpack_hdr = self.shapes, _NLMSG_LEN_TYPE.unpack_from
+    def rows(self, buf: bytearray, length: int) -> Iterator:
+        """What `finish` makes of every data message in the chunk (raw tuples in `names` order by default)."""
+        last, unpack_hdr = self.last, _NLMSG_LEN_TYPE.unpack_from
         off = 0
         while off + 16 <= length:
             mlen, mtype = unpack_hdr(buf, off)
             if mtype > 15:
-                for shape in shapes.get(mlen, ()):
-                    if shape.check.unpack_from(buf, off) == shape.expected:
-                        break
-                else:
-                    shape = self._learn(buf, off, mlen)
-                yield shape.order(shape.values.unpack_from(buf, off))
+                hot = last.get(mlen)
+                if hot is None or hot[0](buf, off) != hot[1]:
+                    hot = self._find(buf, off, mlen)
+                yield hot[3](hot[2](buf, off))
             off += (mlen + 3) & ~3
 
-    def row(self, buf: bytes | bytearray, off: int = 0) -> tuple:
-        """The raw value tuple of the one data message at `off` (an event: one message per datagram)."""
+    def row(self, buf: bytes | bytearray, off: int = 0):
+        """What `finish` makes of the one data message at `off` (an event: one message per datagram)."""
         mlen = _NLMSG_LEN_TYPE.unpack_from(buf, off)[0]
+        hot = self.last.get(mlen)
+        if hot is None or hot[0](buf, off) != hot[1]:
+            hot = self._find(buf, off, mlen)
+        return hot[3](hot[2](buf, off))
+
+    def _find(self, buf: bytes | bytearray, off: int, mlen: int) -> tuple:
+        """The shape of the message at `off` among those of its length (learnt if new), as the tuple `rows`
+        reads: (check reader, expected, values reader, finish). It becomes the first tried for that length."""
         for shape in self.shapes.get(mlen, ()):
             if shape.check.unpack_from(buf, off) == shape.expected:
                 break
         else:
             shape = self._learn(buf, off, mlen)
-        return shape.order(shape.values.unpack_from(buf, off))
+        hot = (shape.check.unpack_from, shape.expected, shape.values.unpack_from, shape.finish)
+        self.last[mlen] = hot
+        return hot
 
-    def _learn(self, buf: bytearray, off: int, mlen: int) -> Shape:
-        shape = compile_shape(buf, off, self.names)
+    def _learn(self, buf: bytes | bytearray, off: int, mlen: int) -> Shape:
+        shape = compile_shape(buf, off, self.names, self.keys, self.finish)
         if self.nshapes < SHAPE_CACHE_MAX:
             self.shapes.setdefault(mlen, []).append(shape)
             self.nshapes += 1

@@ -7,7 +7,8 @@ socket is opened inside the namespace and stays there.
 - `entries(netns, flt, columns)`: an iterator of `Entry` (lazy: values are
   converted from the raw netlink bytes only when read).
 - `rows(netns, flt, columns)`: the same, as plain tuples of display values
-  (the fast path the CLI uses); `json_rows`: one JSON object per entry.
+  (converted by a compiled Layout); `lines`: conntrack -L's text, `json_rows`: one JSON object
+  per entry (what `ct list` prints), both made by per-shape formatters through `formatted`.
 - `summary(netns, by, flt)`: counts grouped by columns, one streaming pass.
 - `count(netns)`, `stats(netns)`, `expectations(netns)`, `delete(netns, entries)`.
 - `events.subscribe(netns, flt, columns, kinds)`: live events (`Event`, and `Lost` where the
@@ -28,9 +29,9 @@ The ctnetlink decoder itself is ctkit/kernel/ctnetlink.py.
 from ctkit.kernel.conntrack.columns import DEFAULT_COLUMNS, STATUS_VALUES, column
 from ctkit.kernel.conntrack.counters import count, stats
 from ctkit.kernel.conntrack.deletion import delete
-from ctkit.kernel.conntrack.dump import entries, json_rows, rows, summary
+from ctkit.kernel.conntrack.dump import entries, formatted, json_rows, lines, rows, summary
 from ctkit.kernel.conntrack.expect import expectations
 from ctkit.kernel.conntrack.filters import Filter, FilterError
 
 __all__ = ["DEFAULT_COLUMNS", "STATUS_VALUES", "Filter", "FilterError", "column", "count", "delete", "entries",
-           "expectations", "json_rows", "rows", "stats", "summary"]
+           "expectations", "formatted", "json_rows", "lines", "rows", "stats", "summary"]

@@ -70,6 +70,25 @@ def same(value):
     return value
 
 
+class Memo(dict):
+    """A converter's results for the values seen so far, at most `limit` of them: `memo[raw]`.
+
+    A dict, so that a value seen before costs one lookup in C (a table's addresses, states and
+    status words repeat from entry to entry); a new one is converted by `convert` and kept while
+    there is room. One per formatter: no global state.
+    """
+
+    def __init__(self, convert: Callable[[object], object], limit: int = 16384) -> None:
+        super().__init__()
+        self.convert, self.limit = convert, limit
+
+    def __missing__(self, raw: object) -> object:
+        value = self.convert(raw)
+        if len(self) < self.limit:
+            self[raw] = value
+        return value
+
+
 # ---------------------------------------------------------------- columns
 
 @dataclass(frozen=True)

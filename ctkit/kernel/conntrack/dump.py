@@ -3,17 +3,23 @@
 Memory does not grow with the table: entries are decoded from one reused
 receive buffer by ctkit/kernel/ctnetlink.py's `Decoder` (which says why ctkit
 decodes dumps itself), and values are converted only when read.
+
+Two ways through: `raw_rows` hands out raw tuples that callers convert (`rows`, `entries`,
+`summary`); `formatted` gives the decoder a per-shape formatter (text.LineFormat,
+layout.JsonFormat) so that an entry goes from its bytes to its text in one step (`lines`,
+`json_rows`: what `ct list` prints, the same text as the first way).
 """
 from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from ctkit.kernel import ctnetlink as nl
 from ctkit.kernel.conntrack.columns import DEFAULT_COLUMNS
 from ctkit.kernel.conntrack.filters import Filter
-from ctkit.kernel.conntrack.layout import Entry, Layout
+from ctkit.kernel.conntrack.layout import Entry, JsonFormat, Layout
+from ctkit.kernel.conntrack.text import LineFormat
 
 
 def kernel_version() -> tuple[int, int]:
@@ -60,6 +66,43 @@ def filtered(chunks: Iterable[tuple[bytes | bytearray, int]], raws: Sequence[str
                 yield row[:width] if len(row) > width else row
 
 
+def formatted(netns: str | None, flt: Filter | None, make: Callable[[nl.ShapeFields], Callable[[tuple], object]],
+              raws: Sequence[str], keys: Sequence[str] = (), prefetch: bool = True) -> Iterator[list]:
+    """The dump formatted chunk by chunk: per chunk, the list of what `make`'s per-shape functions give for
+    each entry passing `flt` (`make` is a `Decoder` finish factory reading `raws`, e.g. text.LineFormat)."""
+    flt = flt or Filter()
+    payload = flt.request(kernel_version())
+    with nl.open_in(netns) as sock:
+        chunks = sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, flt.family or 0, payload,
+                              what="reading the conntrack table", prefetch=prefetch)
+        try:
+            yield from formatted_chunks(chunks, make, raws, keys, flt)
+        finally:
+            chunks.close()
+
+
+def formatted_chunks(chunks: Iterable[tuple[bytes | bytearray, int]],
+                     make: Callable[[nl.ShapeFields], Callable[[tuple], object]], raws: Sequence[str],
+                     keys: Sequence[str] = (), flt: Filter | None = None) -> Iterator[list]:
+    """`formatted` over given chunks (buffer, length): a saved dump, or the socket's."""
+    checks = (flt or Filter()).checks()
+    names = list(raws) + [raw for raw, _ in checks if raw not in raws]
+    if not checks:
+        decoder = nl.Decoder(names, keys, make)
+        for buf, length in chunks:
+            yield list(decoder.rows(buf, length))
+        return
+
+    def checked(fields: nl.ShapeFields) -> Callable[[tuple], object]:
+        out = make(fields)
+        tests = [(fields.at.get(raw), test) for raw, test in checks]  # None: the shape lacks it
+        return lambda v: out(v) if all(test(None if i is None else v[i]) for i, test in tests) else None
+
+    decoder = nl.Decoder(names, keys, checked)
+    for buf, length in chunks:
+        yield [x for x in decoder.rows(buf, length) if x is not None]
+
+
 def decode_dump(data: bytes, flt: Filter | None = None,
                 columns: Sequence[str] = DEFAULT_COLUMNS) -> Iterator[Entry]:
     """Entries of a saved ctnetlink dump (messages back to back, as the kernel sent them)."""
@@ -87,22 +130,27 @@ def rows(netns: str | None = None, flt: Filter | None = None,
 
 def json_rows(netns: str | None = None, flt: Filter | None = None,
               columns: Sequence[str] = DEFAULT_COLUMNS) -> Iterator[str]:
-    """One compact JSON object per entry passing `flt` (the `ct list --json` path)."""
-    layout = Layout.of(columns)
-    to_json = layout.to_json
-    for row in raw_rows(netns, layout.raws, flt):
-        yield to_json(row)
+    """One compact JSON object per entry passing `flt` (the `ct list --json` path): Layout.to_json's text,
+    made by layout.JsonFormat's per-shape templates."""
+    make = JsonFormat(columns)
+    for chunk in formatted(netns, flt, make, make.raws, make.keys):
+        yield from chunk
+
+
+def lines(netns: str | None = None, flt: Filter | None = None) -> Iterator[str]:
+    """Every entry passing `flt` as the line `conntrack -L` prints (text.conntrack_line's text, made by
+    text.LineFormat's per-shape templates): what `ct list` prints."""
+    make = LineFormat()
+    for chunk in formatted(netns, flt, make, make.raws, make.keys):
+        yield from chunk
 
 
 def summary(netns: str | None, by: Sequence[str], flt: Filter | None = None) -> Counter:
-    """Entry counts keyed by the display values of `by`, in one pass (grouped on raw values)."""
+    """Entry counts keyed by the display values of `by`, in one pass (grouped on raw values, a chunk at a time)."""
     layout = Layout.of(by)
     raw_counts: Counter = Counter()
-    if len(layout.raws) == 1:
-        for row in raw_rows(netns, layout.raws, flt):
-            raw_counts[row] += 1
-    else:
-        raw_counts.update(raw_rows(netns, layout.raws, flt))
+    for chunk in formatted(netns, flt, nl.reorder(layout.raws), layout.raws):
+        raw_counts.update(chunk)
     out: Counter = Counter()
     for row, n in raw_counts.items():
         out[layout.convert(row)] += n

@@ -6,7 +6,8 @@ import socket
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from ctkit.kernel.conntrack.columns import AF_INET, AF_INET6, Column, address, column, same
+from ctkit.kernel import ctnetlink as nl
+from ctkit.kernel.conntrack.columns import AF_INET, AF_INET6, Column, Memo, address, column, same
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,26 +75,33 @@ def _addr_json(raw: bytes | None) -> str | None:
 _MEMO_COLUMNS = {"family", "proto", "state", "status"}
 
 
+def _json_converter(c: Column) -> Callable[..., str | None] | None:
+    """How `to_json` turns column `c`'s raw values into JSON text (None: its one raw value prints as it is
+    through %s, None as null)."""
+    if c.convert is same:
+        return None
+    if c.convert is address:
+        return _addr_json
+    if c.name in _MEMO_COLUMNS:
+        return _memo(lambda *v, f=c.convert: _json_text(f(*v)))
+    if c.name in ("mark", "zone"):
+        return c.convert
+    return _generic(c.convert)
+
+
 def _compile(cols: tuple[Column, ...], slices: tuple[tuple[int, ...], ...]
              ) -> tuple[Callable[[tuple], tuple], Callable[[tuple], str]]:
     env: dict[str, object] = {}
     conv_parts, json_parts, keys = [], [], []
     for k, (c, idx) in enumerate(zip(cols, slices, strict=True)):
         args = ", ".join(f"r[{i}]" for i in idx)
-        if c.convert is same:
+        to_text = _json_converter(c)
+        if to_text is None:
             conv_parts.append(f"r[{idx[0]}]")
             json_parts.append(f"r[{idx[0]}]")  # an int or None, printed by %s; None becomes null
         else:
-            env[f"c{k}"] = c.convert
+            env[f"c{k}"], env[f"j{k}"] = c.convert, to_text
             conv_parts.append(f"c{k}({args})")
-            if c.convert is address:
-                env[f"j{k}"] = _addr_json
-            elif c.name in _MEMO_COLUMNS:
-                env[f"j{k}"] = _memo(lambda *v, f=c.convert: _json_text(f(*v)))
-            elif c.name in ("mark", "zone"):
-                env[f"j{k}"] = c.convert
-            else:
-                env[f"j{k}"] = _generic(c.convert)
             json_parts.append(f"j{k}({args})")
         keys.append(json.dumps(c.name) + ":%s")
     env["TEMPLATE"] = "{" + ",".join(k.replace("%", "%%").replace("%%s", "%s") for k in keys) + "}"
@@ -102,6 +110,66 @@ def _compile(cols: tuple[Column, ...], slices: tuple[tuple[int, ...], ...]
            f"def to_json(r):\n    return (TEMPLATE % ({', '.join(json_parts)}{comma})).replace('None', 'null')\n")
     exec(compile(src, "<ctkit.conntrack.Layout>", "exec"), env)  # noqa: S102 - generated from the column table
     return env["convert"], env["to_json"]  # type: ignore[return-value]
+
+
+def _null(value: object) -> str:
+    """JSON text as to_json writes it: None is null (to_json's replace of None, done once per value)."""
+    return "null" if value is None else "%s" % (value,)
+
+
+class JsonFormat:
+    """A `Decoder` finish factory: each entry as the object `Layout.of(columns).to_json` makes of it.
+
+    Compiled once per shape into one %-template: a column whose raw fields the shape lacks, or
+    holds as a key (family, protocol: the same in every entry of the shape), is written into
+    the template as text; a present one is a hole filled from the raw value, through a `Memo`
+    of its JSON text when it has a converter (addresses, states, status words, marks repeat).
+    """
+
+    keys = ("family", "proto")
+
+    def __init__(self, columns: Iterable[str]) -> None:
+        self.columns = tuple(column(n) for n in columns)
+        self.raws = tuple(dict.fromkeys(["family", "proto"] + [r for c in self.columns for r in c.raws]))
+        self.made: dict[tuple, Callable[[tuple], str]] = {}
+
+    def __call__(self, fields: nl.ShapeFields) -> Callable[[tuple], str]:
+        signature = (tuple(fields.at.items()), tuple(fields.keys.items()))
+        out = self.made.get(signature)
+        if out is None:
+            out = self._compile(fields)
+            if len(self.made) < nl.SHAPE_CACHE_MAX:
+                self.made[signature] = out
+        return out
+
+    def _compile(self, fields: nl.ShapeFields) -> Callable[[tuple], str]:
+        at, known = fields.at, fields.keys
+        env: dict[str, object] = {}
+        template, holes = [], []
+        for k, c in enumerate(self.columns):
+            to_text = _json_converter(c)
+            key = json.dumps(c.name).replace("%", "%%") + ":"
+            present = [r for r in c.raws if r in at and r not in known]
+            fixed = [known.get(r) for r in c.raws]
+            if not present:  # the same in every entry of the shape: text in the template
+                template.append(key + _null(fixed[0] if to_text is None else to_text(*fixed)).replace("%", "%%"))
+                continue
+            template.append(key + "%s")
+            if to_text is None:  # an int, printed by %s
+                holes.append(f"v[{at[c.raws[0]]}]")
+            elif len(present) == 1:  # one raw value varies: its JSON text memoised, the others fixed
+                slot = c.raws.index(present[0])
+                env[f"j{k}"] = Memo(lambda raw, f=to_text, fixed=fixed, slot=slot:
+                                    _null(f(*fixed[:slot], raw, *fixed[slot + 1:])))
+                holes.append(f"j{k}[v[{at[present[0]]}]]")
+            else:
+                env[f"j{k}"] = lambda *raw, f=to_text: _null(f(*raw))
+                args = ", ".join(f"v[{at[r]}]" if r in present else repr(known.get(r)) for r in c.raws)
+                holes.append(f"j{k}({args})")
+        env["T"] = "{" + ",".join(template) + "}"
+        src = f"def to_json(v):\n    return T % ({''.join(f'{h}, ' for h in holes)})\n"
+        exec(compile(src, "<ctkit.conntrack.JsonFormat>", "exec"), env)  # noqa: S102 - generated from the columns
+        return env["to_json"]  # type: ignore[return-value]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,21 @@ with), word for word, checked against conntrack's own output on the same table
   `zone-reply=`); a zone of both after the mark (`zone=`);
 - connlabels are not printed: `conntrack -L` names them only with `-o labels`
   through /etc/xtables/connlabel.conf. Their bits are in the JSON (`labels`).
+
+`conntrack_line` is the reference, one entry at a time. `LineFormat` is the same text for a
+whole dump, the way `ct list` prints it: compiled once per shape of the decoder (entries with
+the same attributes and protocol number) into one %-template whose words are fixed and whose
+holes are filled straight from the raw values; tests/test_ct_fast_paths.py checks that it
+prints what `conntrack_line` prints.
 """
 from __future__ import annotations
 
 import time
+from typing import Callable
 
-from ctkit.kernel.conntrack.columns import STATUS_VALUES
+from ctkit.kernel import ctnetlink as nl
+from ctkit.kernel.conntrack.columns import DCCP_STATES, SCTP_STATES, STATUS_VALUES, TCP_STATES, Memo, address, cstring
+from ctkit.kernel.conntrack.layout import Layout
 
 #: the columns conntrack_line reads, in this order (a `Layout` of them converts a raw row); labels are
 #: read for callers that look at them, not printed
@@ -119,6 +128,138 @@ def conntrack_parts(v: tuple, event: bool = False, raw_mark: int | None = None, 
     if not event or use is not None:
         parts.append(f"use={use}")
     return parts
+
+
+# ------------------------------------------------- the same text, compiled per shape
+
+_STATE_TABLES = {raw: tuple(names[k] if k < len(names) else str(k) for k in range(256))
+                 for raw, names in (("tcp_state", TCP_STATES), ("sctp_state", SCTP_STATES),
+                                    ("dccp_state", DCCP_STATES))}  # the `state` column's rule, as a table
+_FLAG_MASK = _OFFLOAD | _HW_OFFLOAD | _ASSURED
+
+
+def _flag_words(status: int) -> str:
+    """The status words after the reply tuple (conntrack_parts' [OFFLOAD]/[HW_OFFLOAD] and [ASSURED])."""
+    words = ""
+    if status & _OFFLOAD:
+        words += " [HW_OFFLOAD]" if status & _HW_OFFLOAD else " [OFFLOAD]"
+    if status & _ASSURED:
+        words += " [ASSURED]"
+    return words
+
+
+class _Template:
+    """A %-template and the expressions over the value tuple `v` that fill it, written piece by piece."""
+
+    def __init__(self, at: dict[str, int]) -> None:
+        self.at, self.text, self.args = at, [], []
+
+    def word(self, text: str) -> None:
+        self.text.append(text.replace("%", "%%"))
+
+    def put(self, text: str, raw: str, absent: str, hole: str = "%s", expr: str = "v[{}]") -> None:
+        """`text` then the raw field through `expr` into `hole`, or the literal `absent` when the shape lacks it."""
+        if raw in self.at:
+            self.hole(text, hole, expr.format(self.at[raw]))
+        else:
+            self.word(text + absent)
+
+    def hole(self, text: str, hole: str, expr: str) -> None:
+        self.text.append(text.replace("%", "%%") + hole)
+        self.args.append(expr)
+
+
+def _l4_template(t: _Template, protonum: int, prefix: str) -> None:
+    """l4_words of one direction (the absent values print as l4_words prints None)."""
+    if protonum in PORT_PROTOCOLS:
+        t.put(" sport=", prefix + "sport", "0")
+        t.put(" dport=", prefix + "dport", "0")
+    elif protonum == GRE:
+        t.put(" srckey=", prefix + "sport", "0x0", "%#x")
+        t.put(" dstkey=", prefix + "dport", "0x0", "%#x")
+    elif protonum in (ICMP, ICMPV6):
+        t.put(" type=", prefix + "icmp_type", "0")
+        t.put(" code=", prefix + "icmp_code", "0")
+        t.put(" id=", prefix + "icmp_id", "0")
+
+
+def _line_template(at: dict[str, int], protonum: int) -> _Template:
+    """conntrack_parts (not an event) for the entries of one shape, word by word in its order."""
+    t = _Template(at)
+    t.word(protocol_words(protonum))
+    t.put(" ", "timeout", "None")
+    state = next((raw for raw in _STATE_TABLES if raw in at), None)
+    if state is not None:
+        t.hole(" ", "%s", f"STATES[{state!r}][v[{at[state]}]]")
+    for prefix in ("", "reply_"):
+        t.put(" src=", prefix + "src", "None", expr="ADDR[v[{}]]")
+        t.put(" dst=", prefix + "dst", "None", expr="ADDR[v[{}]]")
+        _l4_template(t, protonum, prefix)
+        if prefix + "tuple_zone" in at:
+            t.put(" zone-orig=" if not prefix else " zone-reply=", prefix + "tuple_zone", "")
+        packets = "orig_packets" if not prefix else "reply_packets"
+        if packets in at:
+            t.put(" packets=", packets, "")
+            t.put(" bytes=", packets.replace("packets", "bytes"), "None")
+        if not prefix:
+            if "status" in at:
+                t.hole("", "%s", f'("" if v[{at["status"]}] & {_SEEN_REPLY} else " [UNREPLIED]")')
+            else:
+                t.word(" [UNREPLIED]")
+    if "status" in at:
+        t.hole("", "%s", f"FLAGS[v[{at['status']}] & {_FLAG_MASK}]")
+    t.put(" mark=", "mark", "0")
+    if "secctx" in at:
+        t.put(" secctx=", "secctx", "", expr="cstring(v[{}])")
+    if "zone" in at:
+        t.hole("", "%s", f'(" zone=%d" % v[{at["zone"]}] if v[{at["zone"]}] else "")')
+    if "start" in at:
+        t.put(" delta-time=", "start", "", expr="max(0, int(clock() - v[{}] / 1e9))")
+    if "helper" in at:
+        t.hole("", "%s", f"HELPER[v[{at['helper']}]]")
+    t.put(" use=", "use", "None")
+    return t
+
+
+class LineFormat:
+    """A `Decoder` finish factory: each entry as the line `conntrack_line` makes of it.
+
+    For a shape with a protocol number (the decoder's key field `proto`) the line is one
+    %-template filled from the raw values (addresses and helper names through `Memo`s: they
+    repeat); for any other, the reference path. `clock` gives the time for delta-time.
+    """
+
+    raws = tuple(r for r in Layout.of(TEXT_COLUMNS).raws if r != "labels")
+    keys = ("proto",)
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.env = {"ADDR": Memo(address), "STATES": _STATE_TABLES, "FLAGS": {k: _flag_words(k) for k in
+                                                                                  range(_FLAG_MASK + 1)},
+                    "HELPER": Memo(lambda raw: f" helper={h}" if (h := cstring(raw)) else ""),
+                    "cstring": cstring, "clock": clock}
+        self.clock = clock
+        self.made: dict[tuple, Callable[[tuple], str]] = {}
+
+    def __call__(self, fields: nl.ShapeFields) -> Callable[[tuple], str]:
+        signature = (tuple(fields.at.items()), fields.keys.get("proto"))
+        line = self.made.get(signature)
+        if line is None:
+            line = self._compile(fields)
+            if len(self.made) < nl.SHAPE_CACHE_MAX:
+                self.made[signature] = line
+        return line
+
+    def _compile(self, fields: nl.ShapeFields) -> Callable[[tuple], str]:
+        protonum = fields.keys.get("proto")
+        if protonum is None:  # no protocol attribute: not a shape the template knows
+            layout, clock = Layout.of(TEXT_COLUMNS), self.clock
+            order = nl.reorder(layout.raws)(fields)
+            return lambda v: conntrack_line(layout.convert(order(v)), clock())
+        t = _line_template(fields.at, protonum)
+        src = f"def line(v):\n    return T % ({''.join(f'{a}, ' for a in t.args)})\n"
+        env = dict(self.env, T="".join(t.text))
+        exec(compile(src, "<ctkit.conntrack.LineFormat>", "exec"), env)  # noqa: S102 - generated from the layout
+        return env["line"]  # type: ignore[return-value]
 
 
 def expect_line(e) -> str:
