@@ -716,7 +716,7 @@ def _toggled_rule(rule: ir.Rule, toggle: ir.Toggle, family: str, table: str, cha
         Chain(switch, (toggle_switch_spec(obj.name, body),) if obj.on else ()), Chain(body, tuple(specs))])
     out = ["-m comment --comment " + quote(kname.rule_comment(rule.id, rule.comment)) + f" -j {switch}"]
     if accepts is not None and _may_accept(bare, accepts.marking):
-        out.append(ctx.after_marking_jump())  # the switch's one rule is its last: the bit comes back with it
+        out.append(str(ctx.after_marking_jump()))  # the switch's one rule is its last: the bit comes back with it
     return out
 
 
