@@ -1,20 +1,27 @@
 """Benchmark: ctkit's conntrack reader beside `conntrack -L` on big tables (root).
 
-    sudo .venv/bin/python benchmarks/bench_ct_dump.py [--sizes 200000,1000000] [--runs 3]
+    sudo .venv/bin/python benchmarks/bench_ct_dump.py                      # 200,000 entries, 5 runs
+    sudo .venv/bin/python benchmarks/bench_ct_dump.py --million            # and 1,000,000 (3 runs)
+    sudo .venv/bin/python benchmarks/bench_ct_dump.py --sizes 50000 --runs 7
 
 For each size N it creates a throwaway namespace, loads N entries with
 `conntrack -R` (mixed TCP/UDP, IPv4/IPv6, one in five marked, one-hour
-timeouts) and times, on the same table, `conntrack -L`, `ctkit ct list
---json`, `ctkit ct summary --by proto,state,dport`, `ctkit ct count` and
-`ctkit ct stats` (output to /dev/null), each run through `ip netns exec`
-so both tools pay the same. Wall time is the median of --runs; peak RSS is
-the child's ru_maxrss from wait4 (a forked reader counts too). It also
-times the library calls in-process (conntrack.count(), .stats(),
-.summary()), which is the cost without the CLI's Python start-up.
+timeouts) and times, on the same table, `conntrack -L`, `ctkit ct list`
+(conntrack's format), `ctkit ct list --json`, `ctkit ct summary --by
+proto,state,dport`, `ctkit ct count` and `ctkit ct stats` (output to
+/dev/null), each run through `ip netns exec` so both tools pay the same.
+The commands take turns (run 1 of each, then run 2 of each...), so a
+neighbour's load falls on all of them alike. Wall time is the median of
+the runs (default 5, 3 at 1M and above), the ratio is against `conntrack
+-L`'s median of the same run, peak RSS is the largest ru_maxrss from wait4
+(a forked reader counts too). It also times the library calls in-process
+(conntrack.count(), .stats(), .summary()): the cost without the CLI's
+Python start-up. The listing rows carry issue 12's targets.
 
 The table-full limit is checked against the host-wide nf_conntrack_max, so
 for N above it the script raises nf_conntrack_max in the initial namespace
-and restores it in a `finally`. The namespace is deleted in a `finally` too.
+and restores the old value in a `finally` (SIGTERM and SIGHUP end the script
+through it too); the namespace is deleted in a `finally` as well.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ import argparse
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -54,20 +62,35 @@ def entry_lines(n: int):
         yield line + "\n"
 
 
+GNU_TIME = "/usr/bin/time"
+
+
 def run_measured(argv: list[str]) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS KiB, exit code) of one command with stdout to /dev/null."""
-    with open(os.devnull, "w") as null:
+    """(wall seconds, peak RSS KiB, exit code) of one command with stdout to /dev/null.
+
+    The peak RSS comes from GNU time (Debian package `time`) when it is there: a process started
+    by this one (fork or vfork, then exec) inherits this Python's high-water mark in its
+    ru_maxrss, which made `conntrack -L` look like 19 MB instead of 2 MB. GNU time is small, so
+    what it reports is the command's own (with its waited-for children: ctkit's reader process).
+    Without it, wait4's figure is printed, and it includes this process's size.
+    """
+    timed = os.access(GNU_TIME, os.X_OK)
+    with open(os.devnull, "w") as null, tempfile.NamedTemporaryFile("r", suffix=".time") as report:
+        full = [GNU_TIME, "-f", "%M", "-o", report.name] + argv if timed else argv
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=null, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(full, stdout=null, stderr=subprocess.PIPE)
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
         err = proc.stderr.read().decode() if proc.stderr else ""
         if proc.stderr:
             proc.stderr.close()
+        peak = usage.ru_maxrss
+        if timed and proc.returncode == 0:
+            peak = int(report.read().split()[-1])
     if proc.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err.strip()}")
-    return wall, usage.ru_maxrss, proc.returncode
+    return wall, peak, proc.returncode
 
 
 def ctkit_argv() -> list[str]:
@@ -75,67 +98,81 @@ def ctkit_argv() -> list[str]:
     return [exe] if os.path.exists(exe) else [sys.executable, "-m", "ctkit.cli"]
 
 
-def bench_size(n: int, runs: int) -> list[tuple[str, float, float, int]]:
+# the commands of one size: (label, arguments after `ip netns exec NS`, issue 12's target ratio)
+COMMANDS = [
+    ("conntrack -L", ["conntrack", "-L"], None),
+    ("ctkit ct list (conntrack format)", ["@ctkit", "ct", "list"], 1.0),
+    ("ctkit ct list --json", ["@ctkit", "ct", "list", "--json"], 1.3),
+    ("ctkit ct summary --by proto,state,dport", ["@ctkit", "ct", "summary", "--by", "proto,state,dport"], 0.5),
+    ("ctkit ct count", ["@ctkit", "ct", "count"], None),
+    ("ctkit ct stats", ["@ctkit", "ct", "stats"], None),
+    ("conntrack -C", ["conntrack", "-C"], None),
+]
+
+
+def load_table(ns: str, n: int) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".ct", delete=True) as tmp:
+        tmp.writelines(entry_lines(n))
+        tmp.flush()
+        t = time.perf_counter()
+        subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-R", tmp.name], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=900)
+        print(f"  loaded {n} entries in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+
+
+def bench_size(n: int, runs: int) -> list[tuple[str, float, float, int, float | None]]:
+    """(label, median wall s, x conntrack -L, peak RSS KiB, target) per command, on one table of n entries."""
     from ctkit.kernel import conntrack
 
     ns = f"ctkbench-{uuid.uuid4().hex[:6]}"
     with open(MAX_PATH) as f:
         old_max = int(f.read())
     raised = False
-    rows = []
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         if n + 1000 > old_max:
             with open(MAX_PATH, "w") as f:
                 f.write(f"{n + 1000}\n")
             raised = True
-        with tempfile.NamedTemporaryFile("w", suffix=".ct", delete=True) as tmp:
-            tmp.writelines(entry_lines(n))
-            tmp.flush()
-            t = time.perf_counter()
-            subprocess.run(["ip", "netns", "exec", ns, "conntrack", "-R", tmp.name], check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
-            print(f"  loaded {n} entries in {time.perf_counter() - t:.1f} s", file=sys.stderr)
+            print(f"  nf_conntrack_max {old_max} -> {n + 1000} (restored at the end)", file=sys.stderr)
+        load_table(ns, n)
         have = conntrack.count(ns).entries
         if have < n * 0.99:
             raise SystemExit(f"only {have} of {n} entries loaded")
-        exec_ns = ["ip", "netns", "exec", ns]
         ck = ctkit_argv()
-        commands = [
-            ("conntrack -L", exec_ns + ["conntrack", "-L"]),
-            ("ctkit ct list --json", exec_ns + ck + ["ct", "list", "--json"]),
-            ("ctkit ct list (conntrack format)", exec_ns + ck + ["ct", "list"]),
-            ("ctkit ct summary --by proto,state,dport", exec_ns + ck + ["ct", "summary", "--by", "proto,state,dport"]),
-            ("ctkit ct count", exec_ns + ck + ["ct", "count"]),
-            ("ctkit ct stats", exec_ns + ck + ["ct", "stats"]),
-            ("conntrack -C", exec_ns + ["conntrack", "-C"]),
-            ("ctkit --help (start-up only)", ck + ["--help"]),
-        ]
-        for label, argv in commands:
-            walls, rss = [], 0
-            for _ in range(runs):
+        argvs = [["ip", "netns", "exec", ns] + (ck + argv[1:] if argv[0] == "@ctkit" else argv)
+                 for _, argv, _ in COMMANDS] + [ck + ["--help"]]
+        labels = [label for label, _, _ in COMMANDS] + ["ctkit --help (start-up only)"]
+        targets = [target for _, _, target in COMMANDS] + [None]
+        walls: list[list[float]] = [[] for _ in argvs]
+        peaks = [0] * len(argvs)
+        for run in range(runs):  # round robin: each command once per round
+            for i, argv in enumerate(argvs):
                 wall, peak, _ = run_measured(argv)
-                walls.append(wall)
-                rss = max(rss, peak)
-            rows.append((label, statistics.median(walls), 0.0, rss))
-            print(f"  {label}: {statistics.median(walls):.3f} s", file=sys.stderr)
+                walls[i].append(wall)
+                peaks[i] = max(peaks[i], peak)
+            print(f"  round {run + 1}/{runs}: conntrack -L {walls[0][-1]:.3f} s, ct list {walls[1][-1]:.3f} s, "
+                  f"--json {walls[2][-1]:.3f} s, summary {walls[3][-1]:.3f} s", file=sys.stderr)
+        rows = [(label, statistics.median(w), peak, target)
+                for label, w, peak, target in zip(labels, walls, peaks, targets, strict=True)]
         for label, call in (("lib conntrack.count()", lambda: conntrack.count(ns)),
                             ("lib conntrack.stats()", lambda: conntrack.stats(ns)),
                             ("lib conntrack.summary(proto,state,dport)",
                              lambda: conntrack.summary(ns, ("proto", "state", "dport")))):
-            walls = []
+            lib = []
             for _ in range(runs):
                 t = time.perf_counter()
                 call()
-                walls.append(time.perf_counter() - t)
-            rows.append((label, statistics.median(walls), 0.0, 0))
+                lib.append(time.perf_counter() - t)
+            rows.append((label, statistics.median(lib), 0, None))
         base = rows[0][1]
-        return [(label, wall, wall / base, rss) for label, wall, _, rss in rows]
+        return [(label, wall, wall / base, rss, target) for label, wall, rss, target in rows]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         if raised:
             with open(MAX_PATH, "w") as f:
                 f.write(f"{old_max}\n")
+            print(f"  nf_conntrack_max restored to {old_max}", file=sys.stderr)
 
 
 def machine() -> str:
@@ -153,22 +190,33 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+def _terminated(signum: int, _frame: object) -> None:
+    raise SystemExit(f"stopped by signal {signum}")  # unwinds through bench_size's finally
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="200000,1000000")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--sizes", default="200000", help="comma-separated table sizes (default 200000)")
+    ap.add_argument("--million", action="store_true", help="also 1,000,000 entries (raises nf_conntrack_max "
+                    "host-wide for the run, restored afterwards)")
+    ap.add_argument("--runs", type=int, default=None, help="runs per command (default 5, 3 from 1M entries)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("run as root (it creates a network namespace)")
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
+    sizes = [int(s) for s in args.sizes.split(",")] + ([1_000_000] if args.million else [])
     print(f"machine: {machine()}")
-    for n in (int(s) for s in args.sizes.split(",")):
-        print(f"\nN = {n:,} entries (median of {args.runs} runs)", flush=True)
-        rows = bench_size(n, args.runs)
-        print(f"| {'command':<42} | {'wall s':>7} | {'x conntrack -L':>14} | {'peak RSS MB':>11} |")
-        print(f"|{'-' * 44}|{'-' * 9}|{'-' * 16}|{'-' * 13}|")
-        for label, wall, ratio, rss in rows:
+    for n in sizes:
+        runs = args.runs or (3 if n >= 1_000_000 else 5)
+        print(f"\nN = {n:,} entries (median of {runs} runs)", flush=True)
+        rows = bench_size(n, runs)
+        print(f"| {'command':<42} | {'wall s':>7} | {'x conntrack -L':>14} | {'target':>6} | {'peak RSS MB':>11} |")
+        print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 15}:|{'-' * 7}:|{'-' * 12}:|")
+        for label, wall, ratio, rss, target in rows:
             rss_text = f"{rss / 1024:.0f}" if rss else "-"
-            print(f"| {label:<42} | {wall:>7.3f} | {ratio:>14.2f} | {rss_text:>11} |", flush=True)
+            target_text = f"{target:.1f}x" if target else ""
+            print(f"| {label:<42} | {wall:>7.3f} | {ratio:>14.2f} | {target_text:>6} | {rss_text:>11} |", flush=True)
 
 
 if __name__ == "__main__":
