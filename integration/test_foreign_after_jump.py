@@ -172,3 +172,15 @@ def test_ctkits_own_view_stays_clean_beside_the_foreign_rules(lab, backend, tmp_
     assert hits.get("inner", (0, 0))[0] == 1, hits  # the SYN; the rest of the flow is established
     assert hits.get("established", (0, 0))[0] >= 1, hits
     assert hits.get("to-inner", (0, 0))[0] >= 1 and hits.get("to-web", (0, 0))[0] >= 1, hits
+    # the toggle off: its switch chain is empty, the test after the jump to it finds no bit, input drops
+    service.toggle(b, "open", False, compiled.plan.table.name, server)
+    before = _counters(server, backend).get("p8003", 0)
+    listener = tcp_listen(server, SERVER4, 8003)
+    try:
+        assert tcp_probe(client, SERVER4, 8003, timeout=TIMEOUT, src=CLIENT4) == "timeout"
+        assert _counters(server, backend).get("p8003", 0) == before  # ctkit dropped it: unseen after ctkit
+        service.toggle(b, "open", True, compiled.plan.table.name, server)
+        assert tcp_probe(client, SERVER4, 8003, timeout=TIMEOUT, src=CLIENT4) == "open"
+        assert _counters(server, backend).get("p8003", 0) > before
+    finally:
+        listener.close()
