@@ -184,3 +184,29 @@ def test_ctkits_own_view_stays_clean_beside_the_foreign_rules(lab, backend, tmp_
         assert _counters(server, backend).get("p8003", 0) > before
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_policy_drop_after_ctkit_drops_what_ctkit_accepted(lab, backend, tmp_path):
+    """nft: another table's base chain at hook input with policy drop; iptables: the built-in INPUT chain's
+    policy DROP, which ctkit's RETURN falls through to. The same packet is dropped on all three, and an
+    iptables apply says why."""
+    client, server = make_pair(lab, "p")
+    policy = tmp_path / "policy-drop-after.json"
+    policy.write_text(json.dumps(POLICY))
+    if backend == "nft":
+        run(server, "nft", "-f", "-",
+            input="table inet foreign {\n  chain input {\n    type filter hook input priority 10; policy drop;\n"
+                  "  }\n}\n")
+    else:
+        variant = backend.partition("-")[2]
+        for tool in (f"iptables-{variant}", f"ip6tables-{variant}"):
+            run(server, tool, "-P", "INPUT", "DROP")
+    applied = backend_named(backend).apply(pipeline.compile_file(policy).plan, server)
+    if backend != "nft":
+        assert any("policy DROP" in w and "INPUT" in w for w in applied.warnings), applied.warnings
+    listener = tcp_listen(server, SERVER4, 8002)
+    try:
+        assert tcp_probe(client, SERVER4, 8002, timeout=TIMEOUT, src=CLIENT4) == "timeout"
+    finally:
+        listener.close()

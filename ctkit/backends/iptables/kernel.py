@@ -527,6 +527,22 @@ def _note_foreign(findings: list | None, current: dict[str, dict[str, SavedTable
             findings.append(f"ipset {name} is not ctkit's (ctkit did not create it): left alone")
 
 
+def _note_dropping_builtins(findings: list | None, current: dict[str, dict[str, SavedTable]],
+                            docs: dict[str, Document], variant: str) -> None:
+    """A built-in chain with policy DROP that ctkit's chain returns to drops what ctkit accepts (an accept
+    ends only ctkit's chains, as on nft, where another table's policy drop does the same)."""
+    if findings is None:
+        return
+    for family, doc in docs.items():
+        for t in doc.tables:
+            saved = current[family].get(t.name)
+            for c in t.chains:
+                if c.builtin and saved is not None and saved.policies.get(c.builtin) == "DROP":
+                    findings.append(f"{_TOOL[family]}-{variant} table {t.name}: built-in chain {c.builtin} has "
+                                    f"policy DROP, so it drops what {c.name} accepts (an accept ends only ctkit's "
+                                    "chains, as on nft): give it policy ACCEPT and let the policy's chain drop")
+
+
 def _copy(mine: Mine) -> Mine:
     return {t: set(c) for t, c in mine.items()}
 
@@ -611,6 +627,7 @@ def apply(v4: Document, v6: Document, netns: str | None = None, variant: str = "
         if _has_ipset():
             rec.ipsets &= set(ipset.names(netns))
         _note_foreign(findings, before, prefix, rec, variant, netns)
+        _note_dropping_builtins(findings, before, docs, variant)
         mine_old = {f: _copy(rec.mine(variant, f)) for f in docs}
         plan = {f: transaction(docs[f], before[f], prefix, mine_old[f]) for f in docs}  # refuses collisions
         if sets:
