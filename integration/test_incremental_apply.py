@@ -467,7 +467,8 @@ EDIT_BASE = {
             {"name": "dns", "protocol": "udp", "dport": 53, "action": "accept"},
             {"name": "to-web", "protocol": "tcp", "jump": "web"},
             {"name": "icmp", "protocols": ["icmp", "icmpv6"], "action": "accept"}]},
-        "web": {"rules": [{"name": "http", "protocol": "tcp", "dport": [80, 443], "action": "accept"}]}}}
+        "web": {"rules": [{"name": "http", "protocol": "tcp", "dport": [80, 443], "action": "accept"},
+                          {"name": "alt", "protocol": "tcp", "dport": ["8000-8099", 8443], "action": "accept"}]}}}
 
 
 def _rules(doc: dict, chain: str = "input") -> list[dict]:
@@ -488,6 +489,8 @@ EDITS = {
     "change-helper": lambda d: d["helpers"][0].update(helper="tftp", protocol="udp", ports=[69]),
     "change-sysctl": lambda d: d["conntrack"]["timeouts"].update(udp=45),
     "rename-chain": _rename_web,
+    # a rule with an interval set renamed: libnftables 1.0.6 aborts on `replace rule` of such a rule
+    "rename-ranged-rule": lambda d: d["chains"]["web"]["rules"][1].update(name="alt-web"),
 }
 
 _BOTH = ("ipv4 ", "ipv6 ")
@@ -503,7 +506,9 @@ EXPECTED = {
                           ("rule", "change", "helper-pre/helper/ftp-server")],
         "change-sysctl": [],
         "rename-chain": [("rule", "change", "input/to-web"), ("chain", "add", "chain www"), ("rule", "add", "www/http"),
-                         ("chain", "remove", "chain web"), ("rule", "remove", "web/http")],
+                         ("rule", "add", "www/alt"), ("chain", "remove", "chain web"), ("rule", "remove", "web/http"),
+                         ("rule", "remove", "web/alt")],
+        "rename-ranged-rule": [("rule", "change", "web/alt-web")],
     },
     "iptables": {
         "add-rule": [("rule", "add", f"{f}filter/CTKIT-INPUT/ntp") for f in _BOTH],
@@ -516,6 +521,8 @@ EXPECTED = {
         "rename-chain": [x for f in _BOTH for x in (("rule", "change", f"{f}filter/CTKIT-INPUT/to-web"),
                                                      ("chain", "add", f"chain {f}filter/CTKIT-www"),
                                                      ("chain", "remove", f"chain {f}filter/CTKIT-web"))],
+        "rename-ranged-rule": [x for f in _BOTH for x in (("rule", "add", f"{f}filter/CTKIT-web/alt-web"),
+                                                           ("rule", "remove", f"{f}filter/CTKIT-web/alt"))],
     },
 }
 # what an item's after text must hold, where the edit names a value

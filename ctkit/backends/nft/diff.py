@@ -292,6 +292,12 @@ class _Diff:
         in_order = longest_in_order([hi for _, hi in pairs])
         kept = {wi: hi for k, (wi, hi) in enumerate(pairs) if k in in_order}
         moved = {wi: hi for k, (wi, hi) in enumerate(pairs) if k not in in_order}
+        # libnftables 1.0.6 (Debian 12) aborts the whole process on a `replace rule` whose rule has an
+        # anonymous interval set (evaluate.c interval_set_eval: "BUG: unhandled op 2"): such a rule whose
+        # comment changed is deleted and inserted at its place instead, its counters carried the same way
+        recommented = {wi for wi, hi in kept.items()
+                       if want[wi].get("comment") != have[hi].get("comment") and _has_interval_set(want[wi])}
+        moved.update({wi: kept.pop(wi) for wi in recommented})
         kept_have = set(kept.values())
         for wi, hi in kept.items():
             if want[wi].get("comment") != have[hi].get("comment"):
@@ -321,6 +327,10 @@ class _Diff:
                 self.adds.append({"insert": {"rule": dict(body, handle=anchors[wi])}})
         for wi, hi in moved.items():
             rid = names.rule_id(want[wi].get("comment"))
+            if wi in recommented:
+                self.item("rule", "change", f"{chain}/{rid}", f"comment {json.dumps(have[hi].get('comment'))}",
+                          f"comment {json.dumps(want[wi].get('comment'))}", rid)
+                continue
             self.item("rule", "move", f"{chain}/{rid}", rule_text(have[hi]), rule_text(want[wi]), rid)
         moved_have = set(moved.values())
         self.rule_items(chain, [have[hi] for hi in gone if hi not in moved_have],
@@ -344,6 +354,18 @@ class _Diff:
 
 def _positional(rule_id: str) -> bool:
     return rule_id.endswith("]")
+
+
+def _has_interval_set(value: Any) -> bool:
+    """Whether a rule (or part of one) holds an anonymous set with a prefix or a range in it."""
+    if isinstance(value, dict):
+        members = value.get("set")
+        if isinstance(members, list) and any(isinstance(m, dict) and ("prefix" in m or "range" in m) for m in members):
+            return True
+        return any(_has_interval_set(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_interval_set(v) for v in value)
+    return False
 
 
 def _with_counters(body: dict, live: dict, **more: Any) -> dict:
