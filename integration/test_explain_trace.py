@@ -42,7 +42,7 @@ from lab import (
 )
 from matrix import CASES, NETS, Case, Probe
 
-from ctkit import names, pipeline
+from ctkit import accept_mark, names, pipeline
 from ctkit.explain import explain, parse_packet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -395,6 +395,7 @@ def test_live_explain_reads_ctkits_iptables_chains(lab):
 _XPACKET = re.compile(r"^PACKET: \d+ (\w+) (.*)$")
 _XTRACE = re.compile(r"^\s*TRACE: \d+ (\w+) (\S+)\s*(.*)$")
 _TCP_FLAGS = ("SYN", "ACK", "FIN", "RST", "PSH", "URG")
+_BUILTINS = ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING")
 
 
 def _header(fields: str) -> str:
@@ -452,6 +453,12 @@ def parse_xtables(lines: list[str]) -> list[Traced]:
             continue  # the built-in chain's jump into ctkit's chain
         verdict = {"ACCEPT": "accept", "DROP": "drop", "CONTINUE": "continue", "0xfffffffb": "return",
                    "RETURN": "return"}.get(parts[4], parts[4].lower())
+        # how ctkit's iptables chains say accept (ctkit/accept_mark.py): RETURN from the top-level chain
+        # (CTKIT-INPUT, ...) to the built-in one; below it, the accept bit set (then returned with)
+        if verdict == "return" and chain[len("CTKIT-"):] in _BUILTINS:
+            verdict = "accept"
+        if accept_mark.SET_BIT in rest:
+            verdict = "accept"
         if parts[4] in ("JUMP", "GOTO"):
             target = parts[5][len("CTKIT-"):]
             if target.startswith(("TG-", "TR-")):
