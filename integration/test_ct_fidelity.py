@@ -18,6 +18,11 @@ from lab import SERVER4, SERVER6, run, tcp_connect, tcp_listen, udp_exchange, ud
 from typer.testing import CliRunner
 
 from ctkit.cli.ct import app
+from ctkit.kernel import conntrack as ct
+from ctkit.kernel import ctnetlink as nl
+from ctkit.kernel.conntrack.dump import filtered, formatted_chunks
+from ctkit.kernel.conntrack.layout import JsonFormat, Layout
+from ctkit.kernel.conntrack.text import TEXT_COLUMNS, LineFormat, conntrack_line
 from ctkit.kernel.netns import entered
 
 RULES = """
@@ -167,6 +172,27 @@ def test_json_carries_every_field(pair):
     assert (by_dst["198.51.100.7"]["sport"], by_dst["198.51.100.7"]["dport"]) == (0x1a, 0x2b)
     assert (by_dst["2001:db8:1::2"]["orig_zone"], by_dst["2001:db8:1::2"]["mark"]) == (7, 9)
     assert sorted(r["family"] for r in rows if r["labels"] == [3]) == ["ipv4", "ipv6"]
+
+
+def test_the_listing_templates_print_what_the_reference_prints(pair):
+    """ct list's per-shape templates (text.LineFormat, layout.JsonFormat) against the entry-by-entry
+    reference (conntrack_line, Layout.to_json) on one dump of this table, read once from the kernel."""
+    client, server = pair
+    build_table(client, server)
+    with nl.open_in(server) as sock:
+        chunks = [(bytearray(buf[:n]), n) for buf, n in sock.request(
+            nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, 0, what="reading the conntrack table")]
+    now = time.time()
+    text = Layout.of(TEXT_COLUMNS)
+    line = LineFormat(clock=lambda: now)
+    for flt in (None, ct.Filter.parse(proto="udp"), ct.Filter.parse(src="2001:db8::/32")):
+        reference = [conntrack_line(text.convert(row), now=now) for row in filtered(chunks, text.raws, flt)]
+        fast = [x for chunk in formatted_chunks(chunks, line, line.raws, line.keys, flt) for x in chunk]
+        assert reference and fast == reference
+        for columns in (ct.DEFAULT_COLUMNS, ("proto", "state", "src", "helper", "labels")):
+            layout, obj = Layout.of(columns), JsonFormat(columns)
+            reference = [layout.to_json(row) for row in filtered(chunks, layout.raws, flt)]
+            assert [x for chunk in formatted_chunks(chunks, obj, obj.raws, obj.keys, flt) for x in chunk] == reference
 
 
 def test_expect_text_equals_conntrack_L_expect(pair):

@@ -216,6 +216,46 @@ def test_conntrack_text_format_matches_conntrack_L(flows):
     assert ours == theirs
 
 
+def _strip_timeout(line: str) -> str:
+    words = line.split()
+    return " ".join(words[:2] + words[3:])
+
+
+def test_a_big_table_lists_as_conntrack_L_lists_it(lab):
+    """30,000 entries loaded with conntrack -R (IPv4 and IPv6, TCP states, UDP, marks, many dump chunks):
+    `ct list` prints conntrack -L's lines and `ct list --json` one object per entry with the same tuples."""
+    ns = lab.netns("big")
+    path = f"/tmp/ctkit-big-{os.getpid()}.txt"
+    states = ("ESTABLISHED", "TIME_WAIT", "SYN_SENT", "CLOSE_WAIT")
+    with open(path, "w") as f:
+        for i in range(30000):
+            src = f"10.{i >> 8 & 255}.{i & 255}.1" if i % 3 else f"2001:db8:{i:x}::1"
+            dst = "192.0.2.1" if i % 3 else "2001:db8:ffff::1"
+            if i % 2:
+                f.write(f"-A -t 3600 -u SEEN_REPLY,ASSURED -s {src} -d {dst} -p tcp --sport {1024 + i % 60000} "
+                        f"--dport 443 --state {states[i % 4]} -m {i % 5}\n")
+            else:
+                f.write(f"-A -t 3600 -s {src} -d {dst} -p udp --sport {1024 + i % 60000} --dport 53\n")
+    try:
+        run(ns, "conntrack", "-R", path, check=False, timeout=120)
+    finally:
+        os.unlink(path)
+    assert ct.count(ns).entries == 30000
+    result = CliRunner().invoke(app, ["list", "--netns", ns])
+    assert result.exit_code == 0, result.output
+    theirs = sorted(map(_strip_timeout, run(ns, "conntrack", "-L", check=False).stdout.splitlines()))
+    ours = sorted(map(_strip_timeout, result.stdout.splitlines()))
+    assert len(ours) == 30000 and ours == theirs
+    result = CliRunner().invoke(app, ["list", "--netns", ns, "--format", "jsonl", "--fields", "src,dst,sport,mark"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+
+    def first(line: str, key: str) -> str:  # the original direction's value: its words come first
+        return next(w for w in line.split() if w.startswith(key + "="))[len(key) + 1:]
+    assert sorted((r["src"], r["sport"], r["mark"]) for r in rows) == sorted(
+        (first(line, "src"), int(first(line, "sport")), int(first(line, "mark"))) for line in theirs)
+
+
 def test_kernel_side_mark_filter_returns_exactly_the_marked(flows):
     _, server = flows
     marked = [d for d in _ctkit_json("--netns", server) if d["mark"] == 0x42]
