@@ -210,3 +210,29 @@ def test_a_policy_drop_after_ctkit_drops_what_ctkit_accepted(lab, backend, tmp_p
         assert tcp_probe(client, SERVER4, 8002, timeout=TIMEOUT, src=CLIENT4) == "timeout"
     finally:
         listener.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS[1:])
+def test_a_rollback_puts_the_accept_bit_chains_back(lab, backend, tmp_path):
+    """confirm-or-rollback's snapshot holds CTKIT-ACCEPT-END and the bit's rules like any chain of ctkit's: a
+    policy without nested accepts (no such chain) replaced by the snapshot gives the nested accepts back."""
+    client, server = make_pair(lab, "r")
+    b = backend_named(backend)
+    policy = tmp_path / "nested.json"
+    policy.write_text(json.dumps(POLICY))
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"version": 1, "chains": {"input": {"policy": "drop", "rules": [
+        {"name": "established", "ct_state": ["established", "related"], "action": "accept"}]}}}))
+    b.apply(pipeline.compile_file(policy).plan, server)
+    saved = b.snapshot("ctkit", server)
+    b.apply(pipeline.compile_file(plain).plan, server)
+    _iptables_foreign(server, backend.partition("-")[2])
+    listener = tcp_listen(server, SERVER4, 8005)
+    try:
+        assert tcp_probe(client, SERVER4, 8005, timeout=TIMEOUT, src=CLIENT4) == "timeout"
+        b.restore("ctkit", saved, server)
+        assert tcp_probe(client, SERVER4, 8005, timeout=TIMEOUT, src=CLIENT4) == "open"
+    finally:
+        listener.close()
+    assert _counters(server, backend).get("p8005", 0) > 0  # accepted two chains deep, seen after ctkit
+    assert b.changes(pipeline.compile_file(policy).plan, server).items == ()
