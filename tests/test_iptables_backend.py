@@ -366,3 +366,15 @@ def test_render_is_json_free_text_and_documents_compare():
     assert ruleset == _ruleset({"chains": {"input": {"policy": "drop"}}})
     json.dumps(ruleset.ipv4.rule_count)
     assert ipt_text.render(ruleset.ipv4).endswith("COMMIT\n")
+
+
+def test_a_limited_nested_accept_keeps_one_bucket():
+    # the accept bit's test is a rule of its own without the rule's matches: the limit stays on one rule
+    doc = {"chains": {"input": {"policy": "drop", "rules": [{"jump": "icmp"}]},
+                      "icmp": {"rules": [{"protocol": "icmp", "limit": {"rate": 10, "per": "second"},
+                                          "action": "accept"}]}}}
+    rules = _rules(doc, chain="CTKIT-icmp")
+    assert [r for r in rules if "-m limit" in r] == [
+        '-A CTKIT-icmp -p icmp -m limit --limit 10/sec -m comment --comment "icmp[0]" -j MARK --set-xmark '
+        "0x40000000/0x40000000"]
+    assert rules[1] == "-A CTKIT-icmp -m mark --mark 0x40000000/0x40000000 -j RETURN"
