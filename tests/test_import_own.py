@@ -130,3 +130,14 @@ def test_rules_after_the_jump_keep_ctkits_top_level_chain_a_chain_of_its_own():
                                              {"family": "ipv4", "protocol": "tcp", "dport": 80, "action": "drop"}]
     assert d["chains"]["ctkit_input"]["rules"][0]["action"] == "return"
     assert r.exit_code == 1 and any("mark" in n.reason for n in r.not_expressed)
+
+
+def test_a_jump_into_fail2ban_after_ctkits_is_left_out_and_ctkits_chain_still_folds_back():
+    after = "-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n"
+    text = _TOP.format(policy="ACCEPT", after=after).replace(":CTKIT-INPUT - [0:0]\n",
+                                                            ":CTKIT-INPUT - [0:0]\n:f2b-sshd - [0:0]\n")
+    r = from_texts([("t", text)])
+    assert [x.owner for x in r.left_out] == ["fail2ban", "fail2ban"]  # the chain and the jump into it
+    assert [x.get("action", x.get("jump")) for x in r.document["chains"]["input"]["rules"]
+            if x["family"] == "ipv4"] == ["accept", "web"]
+    assert r.document["chains"]["web"]["rules"][0]["action"] == "accept" and r.exit_code == 0

@@ -66,12 +66,30 @@ def _unmarked(rules: list[SaveRule], top: bool, goto_end: tuple[str, ...], verdi
     return out
 
 
-def inline(save: Save, prefix: str) -> Save:
-    """The save with ctkit's chains (names starting with `prefix`) folded back into the built-in ones."""
+def _left_out(save: Save, include: frozenset):
+    """Whether the import leaves a rule out (idioms.Importer._rule: a jump into another tool's chain,
+    fail2ban's or docker's, or docker's interfaces): after ctkit's jump it is no rule the imported chain
+    goes on to."""
+    from ctkit.importer.idioms import DOCKER_IFACE, foreign_owner
+    from ctkit.importer.rules import read
+    user = {(c.table, c.name) for c in save.chains if c.policy is None}
+
+    def left_out(rule: SaveRule) -> bool:
+        target = read(rule.tokens).target
+        if target and (rule.table, target) in user and foreign_owner(target, include):
+            return True
+        return "docker" not in include and any(DOCKER_IFACE.match(t) for t in rule.tokens)
+    return left_out
+
+
+def inline(save: Save, prefix: str, include: frozenset = frozenset()) -> Save:
+    """The save with ctkit's chains (names starting with `prefix`) folded back into the built-in ones.
+    `include`: the other tools' chains the import keeps (Importer.include)."""
     own = {(c.table, c.name) for c in save.chains if c.policy is None and c.name.startswith(prefix)}
     if not own:
         return save
     end = accept_mark.accept_end(prefix)
+    left_out = _left_out(save, include)
     goto_end = tuple(accept_mark.goto_end_if_set(prefix).split())
     policy_of = {(c.table, c.name): c.policy for c in save.chains if c.policy is not None}
     body: dict[tuple[str, str], list[SaveRule]] = {}
@@ -94,7 +112,8 @@ def inline(save: Save, prefix: str) -> Save:
                 jumps[(table, target)] = jump
     kept = set()
     for (table, target), jump in jumps.items():
-        last = builtin_rules[(table, jump.chain)][-1] is jump
+        rest = builtin_rules[(table, jump.chain)]
+        last = not [x for x in rest[rest.index(jump) + 1:] if not left_out(x)]
         ends = any(x.tokens[-2:] == _RETURN or x.tokens == goto_end for x in body.get((table, target), []))
         if not last and ends:
             kept.add((table, target))
@@ -124,7 +143,8 @@ def inline(save: Save, prefix: str) -> Save:
         if jumps.get((r.table, target)) is r and (r.table, target) not in kept:
             inlined.add((r.table, target))
             part = body.get((r.table, target), [])
-            last_here = builtin_rules[key][-1] is r
+            here = builtin_rules[key]
+            last_here = not [x for x in here[here.index(r) + 1:] if not left_out(x)]
             if last_here:  # a RETURN is the built-in chain's policy
                 verdict = ("-j", policy_of.get(key) or "ACCEPT")
                 part = [_with_target(x, verdict, 2) if x.tokens[-2:] == _RETURN else x for x in part]
