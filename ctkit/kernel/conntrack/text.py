@@ -197,10 +197,10 @@ def _line_template(at: dict[str, int], protonum: int) -> _Template:
         _l4_template(t, protonum, prefix)
         if prefix + "tuple_zone" in at:
             t.put(" zone-orig=" if not prefix else " zone-reply=", prefix + "tuple_zone", "")
-        packets = "orig_packets" if not prefix else "reply_packets"
-        if packets in at:
-            t.put(" packets=", packets, "")
-            t.put(" bytes=", packets.replace("packets", "bytes"), "None")
+        counters = prefix or "orig_"  # orig_packets/orig_bytes, reply_packets/reply_bytes
+        if counters + "packets" in at:
+            t.put(" packets=", counters + "packets", "")
+            t.put(" bytes=", counters + "bytes", "None")
         if not prefix:
             if "status" in at:
                 t.hole("", "%s", f'("" if v[{at["status"]}] & {_SEEN_REPLY} else " [UNREPLIED]")')
