@@ -119,7 +119,7 @@ def test_what_cannot_be_said_is_listed_with_its_line():
     assert r.exit_code == 1
     got = {(n.line, n.reason.split(":")[0]) for n in r.not_expressed}
     assert got == {(8, "-j DROP in the mangle table"), (14, "a notrack entry's ports are source or destination"),
-                   (15, "CT --timeout smtp"), (21, "-m mark"), (22, "the negation '! -s 10.0.0.0/8'"),
+                   (15, "CT --timeout smtp"), (21, "-m mark"), (22, "the negation '! -i eth0'"),
                    (23, "-m set blocklist"), (24, "-m icmp")}
     header = r.render("yaml")
     assert "#   " + str(FIX / "unsupported.v4") + ":21: -A INPUT -m mark --mark 0x1 -j ACCEPT" in header
@@ -179,3 +179,36 @@ def test_u32_in_ctkits_form_reads_back_as_the_same_payload(tmp_path):
     assert None not in back
     assert programs(back) == first
     assert u32_payload("0x0>>0x16&0x3c@0x4&0xffff=0x1:0x5") is None  # a range: not ctkit's form
+
+
+ROUTER_SAVE = """*raw
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+-A PREROUTING -m addrtype ! --dst-type LOCAL -j CT --notrack
+COMMIT
+*filter
+:INPUT DROP [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A INPUT ! -s 192.0.2.0/24 -p tcp -m addrtype --dst-type LOCAL,BROADCAST -m tcp ! --dport 22 -j DROP
+-A FORWARD -p tcp -m iprange ! --dst-range 10.0.0.0-10.255.255.255 -m iprange ! --dst-range 192.168.0.0-192.168.0.255 -m multiport ! --sports 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15 -m multiport ! --sports 16:20 -j DROP
+-A FORWARD -m iprange --src-range 10.0.0.1-10.0.0.9 -j ACCEPT
+COMMIT
+"""
+
+
+def test_negations_and_address_types_of_iptables_come_back():
+    """! -s, ! --dport, one -m iprange ! and one -m multiport ! per chunk (as ctkit writes them and as a guide
+    would), -m addrtype: the router's transit exemption and the excluded lists are said in the policy."""
+    r = from_texts([("rules.v4", ROUTER_SAVE)])
+    d = r.document
+    assert d["notrack"] == [{"name": "notrack", "family": "ipv4", "daddr_type": {"not": "local"}, "direction": "in"}]
+    drop = d["chains"]["input"]["rules"][2]
+    assert drop["saddr"] == {"not": "192.0.2.0/24"} and drop["dport"] == {"not": 22}
+    assert drop["daddr_type"] == ["local", "broadcast"]
+    fwd = d["chains"]["forward"]["rules"][1]
+    assert fwd["daddr"] == {"not": ["10.0.0.0/8", "192.168.0.0/24"]}
+    assert fwd["sport"] == {"not": list(range(1, 16)) + ["16-20"]}
+    # a positive range has no policy word: listed, with its line
+    assert [(n.line, n.reason.split(":")[0]) for n in r.not_expressed] == [(13, "-m iprange 10.0.0.1-10.0.0.9")]

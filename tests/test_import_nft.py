@@ -55,13 +55,40 @@ def test_other_tables_are_left_out_and_what_cannot_be_said_is_listed():
             {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 22}},
             {"accept": None}]}},
         {"rule": {"family": "inet", "table": "mine", "chain": "input", "handle": 4, "expr": [
-            {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": "1.2.3.4"}},
+            {"match": {"op": "<", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 1024}},
             {"drop": None}]}}]})
     r = from_nft_texts([("rules.json", text)])
     assert [(x.what, x.owner) for x in r.left_out] == [("table inet firewalld", "firewalld")]
     assert r.document["chains"]["input"] == {"policy": "drop", "rules": [{"protocol": "tcp", "dport": 22,
                                                                             "action": "accept"}]}
-    assert r.exit_code == 1 and r.not_expressed[0].line == 4 and "'!='" in r.not_expressed[0].reason
+    assert r.exit_code == 1 and r.not_expressed[0].line == 4 and "'<'" in r.not_expressed[0].reason
+
+
+def _rule(*expr):
+    return {"rule": {"family": "inet", "table": "mine", "chain": "input", "handle": 9, "expr": [*expr, {"drop": None}]}}
+
+
+def _imported_rules(*rules):
+    text = json.dumps({"nftables": [
+        {"table": {"family": "inet", "name": "mine", "handle": 2}},
+        {"chain": {"family": "inet", "table": "mine", "name": "input", "handle": 1, "type": "filter",
+                   "hook": "input", "prio": 0, "policy": "accept"}}, *rules]})
+    r = from_nft_texts([("rules.json", text)])
+    assert r.exit_code == 0, r.not_expressed
+    return r.document["chains"]["input"]["rules"]
+
+
+def test_negations_and_address_types_come_back():
+    """`!=` on addresses and ports is {"not": ...}; `ip saddr !=` keeps its family (the policy's not alone
+    would take every IPv6 packet); fib daddr type is daddr_type."""
+    (rule,) = _imported_rules(_rule(
+        {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                   "right": {"set": [{"prefix": {"addr": "10.0.0.0", "len": 8}}, "192.0.2.1"]}}},
+        {"match": {"op": "!=", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}},
+        {"match": {"op": "!=", "left": {"payload": {"protocol": "tcp", "field": "dport"}},
+                   "right": {"set": [22, {"range": [1000, 2000]}]}}}))
+    assert rule == {"saddr": {"not": ["10.0.0.0/8", "192.0.2.1"]}, "family": "ipv4", "daddr_type": {"not": "local"},
+                    "protocol": "tcp", "dport": {"not": [22, "1000-2000"]}, "action": "drop"}
 
 
 def test_named_sets_and_lookups_come_back():

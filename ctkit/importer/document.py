@@ -70,7 +70,8 @@ def _key(item: dict) -> str:
 
 
 def _has_address(item: dict) -> bool:
-    return any(k in item for k in ADDRESS_KEYS)
+    """An address that pins the family: a negated list ({"not": ...}) does not (it takes the other family whole)."""
+    return any(k in item and not isinstance(item[k], dict) for k in ADDRESS_KEYS)
 
 
 def _tag(item: dict, family: str | None) -> dict:
@@ -171,10 +172,16 @@ def _merged(a: dict, b: dict) -> dict | None:
         return _put_protocols(out, merged, a)
     for addr in ("saddr", "daddr"):
         if differ <= {addr, "family"} and addr in a and addr in b:
-            la = a[addr] if isinstance(a[addr], list) else [a[addr]]
-            lb = b[addr] if isinstance(b[addr], list) else [b[addr]]
+            va, vb = a[addr], b[addr]
+            negated = isinstance(va, dict)
+            if negated != isinstance(vb, dict):
+                return None  # one family's rule excludes, the other's includes: two rules
+            va, vb = (va["not"], vb["not"]) if negated else (va, vb)
+            la = va if isinstance(va, list) else [va]
+            lb = vb if isinstance(vb, list) else [vb]
             out = {k: v for k, v in a.items() if k != "family"}
-            out[addr] = la + [x for x in lb if x not in la]
+            merged = la + [x for x in lb if x not in la]
+            out[addr] = {"not": merged} if negated else merged
             return out
     return None
 

@@ -46,8 +46,14 @@ HELPERS = {("ftp", "tcp"): "ftp", ("irc", "tcp"): "irc", ("tftp", "udp"): "tftp"
 PORT_NAMES = {53: "dns", 21: "ftp", 80: "http", 443: "https", 123: "ntp", 11211: "memcached", 5060: "sip",
               69: "tftp", 161: "snmp", 22: "ssh", 25: "smtp", 6667: "irc", 1723: "pptp", 10080: "amanda"}
 #: the fields each section's entries may carry from an iptables match
-FLOW_FIELDS = {"protocol", "saddr", "daddr", "sport", "dport", "iif", "oif", "comment"}
+FLOW_FIELDS = {"protocol", "saddr", "daddr", "sport", "dport", "iif", "oif", "comment", "saddr_type", "daddr_type"}
+#: the address types, carried into every entry that has them
+_TYPES = (("saddr_type", "saddr_type"), ("daddr_type", "daddr_type"))
 _COMMENT_BAD = re.compile(r'["\\\n]')
+
+
+#: the fields that keep notrack rules apart (the rest: protocol, ports, direction, are merged)
+_KEY = ("saddr", "daddr", "iif", "oif", "saddr_type", "daddr_type")
 
 
 @dataclass(frozen=True)
@@ -80,7 +86,7 @@ class _Notrack:
     protocol: str | None
     field: str | None  # sport | dport | either | None
     ports: tuple
-    key: tuple  # saddr, daddr, iif, oif (as text)
+    key: tuple  # _KEY's fields (as text)
     comment: str | None
     rule: SaveRule
     source: str
@@ -290,7 +296,8 @@ class Importer:
         if bad:
             return bad
         f = r.fields
-        if "sport" in f and "dport" in f:
+        neither = isinstance(f.get("sport"), dict) and f.get("sport") == f.get("dport")
+        if "sport" in f and "dport" in f and not neither:
             return "a notrack entry matches its ports as source or destination: --sport and --dport together " \
                    "cannot be said"
         if direction == "in" and "oif" in f or direction == "out" and "iif" in f:
@@ -298,13 +305,15 @@ class Importer:
         fld, ports = None, ()
         if r.either_ports is not None:
             fld, ports = "either", tuple(r.either_ports)
+        elif neither:  # ctkit's negated ports: ! --sports X ! --dports X in one rule, neither port
+            ports = (f["dport"],)
         elif "sport" in f or "dport" in f:
             fld = "sport" if "sport" in f else "dport"
             v = f[fld]
             ports = tuple(v) if isinstance(v, list) else (v,)
         if ports and f.get("protocol") not in ("tcp", "udp", "udplite", "sctp", "dccp"):
             return "ports without a protocol that has them"
-        key = tuple(json.dumps(f.get(k)) for k in ("saddr", "daddr", "iif", "oif"))  # hashable, lists too
+        key = tuple(json.dumps(f.get(k)) for k in _KEY)  # hashable, lists too
         self._notrack.append(_Notrack(save.family, direction, f.get("protocol"), fld, ports, key,
                                       f.get("comment"), rule, save.source))
         return None
@@ -322,7 +331,7 @@ class Importer:
         if "dport" not in f:
             return "a helper entry names the control connection's destination ports (--dport)"
         entry = {"name": name, "helper": name, "protocol": f["protocol"], "ports": f["dport"]}
-        for k in ("saddr", "daddr"):
+        for k in ("saddr", "daddr", "saddr_type", "daddr_type"):
             if k in f:
                 entry[k] = f[k]
         if direction == "out":
@@ -345,7 +354,7 @@ class Importer:
         if f.get("protocol") not in (None, obj["protocol"]):
             return f"CT --timeout {printed}: a {obj['protocol']} policy on {f['protocol']} flows"
         entry: dict = {"name": printed, "protocol": obj["protocol"], "policy": dict(obj["policy"])}
-        for k, name in (("dport", "ports"), ("saddr", "saddr"), ("daddr", "daddr")):
+        for k, name in (("dport", "ports"), ("saddr", "saddr"), ("daddr", "daddr"), *_TYPES):
             if k in f:
                 entry[name] = f[k]
         if direction == "out":
@@ -368,7 +377,7 @@ class Importer:
         if key != "--zone":
             entry["zone_direction"] = "original" if key == "--zone-orig" else "reply"
         for k, name in (("protocol", "protocol"), ("dport", "ports"), ("saddr", "saddr"), ("daddr", "daddr"),
-                        ("iif", "iif"), ("oif", "oif")):
+                        ("iif", "iif"), ("oif", "oif"), *_TYPES):
             if k in f:
                 entry[name] = f[k]
         if direction == "out":
@@ -407,7 +416,7 @@ class Importer:
             return f"{r.target} {' '.join(extra)}: no policy equivalent"
         f = r.fields
         entry: dict = {"type": kind}
-        for k in ("protocol", "saddr", "daddr", "sport", "dport", "iif", "oif"):
+        for k in ("protocol", "saddr", "daddr", "saddr_type", "daddr_type", "sport", "dport", "iif", "oif"):
             if k in f:
                 entry[k] = f[k]
         to = r.options.get("--to-destination", r.options.get("--to-source"))
@@ -619,8 +628,8 @@ class Importer:
                 order = {"udp": 0, "tcp": 1}
                 entry["protocols"] = sorted(protos, key=lambda p: (order.get(p, 9), p))
         if ports:
-            entry["ports"] = list(ports)
-        for k, v in zip(("saddr", "daddr", "iif", "oif"), key, strict=True):
+            entry["ports"] = ports[0] if isinstance(ports[0], dict) else list(ports)  # {"not": ...}: as it is
+        for k, v in zip(_KEY, key, strict=True):
             if json.loads(v) is not None:
                 entry[k] = json.loads(v)
         if direction != "both":
@@ -636,6 +645,8 @@ class Importer:
 def _notrack_name(ports: tuple) -> str:
     if len(ports) == 1 and isinstance(ports[0], int) and ports[0] in PORT_NAMES:
         return PORT_NAMES[ports[0]]
+    if ports and isinstance(ports[0], dict):
+        return "other-ports"  # {"not": ...}
     if ports:
         return "ports-" + "-".join(str(p) for p in ports[:3])
     return "notrack"

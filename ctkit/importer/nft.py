@@ -76,10 +76,41 @@ def _names(v: Any) -> list[str]:
     raise Unsaid(f"value {_text(v)}")
 
 
+def _negatable(left: Any) -> bool:
+    """Whether the policy can say `!=` of this left side: addresses, ports, address types ({"not": ...})."""
+    if isinstance(left, dict) and "fib" in left:
+        return True
+    p = left.get("payload", {}) if isinstance(left, dict) else {}
+    return p.get("field") in ("saddr", "daddr", "sport", "dport") and "base" not in p
+
+
+#: nft's fib address types the policy names
+_ADDRESS_TYPES = ("local", "unicast", "multicast", "broadcast")
+
+
 def _match(m: dict, out: dict, flags: dict) -> None:
     op, left, right = m.get("op"), m.get("left"), m.get("right")
+    if op == "!=" and _negatable(left) and not (isinstance(right, str) and right.startswith("@")):
+        inner: dict = {}
+        _match({"op": "==", "left": left, "right": right}, inner, flags)
+        for k, v in inner.items():
+            out[k] = {"not": v} if k in ("saddr", "daddr", "sport", "dport", "saddr_type", "daddr_type") else v
+        proto = left.get("payload", {}).get("protocol") if isinstance(left, dict) else None
+        if proto in ("ip", "ip6"):  # `ip saddr != X` is an IPv4 rule; the policy's not would take all of IPv6
+            out.setdefault("family", "ipv4" if proto == "ip" else "ipv6")
+        return
     if op not in ("==", "in"):
-        raise Unsaid(f"the comparison {op!r}: the policy has no negated or ordered matches")
+        raise Unsaid(f"the comparison {op!r}: the policy has no ordered matches, and negates only addresses, "
+                     "ports and address types")
+    if isinstance(left, dict) and "fib" in left:
+        fib = left["fib"]
+        types = _names(right)
+        if fib.get("result") != "type" or fib.get("flags") not in (["saddr"], ["daddr"]) \
+                or any(t not in _ADDRESS_TYPES for t in types):
+            raise Unsaid(f"fib {_text(fib)} {_text(right)}: the policy matches the type ({', '.join(_ADDRESS_TYPES)}) "
+                         "of the source or destination address")
+        out[fib["flags"][0] + "_type"] = types[0] if len(types) == 1 else types
+        return
     if isinstance(right, str) and right.startswith("@"):
         _lookup(left, right[1:], out, flags)
         return
@@ -413,17 +444,29 @@ def _entry(ct, flags, out, name, rest, hook, s, source, where, text) -> None:
     kind = ct[0]
     entry: dict = {}
     if kind == "notrack":
+        neither = isinstance(out.get("sport"), dict) and out.get("sport") == out.get("dport")
+        if neither:  # ctkit's negated `ports`: neither port is one of them, in one rule
+            out["ports"] = out.pop("sport")
+            out.pop("dport")
+        if isinstance(out.get("saddr"), dict) and out.get("saddr") == out.get("daddr"):
+            out["peers"] = out.pop("saddr")  # negated peers: neither address
+            out.pop("daddr")
         if "sport" in out and "dport" in out:
             s.not_expressed.append(NotExpressed(source, where, text, "notrack on sport and dport together: a "
                                                                      f"notrack entry's ports are either (rule handle {where})"))
             return
         fld = "sport" if "sport" in out else "dport" if "dport" in out else None
-        ports = out.pop(fld) if fld else None
+        ports = out.pop(fld) if fld else out.pop("ports", None)
+        negated = isinstance(ports, dict)
+        if negated:
+            ports = ports["not"]
         entry = {"name": name or _notrack_name(tuple(ports) if isinstance(ports, list) else (ports,) if ports else ()),
                  **{k: v for k, v in out.items() if k in ("family", "protocol", "protocols", "saddr", "daddr",
-                                                          "iif", "oif")}}
+                                                          "peers", "iif", "oif", "saddr_type", "daddr_type")}}
         if ports is not None:
             entry["ports"] = ports if isinstance(ports, list) else [ports]
+            if negated:
+                entry["ports"] = {"not": entry["ports"]}
         if rest:
             entry["comment"] = clean_comment(rest, s.notes, f"{source}: rule handle {where}")
         s.notrack.append((PENDING, (direction, fld, entry, NotExpressed(source, where, text, ""))))
@@ -434,7 +477,7 @@ def _entry(ct, flags, out, name, rest, hook, s, source, where, text) -> None:
         helper = HELPERS.get((_helper_type(flags["helper"], s), proto))
         entry = {"name": name or flags["helper"], "helper": helper or flags["helper"], "protocol": proto,
                  "ports": out.get("dport")}
-        for k in ("saddr", "daddr", "family"):
+        for k in ("saddr", "daddr", "family", "saddr_type", "daddr_type"):
             if k in out:
                 entry[k] = out[k]
         if direction == "out":
@@ -446,7 +489,8 @@ def _entry(ct, flags, out, name, rest, hook, s, source, where, text) -> None:
         if zdir:
             entry["zone_direction"] = zdir
         for k, n in (("family", "family"), ("protocol", "protocol"), ("dport", "ports"), ("saddr", "saddr"),
-                     ("daddr", "daddr"), ("iif", "iif"), ("oif", "oif")):
+                     ("daddr", "daddr"), ("iif", "iif"), ("oif", "oif"), ("saddr_type", "saddr_type"),
+                     ("daddr_type", "daddr_type")):
             if k in out:
                 entry[n] = out[k]
         if direction == "out":
@@ -459,7 +503,8 @@ def _entry(ct, flags, out, name, rest, hook, s, source, where, text) -> None:
                                                                      f"not in the ruleset (rule handle {where})"))
             return
         entry = {"name": name or flags["timeout"], "protocol": obj["protocol"], "policy": dict(obj["policy"])}
-        for k, n in (("family", "family"), ("dport", "ports"), ("saddr", "saddr"), ("daddr", "daddr")):
+        for k, n in (("family", "family"), ("dport", "ports"), ("saddr", "saddr"), ("daddr", "daddr"),
+                     ("saddr_type", "saddr_type"), ("daddr_type", "daddr_type")):
             if k in out:
                 entry[n] = out[k]
         if direction == "out":
@@ -481,7 +526,8 @@ def _nat(nat, out, name, rest, s, source, where, text) -> None:
     entry: dict = {"type": kind}
     if name:
         entry = {"name": name, **entry}
-    for k in ("family", "protocol", "protocols", "saddr", "daddr", "sport", "dport", "iif", "oif"):
+    for k in ("family", "protocol", "protocols", "saddr", "daddr", "sport", "dport", "iif", "oif", "saddr_type",
+              "daddr_type"):
         if k in out:
             entry[k] = out[k]
     if "addr" in body:

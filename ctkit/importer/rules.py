@@ -1,8 +1,8 @@
 """One iptables rule's tokens -> the policy's words for its matches, and its target with options.
 
 Each match the policy can say becomes a policy field (`protocol`, `saddr`, `dport`, `ct_state`, `length`,
-`signature`, `limit`...); each it cannot (a negation, -m mark, -m set, -m addrtype, an unknown option)
-becomes a problem naming it. The target is returned as it is written; ctkit/importer/idioms.py decides
+`signature`, `limit`, `daddr_type`...; `! -s`, `! --dport`, `-m iprange !` and `-m addrtype !` as {"not": ...});
+each it cannot (another negation, -m mark, an unknown option) becomes a problem naming it. The target is returned as it is written; ctkit/importer/idioms.py decides
 what it means in its table and chain.
 """
 from __future__ import annotations
@@ -24,6 +24,12 @@ LIMIT_UNITS = {"sec": "second", "second": "second", "s": "second", "min": "minut
 _FLAGS = {"--syn", "--icase", "--rsource", "--rdest", "--rcheck", "--update", "--set", "--remove"}
 #: options that take two values
 _TWO = {"--tcp-flags", "--match-set"}
+#: options that may be negated, repeat (one per match: -m multiport ! --dports twice), and are read in _matches
+_REPEATABLE = {"--dport": "dport", "--destination-port": "dport", "--dports": "dport", "--destination-ports": "dport",
+               "--sport": "sport", "--source-port": "sport", "--sports": "sport", "--source-ports": "sport",
+               "--src-range": "saddr", "--dst-range": "daddr", "--src-type": "saddr_type", "--dst-type": "daddr_type"}
+#: address types iptables names that the policy names too
+ADDRESS_TYPES = {"LOCAL": "local", "UNICAST": "unicast", "MULTICAST": "multicast", "BROADCAST": "broadcast"}
 #: options this reader understands (anything else is a problem naming it)
 _KNOWN = {"--match-set", "--u32", "--dport", "--destination-port", "--sport", "--source-port", "--dports", "--sports",
           "--destination-ports", "--source-ports", "--ports", "--tcp-flags", "--syn", "--ctstate", "--state",
@@ -35,13 +41,11 @@ _KNOWN = {"--match-set", "--u32", "--dport", "--destination-port", "--sport", "-
 _NO_EQUIVALENT = {
     "mark": "the policy has no packet mark match",
     "connmark": "the policy has no conntrack mark match",
-    "addrtype": "the policy has no address type match",
     "owner": "the policy has no socket owner match",
     "icmp": "the policy has no ICMP type match",
     "icmp6": "the policy has no ICMPv6 type match",
     "recent": "the policy has no recent match",
     "physdev": "the policy has no bridge port match",
-    "iprange": "the policy has no address range match",
     "mac": "the policy has no MAC address match",
     "time": "the policy has no time match",
     "condition": "use a toggle (`when`) instead",
@@ -137,6 +141,7 @@ def _targets(tokens: tuple[str, ...], i: int, r: Reading) -> None:
 def read(tokens: tuple[str, ...]) -> Reading:
     r = Reading()
     opts: dict[str, object] = {}
+    repeated: dict[str, list[tuple[str, bool]]] = {}  # policy key -> (value, negated) per occurrence
     modules: list[str] = []
     i, negate = 0, False
     while i < len(tokens):
@@ -146,8 +151,23 @@ def read(tokens: tuple[str, ...]) -> Reading:
             i += 1
             continue
         value = tokens[i + 1] if i + 1 < len(tokens) else ""
+        if t in _REPEATABLE:
+            repeated.setdefault(_REPEATABLE[t], []).append((value, negate))
+            negate = False
+            i += 2
+            continue
+        if negate and t in ("-s", "--source", "-d", "--destination"):
+            key = "saddr" if t in ("-s", "--source") else "daddr"
+            try:
+                r.fields[key] = {"not": _one_or_list([address(a) for a in value.split(",")])}
+            except ValueError:
+                r.problems.append(f"{t} {value!r} is not an address")
+            negate = False
+            i += 2
+            continue
         if negate and t not in ("-m", "--match"):
-            r.problems.append(f"the negation '! {t} {value}': the policy has no negated matches")
+            r.problems.append(f"the negation '! {t} {value}': the policy negates only addresses, ports and "
+                              "address types")
             negate = False
             i += 1 if t in _FLAGS else 3 if t in _TWO else 2
             continue
@@ -201,16 +221,57 @@ def read(tokens: tuple[str, ...]) -> Reading:
             i += 1
         negate = False
     _matches(opts, r)
+    _repeated(repeated, r)
     return r
+
+
+def _negatable(values: list, negated: bool):
+    return {"not": _one_or_list(values)} if negated else _one_or_list(values)
+
+
+def _repeated(repeated: dict[str, list[tuple[str, bool]]], r: Reading) -> None:
+    """Ports, address ranges and address types: each may be negated, and a negated one may repeat (ctkit
+    writes one -m multiport ! --dports per 15 ports, one -m iprange ! per network); their union is excluded."""
+    f = r.fields
+    for key, items in repeated.items():
+        negs = {n for _v, n in items}
+        if len(negs) > 1 or (len(items) > 1 and False in negs):
+            r.problems.append(f"{key}: several {key} matches that are not all exclusions (their intersection)")
+            continue
+        negated = negs == {True}
+        if key in ("sport", "dport"):
+            f[key] = _negatable([p for v, _n in items for p in ports(v)], negated)
+        elif key in ("saddr", "daddr"):
+            if not negated:
+                r.problems.append(f"-m iprange {items[0][0]}: the policy has no address range match (only an "
+                                  "excluded range, ! --src-range / ! --dst-range)")
+                continue
+            nets = []
+            for v, _n in items:
+                lo, _, hi = v.partition("-")
+                try:
+                    nets += [address(str(n)) for n in ipaddress.summarize_address_range(
+                        ipaddress.ip_address(lo), ipaddress.ip_address(hi or lo))]
+                except (ValueError, TypeError):
+                    r.problems.append(f"-m iprange {v!r} is not an address range")
+            have = f.get(key)
+            if isinstance(have, dict):  # ! -s NET and ! --src-range beside it: outside all of them
+                nets = (have["not"] if isinstance(have["not"], list) else [have["not"]]) + nets
+            elif have is not None:
+                r.problems.append(f"{key}: an address and an excluded range in one rule")
+                continue
+            f[key] = {"not": _one_or_list(nets)}
+        else:
+            types = [ADDRESS_TYPES.get(t) for v, _n in items for t in v.split(",")]
+            if None in types:
+                r.problems.append(f"-m addrtype {items[0][0]}: the policy's address types are "
+                                  f"{', '.join(ADDRESS_TYPES)}")
+                continue
+            f[key] = _negatable(types, negated)
 
 
 def _matches(opts: dict, r: Reading) -> None:
     f = r.fields
-    for keys, name in ((("--dport", "--destination-port", "--dports", "--destination-ports"), "dport"),
-                       (("--sport", "--source-port", "--sports", "--source-ports"), "sport")):
-        for k in keys:
-            if k in opts:
-                f[name] = _one_or_list(ports(str(opts[k])))
     for test in opts.get("--u32", []):
         got = u32_payload(str(test))
         if got is None:
