@@ -177,7 +177,7 @@ class Importer:
     # -------------------------------------------------------------- entry
     def add(self, save: Save) -> None:
         from ctkit.importer.own import inline
-        save = inline(save, self.prefix)
+        save = inline(save, self.prefix, self.include)
         s = self.s
         s.families.add(save.family)
         for p in save.problems:
