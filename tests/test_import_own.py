@@ -141,3 +141,16 @@ def test_a_jump_into_fail2ban_after_ctkits_is_left_out_and_ctkits_chain_still_fo
     assert [x.get("action", x.get("jump")) for x in r.document["chains"]["input"]["rules"]
             if x["family"] == "ipv4"] == ["accept", "web"]
     assert r.document["chains"]["web"]["rules"][0]["action"] == "accept" and r.exit_code == 0
+
+
+def test_a_fail2ban_chain_imported_with_include_is_a_rule_after_ctkits_jump():
+    """--include f2b-sshd keeps the jump into it: ctkit's chain no longer ends the built-in one, so it stays a
+    chain of its own instead of folding back (and the jump after it is imported)."""
+    after = "-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd\n"
+    text = _TOP.format(policy="ACCEPT", after=after).replace(":CTKIT-INPUT - [0:0]\n",
+                                                            ":CTKIT-INPUT - [0:0]\n:f2b-sshd - [0:0]\n")
+    left_out = from_texts([("t", text)])
+    kept = from_texts([("t", text)], include=("f2b-sshd",))
+    assert not kept.left_out and left_out.left_out
+    jumps = [x.get("jump") for x in kept.document["chains"]["input"]["rules"]]
+    assert jumps == ["ctkit_input", "f2b_sshd"] and "ctkit_input" not in left_out.document["chains"]
