@@ -124,3 +124,14 @@ def test_negated_addresses_of_the_other_family_are_no_conflict():
     f = findings(doc(chains={"input": {"rules": [{"family": "ipv4", "saddr": {"not": "2001:db8::/32"},
                                                   "action": "drop"}]}}))
     assert not any(s == "error" for s, _p, _m in f)
+
+
+def test_the_audits_interpreter_judges_an_address_type_only_when_the_flow_says_whose_address_it_is():
+    from ctkit.audit.admission import Flow, verdict
+    table = lower(load_document(doc(chains={"forward": {"policy": "drop", "rules": [
+        {"daddr_type": {"not": "local"}, "protocol": "tcp", "dport": {"not": 23}, "action": "accept"}]}}))).table
+    flow = Flow("ipv4", "tcp", "203.0.113.20", "10.1.0.10", 40000, 80, "new")
+    assert verdict(table, "forward", flow) == "unknown"  # nobody said whether 10.1.0.10 is the host's
+    assert verdict(table, "forward", Flow(**{**flow.__dict__, "daddr_local": False})) == "accept"
+    assert verdict(table, "forward", Flow(**{**flow.__dict__, "daddr_local": True})) == "drop"
+    assert verdict(table, "forward", Flow(**{**flow.__dict__, "daddr_local": False, "dport": 23})) == "drop"

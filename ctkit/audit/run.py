@@ -192,7 +192,8 @@ def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
             flow = Flow(d["family"], d["proto"], d["src"], d["dst"], d["sport"], d["dport"], state,
                         iif="lo" if hook == "input" and src_local else None,
                         oif="lo" if hook == "output" and dst_local else None,
-                        not_ifaces=() if (src_local and dst_local) else ("lo",))
+                        not_ifaces=() if (src_local and dst_local) else ("lo",),
+                        saddr_local=src_local, daddr_local=dst_local)  # what daddr_type: local asks
             v = verdict(table, hook, flow)
             if v in ("drop", "reject"):
                 out.append(DeniedFlow(d, hook, v))
