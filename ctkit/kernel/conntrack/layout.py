@@ -124,6 +124,7 @@ class JsonFormat:
     holds as a key (family, protocol: the same in every entry of the shape), is written into
     the template as text; a present one is a hole filled from the raw value, through a `Memo`
     of its JSON text when it has a converter (addresses, states, status words, marks repeat).
+    The generated function unpacks a shape's values into variables named after the raw fields.
     """
 
     keys = ("family", "proto")
@@ -156,18 +157,22 @@ class JsonFormat:
                 continue
             template.append(key + "%s")
             if to_text is None:  # an int, printed by %s
-                holes.append(f"v[{at[c.raws[0]]}]")
+                holes.append(c.raws[0])
             elif len(present) == 1:  # one raw value varies: its JSON text memoised, the others fixed
                 slot = c.raws.index(present[0])
                 env[f"j{k}"] = Memo(lambda raw, f=to_text, fixed=fixed, slot=slot:
                                     _null(f(*fixed[:slot], raw, *fixed[slot + 1:])))
-                holes.append(f"j{k}[v[{at[present[0]]}]]")
+                holes.append(f"j{k}[{present[0]}]")
             else:
                 env[f"j{k}"] = lambda *raw, f=to_text: _null(f(*raw))
-                args = ", ".join(f"v[{at[r]}]" if r in present else repr(known.get(r)) for r in c.raws)
+                args = ", ".join(r if r in present else repr(known.get(r)) for r in c.raws)
                 holes.append(f"j{k}({args})")
         env["T"] = "{" + ",".join(template) + "}"
-        src = f"def to_json(v):\n    return T % ({''.join(f'{h}, ' for h in holes)})\n"
+        # e.g. def to_json(v):
+        #          src, dst, sport, ..., id, = v
+        #          return T % (id, timeout, j6[src], j7[dst], sport, dport, ..., j20[status], j21[mark], use, )
+        src = (f"def to_json(v):\n    {''.join(f'{raw}, ' for raw in at)}= v\n"
+               f"    return T % ({''.join(f'{h}, ' for h in holes)})\n")
         exec(compile(src, "<ctkit.conntrack.JsonFormat>", "exec"), env)  # noqa: S102 - generated from the columns
         return env["to_json"]  # type: ignore[return-value]
 

@@ -149,7 +149,8 @@ def _flag_words(status: int) -> str:
 
 
 class _Template:
-    """A %-template and the expressions over the value tuple `v` that fill it, written piece by piece."""
+    """A %-template and the expressions that fill it, written piece by piece. An expression names the raw
+    fields it reads (`src`, `status`...): the generated function unpacks a shape's values into them."""
 
     def __init__(self, at: dict[str, int]) -> None:
         self.at, self.text, self.args = at, [], []
@@ -157,10 +158,10 @@ class _Template:
     def word(self, text: str) -> None:
         self.text.append(text.replace("%", "%%"))
 
-    def put(self, text: str, raw: str, absent: str, hole: str = "%s", expr: str = "v[{}]") -> None:
+    def put(self, text: str, raw: str, absent: str, hole: str = "%s", expr: str = "{}") -> None:
         """`text` then the raw field through `expr` into `hole`, or the literal `absent` when the shape lacks it."""
         if raw in self.at:
-            self.hole(text, hole, expr.format(self.at[raw]))
+            self.hole(text, hole, expr.format(raw))
         else:
             self.word(text + absent)
 
@@ -190,10 +191,10 @@ def _line_template(at: dict[str, int], protonum: int) -> _Template:
     t.put(" ", "timeout", "None")
     state = next((raw for raw in _STATE_TABLES if raw in at), None)
     if state is not None:
-        t.hole(" ", "%s", f"STATES[{state!r}][v[{at[state]}]]")
+        t.hole(" ", "%s", f"STATES[{state!r}][{state}]")
     for prefix in ("", "reply_"):
-        t.put(" src=", prefix + "src", "None", expr="ADDR[v[{}]]")
-        t.put(" dst=", prefix + "dst", "None", expr="ADDR[v[{}]]")
+        t.put(" src=", prefix + "src", "None", expr="ADDR[{}]")
+        t.put(" dst=", prefix + "dst", "None", expr="ADDR[{}]")
         _l4_template(t, protonum, prefix)
         if prefix + "tuple_zone" in at:
             t.put(" zone-orig=" if not prefix else " zone-reply=", prefix + "tuple_zone", "")
@@ -203,20 +204,20 @@ def _line_template(at: dict[str, int], protonum: int) -> _Template:
             t.put(" bytes=", counters + "bytes", "None")
         if not prefix:
             if "status" in at:
-                t.hole("", "%s", f'("" if v[{at["status"]}] & {_SEEN_REPLY} else " [UNREPLIED]")')
+                t.hole("", "%s", f'("" if status & {_SEEN_REPLY} else " [UNREPLIED]")')
             else:
                 t.word(" [UNREPLIED]")
     if "status" in at:
-        t.hole("", "%s", f"FLAGS[v[{at['status']}] & {_FLAG_MASK}]")
+        t.hole("", "%s", f"FLAGS[status & {_FLAG_MASK}]")
     t.put(" mark=", "mark", "0")
     if "secctx" in at:
-        t.put(" secctx=", "secctx", "", expr="cstring(v[{}])")
+        t.put(" secctx=", "secctx", "", expr="cstring({})")
     if "zone" in at:
-        t.hole("", "%s", f'(" zone=%d" % v[{at["zone"]}] if v[{at["zone"]}] else "")')
+        t.hole("", "%s", '(" zone=%d" % zone if zone else "")')
     if "start" in at:
-        t.put(" delta-time=", "start", "", expr="max(0, int(clock() - v[{}] / 1e9))")
+        t.put(" delta-time=", "start", "", expr="max(0, int(clock() - {} / 1e9))")
     if "helper" in at:
-        t.hole("", "%s", f"HELPER[v[{at['helper']}]]")
+        t.hole("", "%s", "HELPER[helper]")
     t.put(" use=", "use", "None")
     return t
 
@@ -256,7 +257,11 @@ class LineFormat:
             order = nl.reorder(layout.raws)(fields)
             return lambda v: conntrack_line(layout.convert(order(v)), clock())
         t = _line_template(fields.at, protonum)
-        src = f"def line(v):\n    return T % ({''.join(f'{a}, ' for a in t.args)})\n"
+        # e.g. def line(v):
+        #          src, dst, proto, sport, dport, ..., use, = v
+        #          return T % (timeout, STATES['tcp_state'][tcp_state], ADDR[src], ADDR[dst], sport, ...)
+        src = (f"def line(v):\n    {''.join(f'{raw}, ' for raw in fields.at)}= v\n"
+               f"    return T % ({''.join(f'{a}, ' for a in t.args)})\n")
         env = dict(self.env, T="".join(t.text))
         exec(compile(src, "<ctkit.conntrack.LineFormat>", "exec"), env)  # noqa: S102 - generated from the layout
         return env["line"]  # type: ignore[return-value]
