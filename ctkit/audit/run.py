@@ -162,41 +162,42 @@ class DeniedFlow:
         return f"{e['proto']} {e['src']}{ports} ({self.chain}: {self.verdict})"
 
 
-def _local_addresses(netns: str | None) -> set:
+def _local_addresses(netns: str | None) -> set[str]:
+    """The namespace's addresses as conntrack's text writes them (inet_ntop's, which ipaddress's str is)."""
     import ipaddress
 
     from pyroute2 import IPRoute
     with entered(netns):
         with IPRoute() as ipr:
-            return {ipaddress.ip_address(a.get_attr("IFA_ADDRESS")) for a in ipr.get_addr()}
+            return {str(ipaddress.ip_address(a.get_attr("IFA_ADDRESS"))) for a in ipr.get_addr()}
 
 
 def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
-    """Tracked flows that the policy, as it stands, would not admit if they started now."""
-    import ipaddress
+    """Tracked flows that the policy, as it stands, would not admit if they started now.
 
+    One pass over the dump with tuples of the needed columns (no entry objects, no address parsing: an
+    address is local when its text is one of the namespace's), about as fast as `ct summary`."""
     from ctkit.audit.admission import Flow, verdict
     from ctkit.kernel import conntrack
     table = compiled.plan.table
     local = _local_addresses(netns)
     out = []
-    for e in conntrack.entries(netns, columns=FLOW_COLUMNS):
-        d = e.as_dict()
-        if d["src"] is None or d["dst"] is None:
+    for row in conntrack.rows(netns, columns=FLOW_COLUMNS):
+        family, proto, src, dst, sport, dport, master_src = row[:7]
+        if src is None or dst is None:
             continue
-        src_local = ipaddress.ip_address(d["src"]) in local
-        dst_local = ipaddress.ip_address(d["dst"]) in local
-        state = "related" if d["master_src"] else "new"
+        src_local, dst_local = src in local, dst in local
+        state = "related" if master_src else "new"
         hooks = [h for h, on in (("input", dst_local), ("output", src_local)) if on] or ["forward"]
         for hook in hooks:
-            flow = Flow(d["family"], d["proto"], d["src"], d["dst"], d["sport"], d["dport"], state,
+            flow = Flow(family, proto, src, dst, sport, dport, state,
                         iif="lo" if hook == "input" and src_local else None,
                         oif="lo" if hook == "output" and dst_local else None,
                         not_ifaces=() if (src_local and dst_local) else ("lo",),
                         saddr_local=src_local, daddr_local=dst_local)  # what daddr_type: local asks
             v = verdict(table, hook, flow)
             if v in ("drop", "reject"):
-                out.append(DeniedFlow(d, hook, v))
+                out.append(DeniedFlow(dict(zip(FLOW_COLUMNS, row, strict=True)), hook, v))
                 break
     return out
 
