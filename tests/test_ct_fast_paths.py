@@ -185,9 +185,10 @@ def entries(draw):
     if "timestamp" in extras:
         start = draw(st.integers(0, int(NOW * 1e9) + 10**12))
         attrs.append(nl.nest(nl.CTA_TIMESTAMP, nl.attr(1, struct.pack(">Q", start))))
-    if "protoinfo" in extras:  # a TCP, SCTP or DCCP state, whatever the protocol says
-        kind = draw(st.sampled_from([1, 2, 3]))
-        attrs.append(nl.nest(nl.CTA_PROTOINFO, nl.nest(kind, nl.u8(1, draw(st.integers(0, 255))))))
+    if "protoinfo" in extras:  # TCP, SCTP and/or DCCP states, whatever the protocol says
+        kinds = draw(st.lists(st.sampled_from([1, 2, 3]), min_size=1, max_size=2, unique=True))
+        attrs.append(nl.nest(nl.CTA_PROTOINFO, *[nl.nest(kind, nl.u8(1, draw(st.integers(0, 255))))
+                                                 for kind in kinds]))
     if "use" in extras:
         attrs.append(nl.u32(nl.CTA_USE, draw(st.integers(0, 9))))
     if "filler" in extras:  # an attribute ctkit does not know
