@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ctkit.backends.base import (
     BOOT_INSTALL,
@@ -18,20 +18,27 @@ from ctkit.backends.base import (
     Shown,
     ToggleStates,
 )
-from ctkit.backends.nft import generate as gen
 from ctkit.backends.nft import kernel, written
-from ctkit.compile import ir
+from ctkit.backends.nft.table import BACKEND, FAMILY
 
-# diff, foreign, text and view are imported by the methods that use them: `ctkit set add` and
-# `ctkit toggle` start without them (issue 12: start-up)
+# generate (and with it the IR), diff, foreign, text and view are imported by the methods that use
+# them: `ctkit set add` and `ctkit toggle` start without them (issue 12: start-up)
 from ctkit.errors import UsageError
+
+if TYPE_CHECKING:
+    from ctkit.compile import ir
+
+
+def _generate(plan: ir.Plan) -> dict:
+    from ctkit.backends.nft import generate
+    return generate.generate(plan)
 
 
 def _in_table(item: dict, name: str) -> bool:
     (kind, body), = item.items()
     if kind == "table":
-        return body["family"] == gen.FAMILY and body["name"] == name
-    return body.get("family") == gen.FAMILY and body.get("table") == name
+        return body["family"] == FAMILY and body["name"] == name
+    return body.get("family") == FAMILY and body.get("table") == name
 
 
 def _json(data: Any) -> str:
@@ -48,31 +55,31 @@ def _generation(netns: str | None) -> int | None:
 
 
 class NftBackend:
-    name = gen.BACKEND
+    name = BACKEND
     formats = ("json", "nft", "plan")
 
     def __init__(self) -> None:
         self._generated: tuple[ir.Plan, dict, str] | None = None
 
     def _document(self, plan: ir.Plan) -> tuple[dict, str]:
-        """gen.generate(plan) and its digest, once per plan: an apply plans, may plan again under the lock,
+        """_generate(plan) and its digest, once per plan: an apply plans, may plan again under the lock,
         then applies the same plan."""
         if self._generated is None or not (self._generated[0] is plan or self._generated[0] == plan):
-            document = gen.generate(plan)
+            document = _generate(plan)
             self._generated = (plan, document, written.digest(document))
         return self._generated[1], self._generated[2]
 
     def owned(self, table: str) -> str:
-        return f"table {gen.FAMILY} {table}"
+        return f"table {FAMILY} {table}"
 
     def generate(self, plan: ir.Plan) -> dict:
-        return gen.generate(plan)
+        return _generate(plan)
 
     def render(self, plan: ir.Plan, fmt: str, family: str | None = None, source: str | None = None) -> str:
         from ctkit.backends.nft import text as nft_text
         if family is not None:
             raise UsageError("--family is for --backend iptables (the nft table is inet: both families)")
-        document = gen.generate(plan)
+        document = _generate(plan)
         if fmt == "json":
             return _json(document)
         if fmt == "nft":
@@ -91,7 +98,7 @@ class NftBackend:
         document, digest = self._document(plan)
         seen = _generation(netns)
         if written.holds(table, netns, digest, seen):
-            return Pending(f"table {gen.FAMILY} {table}", (), NONE, "", f"written {digest}")
+            return Pending(f"table {FAMILY} {table}", (), NONE, "", f"written {digest}")
         pending = diff.changes(plan, document, kernel.list_table(table, netns))
         if pending.method == NONE and seen is not None and _generation(netns) == seen:
             written.remember(table, netns, digest, seen)  # read whole between two equal ids: it holds
@@ -126,7 +133,7 @@ class NftBackend:
         else:
             summary = f"{self.owned(table)}, {size}" + (
                 f" (replaced whole: {pending.reason})" if pending.method == REPLACE else "")
-        return Applied(summary, {"table": f"{gen.FAMILY} {table}", "netns": netns, "dry_run": dry_run,
+        return Applied(summary, {"table": f"{FAMILY} {table}", "netns": netns, "dry_run": dry_run,
                                  "kernel_rules": rules, "changed": pending.changed, "method": pending.method})
 
     def snapshot(self, table: str, netns: str | None) -> str:
@@ -149,9 +156,9 @@ class NftBackend:
         items = kernel.list_table(table, netns)
         absent = f"ctkit owns nothing here: no {self.owned(table)}"
         if items is None:
-            return Shown(False, "", absent, {"table": f"{gen.FAMILY} {table}", "present": False, "nftables": []})
+            return Shown(False, "", absent, {"table": f"{FAMILY} {table}", "present": False, "nftables": []})
         listing = kernel.list_table_text(table, netns) or ""
-        return Shown(True, listing, absent, {"table": f"{gen.FAMILY} {table}", "present": True, "nftables": items},
+        return Shown(True, listing, absent, {"table": f"{FAMILY} {table}", "present": True, "nftables": items},
                      kernel.toggle_states(table, netns))
 
     def toggle_states(self, table: str, netns: str | None) -> ToggleStates:
@@ -171,14 +178,14 @@ class NftBackend:
     def set_member(self, table: str, name: str, member, add: bool, timeout: int | None,
                    netns: str | None) -> str:
         kernel.set_element(table, name, member.nft(), add, timeout, netns)
-        return f"set {gen.FAMILY} {table} {name}"
+        return f"set {FAMILY} {table} {name}"
 
     def inspect(self, plan: ir.Plan, netns: str | None) -> Inspection:
         from ctkit.backends.nft import foreign
         from ctkit.backends.nft import view as nft_view
         table = plan.table
         ids = {r.id for c in table.chains for r in c.rules}
-        want = nft_view.view(gen.generate(plan)["nftables"], ids)
+        want = nft_view.view(_generate(plan)["nftables"], ids)
         ruleset = kernel.list_ruleset(netns)
         mine = [i for i in ruleset if _in_table(i, table.name)]
         have = nft_view.view(mine if any("table" in i for i in mine) else None, ids)
@@ -217,4 +224,4 @@ class NftBackend:
         if plan.table.toggles:
             head.append(f"{BOOT_NOTE}toggles of {owned} come up as the policy file sets them "
                         "(a state switched with `ctkit toggle` is not in it)")
-        return {f"{table}.nft": "\n".join(head) + "\n" + nft_text.render(gen.generate(plan))}
+        return {f"{table}.nft": "\n".join(head) + "\n" + nft_text.render(_generate(plan))}

@@ -28,10 +28,10 @@ from ctkit.audit.drift import longest_in_order
 from ctkit.backends.base import CREATE, INCREMENTAL, NONE, REPLACE, Pending, PlanItem
 from ctkit.backends.nft import text as nft_text
 from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
+from ctkit.backends.nft.table import FAMILY
 from ctkit.backends.nft.view import chain_text, rule_text
 from ctkit.compile import ir
 
-FAMILY = "inet"
 _OBJECTS = ("ct helper", "ct timeout")
 
 
@@ -227,7 +227,7 @@ class _Diff:
         return out
 
     def toggle(self, set_name: str, exists: bool, wanted: list) -> None:
-        from ctkit.backends.nft.generate import toggle_element_commands
+        from ctkit.backends.nft.table import toggle_element_commands
         name = self.toggles[set_name]
         on, was = bool(wanted), bool(self.have.elements.get(set_name))
         if not exists:

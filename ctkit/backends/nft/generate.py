@@ -11,13 +11,11 @@ import socket
 from typing import Any, Callable
 
 from ctkit import names as kname
+from ctkit.backends.nft.table import BACKEND, FAMILY, TOGGLE_ON, toggle_element_commands  # noqa: F401 (shared)
 from ctkit.bulk import without_cycle_collection
 from ctkit.compile import ir
 from ctkit.errors import CompileError
 from ctkit.netfilter import DSCP_NAMES
-
-BACKEND = "nft"
-FAMILY = "inet"  # ctkit owns one inet table: IPv4 and IPv6 in one place
 
 _ADDR_PROTO = {"ipv4": "ip", "ipv6": "ip6"}
 #: policy reject_with -> nft icmpx code (icmpx has no net-unreachable: no-route is its family-neutral form)
@@ -390,18 +388,6 @@ def _helper_object(table: str, obj) -> dict:
                                        "l3proto": obj.l3proto, "policy": dict(obj.policy)}}}
     return {"add": {"ct helper": {"family": FAMILY, "table": table, "name": obj.name, "type": obj.helper,
                                   "protocol": obj.protocol, "l3proto": obj.l3proto}}}
-
-
-TOGGLE_ON = ["ipv4", "ipv6"]
-
-
-def toggle_element_commands(table: str, name: str, on: bool) -> list[dict]:
-    """Set toggle `name` to `on`: the whole kernel update of `ctkit toggle` (and of apply)."""
-    ident = {"family": FAMILY, "table": table, "name": kname.nft_toggle_set(name)}
-    cmds: list[dict] = [{"flush": {"set": dict(ident)}}]
-    if on:
-        cmds.append({"add": {"element": dict(ident, elem=list(TOGGLE_ON))}})
-    return cmds
 
 
 def _toggle_commands(table: str, toggles: tuple[ir.ToggleObject, ...]) -> list[dict]:

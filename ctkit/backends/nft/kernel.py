@@ -20,12 +20,10 @@ from typing import Any
 
 from ctkit import names
 from ctkit.backends.nft import text as nft_text
-from ctkit.backends.nft.generate import toggle_element_commands
+from ctkit.backends.nft.table import FAMILY, toggle_element_commands
 from ctkit.errors import KernelError, UsageError
 from ctkit.kernel.netns import entered
 from ctkit.ownership import check_table
-
-FAMILY = "inet"
 
 
 def _context():
