@@ -11,13 +11,15 @@ timeouts) and times, on the same table, `conntrack -L`, `ctkit ct list`
 proto,state,dport`, `ctkit ct count` and `ctkit ct stats` (output to
 /dev/null), each run through `ip netns exec` so both tools pay the same.
 The commands take turns (run 1 of each, then run 2 of each...), so a
-neighbour's load falls on all of them alike. Wall time is the median of
-the runs (default 5, 3 at 1M and above) after one warm-up (Python's bytecode
-cached in a temporary directory, as an installed ctkit has it), the ratio is against `conntrack
--L`'s median of the same run, peak RSS is the largest ru_maxrss from wait4
-(a forked reader counts too). It also times the library calls in-process
-(conntrack.count(), .stats(), .summary()): the cost without the CLI's
-Python start-up. The listing rows carry issue 12's targets.
+neighbour's load falls on all of them alike, after one warm-up (Python's
+bytecode cached in a temporary directory, as an installed ctkit has it).
+Wall time is the median of the runs (default 5, 3 at 1M and above), the
+ratio is against `conntrack -L`'s median of the same run; CPU is user +
+system time (a forked reader counts too), which a neighbour's load hardly
+moves; peak RSS is the largest (GNU time's, see run_measured). It also
+times the library calls in-process (conntrack.count(), .stats(),
+.summary()): the cost without the CLI's Python start-up. The listing rows
+carry issue 12's targets.
 
 The table-full limit is checked against the host-wide nf_conntrack_max, so
 for N above it the script raises nf_conntrack_max in the initial namespace
@@ -66,8 +68,12 @@ def entry_lines(n: int):
 GNU_TIME = "/usr/bin/time"
 
 
-def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, int]:
-    """(wall seconds, peak RSS KiB, exit code) of one command with stdout to /dev/null.
+def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int, float]:
+    """(wall seconds, peak RSS KiB, CPU seconds) of one command with stdout to /dev/null.
+
+    CPU is user + system time of the command and the processes it waited for (ctkit's reader),
+    from wait4: unlike wall time it hardly moves when a neighbour loads the machine, and it is
+    what a single-process tool and ctkit's two processes compete for when no CPU is free.
 
     The peak RSS comes from GNU time (Debian package `time`) when it is there: a process started
     by this one (fork or vfork, then exec) inherits this Python's high-water mark in its
@@ -91,7 +97,7 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[fl
             peak = int(report.read().split()[-1])
     if proc.returncode not in (0,):
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err.strip()}")
-    return wall, peak, proc.returncode
+    return wall, peak, usage.ru_utime + usage.ru_stime
 
 
 def ctkit_argv() -> list[str]:
@@ -131,8 +137,9 @@ def bytecode_env(cache: str) -> dict[str, str]:
     return env
 
 
-def bench_size(n: int, runs: int) -> list[tuple[str, float, float, int, float | None]]:
-    """(label, median wall s, x conntrack -L, peak RSS KiB, target) per command, on one table of n entries."""
+def bench_size(n: int, runs: int) -> list[tuple[str, float, float, float, float, int, float | None]]:
+    """(label, median wall s, x conntrack -L, median CPU s, CPU x conntrack -L, peak RSS KiB, target) per
+    command, on one table of n entries."""
     from ctkit.kernel import conntrack
 
     ns = f"ctkbench-{uuid.uuid4().hex[:6]}"
@@ -157,6 +164,7 @@ def bench_size(n: int, runs: int) -> list[tuple[str, float, float, int, float | 
         labels = [label for label, _, _ in COMMANDS] + ["ctkit --help (start-up only)"]
         targets = [target for _, _, target in COMMANDS] + [None]
         walls: list[list[float]] = [[] for _ in argvs]
+        cpus: list[list[float]] = [[] for _ in argvs]
         peaks = [0] * len(argvs)
         pycache = tempfile.mkdtemp(prefix="ctkbench-pyc-")
         env = bytecode_env(pycache)
@@ -164,13 +172,14 @@ def bench_size(n: int, runs: int) -> list[tuple[str, float, float, int, float | 
             run_measured(warm, env)
         for run in range(runs):  # round robin: each command once per round
             for i, argv in enumerate(argvs):
-                wall, peak, _ = run_measured(argv, env)
+                wall, peak, cpu = run_measured(argv, env)
                 walls[i].append(wall)
+                cpus[i].append(cpu)
                 peaks[i] = max(peaks[i], peak)
             print(f"  round {run + 1}/{runs}: conntrack -L {walls[0][-1]:.3f} s, ct list {walls[1][-1]:.3f} s, "
                   f"--json {walls[2][-1]:.3f} s, summary {walls[3][-1]:.3f} s", file=sys.stderr)
-        rows = [(label, statistics.median(w), peak, target)
-                for label, w, peak, target in zip(labels, walls, peaks, targets, strict=True)]
+        rows = [(label, statistics.median(w), statistics.median(c), peak, target)
+                for label, w, c, peak, target in zip(labels, walls, cpus, peaks, targets, strict=True)]
         for label, call in (("lib conntrack.count()", lambda: conntrack.count(ns)),
                             ("lib conntrack.stats()", lambda: conntrack.stats(ns)),
                             ("lib conntrack.summary(proto,state,dport)",
@@ -180,9 +189,9 @@ def bench_size(n: int, runs: int) -> list[tuple[str, float, float, int, float | 
                 t = time.perf_counter()
                 call()
                 lib.append(time.perf_counter() - t)
-            rows.append((label, statistics.median(lib), 0, None))
-        base = rows[0][1]
-        return [(label, wall, wall / base, rss, target) for label, wall, rss, target in rows]
+            rows.append((label, statistics.median(lib), 0.0, 0, None))
+        base, base_cpu = rows[0][1], rows[0][2]
+        return [(label, wall, wall / base, cpu, cpu / base_cpu, rss, target) for label, wall, cpu, rss, target in rows]
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
         if pycache:
@@ -229,12 +238,16 @@ def main() -> None:
         runs = args.runs or (3 if n >= 1_000_000 else 5)
         print(f"\nN = {n:,} entries (median of {runs} runs)", flush=True)
         rows = bench_size(n, runs)
-        print(f"| {'command':<42} | {'wall s':>7} | {'x conntrack -L':>14} | {'target':>6} | {'peak RSS MB':>11} |")
-        print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 15}:|{'-' * 7}:|{'-' * 12}:|")
-        for label, wall, ratio, rss, target in rows:
+        print(f"load average {os.getloadavg()[0]:.2f} after the runs (other processes share the CPUs)")
+        print(f"| {'command':<42} | {'wall s':>7} | {'x conntrack -L':>14} | {'target':>6} | {'cpu s':>6} | "
+              f"{'cpu x':>5} | {'peak RSS MB':>11} |")
+        print(f"|{'-' * 44}|{'-' * 8}:|{'-' * 15}:|{'-' * 7}:|{'-' * 7}:|{'-' * 6}:|{'-' * 12}:|")
+        for label, wall, ratio, cpu, cpu_ratio, rss, target in rows:
             rss_text = f"{rss / 1024:.0f}" if rss else "-"
             target_text = f"{target:.1f}x" if target else ""
-            print(f"| {label:<42} | {wall:>7.3f} | {ratio:>14.2f} | {target_text:>6} | {rss_text:>11} |", flush=True)
+            cpu_text, cpu_x = (f"{cpu:.3f}", f"{cpu_ratio:.2f}") if cpu else ("-", "-")
+            print(f"| {label:<42} | {wall:>7.3f} | {ratio:>14.2f} | {target_text:>6} | {cpu_text:>6} | {cpu_x:>5} | "
+                  f"{rss_text:>11} |", flush=True)
 
 
 if __name__ == "__main__":
