@@ -98,7 +98,8 @@ class Shown:
 
 @dataclass(frozen=True)
 class LiveView:
-    """The compiled and the live form of one owned unit (nft: the table; iptables: one family)."""
+    """The compiled and the live form of one owned unit (nft: the table; iptables: one family). `have` is
+    `want` itself when the backend knows the kernel holds what it compiled, without reading it back."""
     where: str  # names the unit in drift: "ctkit", "CTKIT-* (ipv4)"
     subject_prefix: str  # put before every drift subject of this unit ("" or "ipv4 ")
     want: TableView

@@ -235,6 +235,29 @@ def list_ruleset(netns: str | None = None) -> list[dict]:
     return [item for item in json.loads(out)["nftables"] if "metainfo" not in item]
 
 
+def list_other_tables(table: str, netns: str | None = None) -> list[dict]:
+    """Every table of the namespace but ctkit's `inet <table>`, as list_ruleset prints them (with handles):
+    what the audit reads of the ruleset when ctkit's own table is known to hold what ctkit wrote. Each is
+    listed by a JSON command, so another tool's table name never goes into nft's command text."""
+    check_table(table)
+    with entered(netns):
+        ctx = _context()
+        rc, out, error = ctx.cmd("list tables")
+        if rc != 0:
+            raise KernelError(f"cannot list the tables: {_clean(error)}")
+        names = [(i["table"]["family"], i["table"]["name"]) for i in json.loads(out)["nftables"] if "table" in i]
+        ctx.set_handle_output(True)
+        items: list[dict] = []
+        for family, name in names:
+            if (family, name) == (FAMILY, table):
+                continue
+            rc, listed, error = ctx.json_cmd({"nftables": [{"list": {"table": {"family": family, "name": name}}}]})
+            if rc != 0:
+                raise KernelError(f"cannot list table {family} {name}: {_clean(error)}")
+            items += [i for i in listed["nftables"] if "metainfo" not in i]
+    return items
+
+
 def delete_table(table: str, netns: str | None = None) -> bool:
     """Delete ctkit's table; False when there was none."""
     check_table(table)
