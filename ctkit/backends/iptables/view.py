@@ -84,6 +84,19 @@ def live(current: dict[str, SavedTable], prefix: str, family: str, known_ids: se
     return view(owned(current, prefix, family), counts, known_ids)
 
 
+def _around_jumps(current: dict[str, SavedTable], prefix: str):
+    """(table name, saved table, built-in chain, its policy, its rules, index of ctkit's first jump) for every
+    built-in chain that jumps to ctkit."""
+    for name, saved in current.items():
+        for chain, policy in saved.policies.items():
+            if not saved.builtin(chain):
+                continue
+            in_chain = [r for r in saved.rules if r.chain == chain]
+            first_jump = next((i for i, r in enumerate(in_chain) if (r.target or "").startswith(prefix)), None)
+            if first_jump is not None:
+                yield name, saved, chain, policy, in_chain, first_jump
+
+
 def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> list[Finding]:
     """Foreign rules placed before ctkit's jump in a built-in chain that decide the packet there, and
     foreign drops after it.
@@ -94,49 +107,29 @@ def foreign_first(current: dict[str, SavedTable], prefix: str, family: str) -> l
     DROP or REJECT after the jump, or the built-in chain's policy DROP, drops
     what ctkit accepted: on nft that is foreign.later-drop, and so it is here.
     """
-    out = _later_drops(current, prefix, family)
-    for name, saved in current.items():
-        for chain in saved.policies:
-            if not saved.builtin(chain):
-                continue
-            in_chain = [r for r in saved.rules if r.chain == chain]
-            first_jump = next((i for i, r in enumerate(in_chain) if (r.target or "").startswith(prefix)), None)
-            if first_jump is None:
-                continue
-            before = [r for r in in_chain[:first_jump] if r.target in _DECIDING]
-            if name == "raw":
-                out += _templates_first(saved, in_chain[:first_jump], prefix, family, chain)
-            if before:
-                out.append(Finding(
-                    "foreign.earlier-rule", "warning", f"{family} {name}/{chain}",
-                    f"{len(before)} foreign rule(s) before ctkit's jump in {chain} accept or drop traffic "
-                    "before the policy sees it", "move ctkit's jump first (ctkit apply inserts it at position 1) "
-                    "or check that their owner means it",
-                    {"rules": [r.spec for r in before][:10]}))
-    return out
-
-
-def _later_drops(current: dict[str, SavedTable], prefix: str, family: str) -> list[Finding]:
     out = []
-    for name, saved in current.items():
-        for chain, policy in saved.policies.items():
-            if not saved.builtin(chain):
-                continue
-            in_chain = [r for r in saved.rules if r.chain == chain]
-            first_jump = next((i for i, r in enumerate(in_chain) if (r.target or "").startswith(prefix)), None)
-            if first_jump is None:
-                continue
-            after = [r.spec for r in in_chain[first_jump + 1:] if r.target in ("DROP", "REJECT")]
-            if policy == "DROP":
-                after.append(f"(the policy of {chain}: DROP)")
-            if after:
-                out.append(Finding(
-                    "foreign.later-drop", "warning", f"{family} {name}/{chain}",
-                    f"{len(after)} foreign rule(s) after ctkit's jump in {chain} drop traffic: what ctkit accepts "
-                    "goes on to them (an accept ends only ctkit's chains, as on nft), so the policy cannot admit "
-                    "what they drop", "check that their owner means it (fail2ban's bans do), or give the "
-                    "built-in chain policy ACCEPT and let ctkit's policy drop",
-                    {"rules": after[:10]}))
+    for name, saved, chain, policy, in_chain, first_jump in _around_jumps(current, prefix):
+        before = [r for r in in_chain[:first_jump] if r.target in _DECIDING]
+        if name == "raw":
+            out += _templates_first(saved, in_chain[:first_jump], prefix, family, chain)
+        if before:
+            out.append(Finding(
+                "foreign.earlier-rule", "warning", f"{family} {name}/{chain}",
+                f"{len(before)} foreign rule(s) before ctkit's jump in {chain} accept or drop traffic "
+                "before the policy sees it", "move ctkit's jump first (ctkit apply inserts it at position 1) "
+                "or check that their owner means it",
+                {"rules": [r.spec for r in before][:10]}))
+        after = [r.spec for r in in_chain[first_jump + 1:] if r.target in ("DROP", "REJECT")]
+        if policy == "DROP":
+            after.append(f"(the policy of {chain}: DROP)")
+        if after:
+            out.append(Finding(
+                "foreign.later-drop", "warning", f"{family} {name}/{chain}",
+                f"{len(after)} foreign rule(s) after ctkit's jump in {chain} drop traffic: what ctkit accepts "
+                "goes on to them (an accept ends only ctkit's chains, as on nft), so the policy cannot admit "
+                "what they drop", "check that their owner means it (fail2ban's bans do), or give the "
+                "built-in chain policy ACCEPT and let ctkit's policy drop",
+                {"rules": after[:10]}))
     return out
 
 
