@@ -174,34 +174,85 @@ def _local_addresses(netns: str | None) -> set[str]:
             return {str(ipaddress.ip_address(a.get_attr("IFA_ADDRESS"))) for a in ipr.get_addr()}
 
 
+def _sport_lists(table) -> list[tuple]:
+    """The source-port ranges the rules the flow check walks can test (input, output, forward and the chains
+    they reach). Without a context the interpreter reads a flow's source port only through these (sets and
+    verdict maps are not judged), so flows whose ports fall in the same of them get the same verdict."""
+    from ctkit.compile import ir
+    chains = {c.name: c for c in table.chains}
+    todo, seen, lists = [n for n in ("input", "output", "forward") if n in chains], set(), []
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in chains:
+            continue
+        seen.add(name)
+        for rule in chains[name].rules:
+            lists += [m.ranges for m in rule.matches if isinstance(m, ir.Port) and m.field in ("sport", "any")]
+            for st in rule.statements:
+                verdicts = [v for _k, v in st.entries] if isinstance(st, ir.VerdictMap) else [st]
+                todo += [v.target for v in verdicts if isinstance(v, ir.Verdict) and v.target]
+    return list(dict.fromkeys(lists))
+
+
 def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
     """Tracked flows that the policy, as it stands, would not admit if they started now.
 
-    One pass over the dump with tuples of the needed columns (no entry objects, no address parsing: an
-    address is local when its text is one of the namespace's), about as fast as `ct summary`."""
+    One pass over the dump, a chunk at a time, on raw values (ct summary's path): each distinct value is
+    converted once (an address's text by its bytes), an address is local when its text is one of the
+    namespace's, and flows that differ only in what no rule reads (a client's source port, usually) are judged
+    once (the source port counts only as the port ranges the rules test that hold it)."""
     from ctkit.audit.admission import Flow, verdict
-    from ctkit.kernel import conntrack
+    from ctkit.kernel import ctnetlink as nl
+    from ctkit.kernel.conntrack import dump
+    from ctkit.kernel.conntrack.layout import Layout
     table = compiled.plan.table
     local = _local_addresses(netns)
+    layout = Layout.of(FLOW_COLUMNS)
+    convert = {c.name: c.convert for c in layout.columns}
+    memo: dict[tuple[str, object], object] = {}
+
+    def text(name: str, raw):
+        key = (name, raw)
+        if key not in memo:
+            memo[key] = convert[name](raw)
+        return memo[key]
+
+    sport_lists = _sport_lists(table)
+    judged: dict[tuple, tuple[str, str] | None] = {}
     out = []
-    for row in conntrack.rows(netns, columns=FLOW_COLUMNS):
-        family, proto, src, dst, sport, dport, master_src = row[:7]
-        if src is None or dst is None:
-            continue
-        src_local, dst_local = src in local, dst in local
-        state = "related" if master_src else "new"
-        hooks = [h for h, on in (("input", dst_local), ("output", src_local)) if on] or ["forward"]
-        for hook in hooks:
-            flow = Flow(family, proto, src, dst, sport, dport, state,
-                        iif="lo" if hook == "input" and src_local else None,
-                        oif="lo" if hook == "output" and dst_local else None,
-                        not_ifaces=() if (src_local and dst_local) else ("lo",),
-                        saddr_local=src_local, daddr_local=dst_local)  # what daddr_type: local asks
-            v = verdict(table, hook, flow)
-            if v in ("drop", "reject"):
+    for chunk in dump.formatted(netns, None, nl.reorder(layout.raws), layout.raws):
+        for raw in chunk:
+            family_r, proto_r, src_r, dst_r, sport, dport, master_r = raw[:7]
+            if src_r is None or dst_r is None:
+                continue
+            port_class = tuple(sport is not None and any(r.lo <= sport <= r.hi for r in ranges)
+                               for ranges in sport_lists)
+            key = (family_r, proto_r, src_r, dst_r, port_class, dport, master_r is not None)
+            if key not in judged:
+                judged[key] = _judge(table, verdict, Flow, text("family", family_r), text("proto", proto_r),
+                                     text("src", src_r), text("dst", dst_r), sport, dport,
+                                     "related" if master_r is not None else "new", local)
+            if judged[key] is not None:
+                hook, v = judged[key]
+                row = layout.convert(raw)
                 out.append(DeniedFlow(dict(zip(FLOW_COLUMNS, row, strict=True)), hook, v))
-                break
     return out
+
+
+def _judge(table, verdict, Flow, family, proto, src, dst, sport, dport, state, local) -> tuple[str, str] | None:
+    """(hook, verdict) when the policy would refuse this flow if it started now, else None."""
+    src_local, dst_local = src in local, dst in local
+    hooks = [h for h, on in (("input", dst_local), ("output", src_local)) if on] or ["forward"]
+    for hook in hooks:
+        flow = Flow(family, proto, src, dst, sport, dport, state,
+                    iif="lo" if hook == "input" and src_local else None,
+                    oif="lo" if hook == "output" and dst_local else None,
+                    not_ifaces=() if (src_local and dst_local) else ("lo",),
+                    saddr_local=src_local, daddr_local=dst_local)  # what daddr_type: local asks
+        v = verdict(table, hook, flow)
+        if v in ("drop", "reject"):
+            return hook, v
+    return None
 
 
 def flows_finding(denied: list[DeniedFlow], flushed: int | None) -> list[Finding]:
