@@ -3,19 +3,14 @@ that judges every tracked flow show their status line on stderr under a pty, and
 stderr without one; stdout is the same both ways, and a dump holds every entry the kernel has."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import struct
-import subprocess
 import sys
-import termios
-import threading
 from pathlib import Path
 
 from lab import run
+from ptyrun import run_in_pty
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -24,29 +19,7 @@ ENTRIES = 20_000
 
 def ctkit(*args: str, stderr_tty: bool) -> tuple[int, str, str]:
     env = dict(os.environ, CTKIT_PROGRESS_DELAY="0", TERM="xterm-256color")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, "-m", "ctkit", *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=slave if stderr_tty else subprocess.PIPE)
-    os.close(slave)
-    seen: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:
-                return
-            if not data:
-                return
-            seen.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    out, err = proc.communicate(timeout=300)
-    reader.join(30)
-    os.close(master)
-    return proc.returncode, out.decode(), b"".join(seen).decode("utf-8", "replace") if stderr_tty else err.decode()
+    return run_in_pty([sys.executable, "-m", "ctkit", *args], env, ROOT, stderr_tty=stderr_tty, timeout=300)
 
 
 def entries(listing: str) -> list[str]:

@@ -4,19 +4,14 @@ small driver (the conntrack dump by 10,000 recorded-looking rows, the backend by
 fake), and CTKIT_PROGRESS_DELAY=0 makes the line appear at once instead of after half a second."""
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import struct
-import subprocess
 import sys
-import termios
-import threading
 from pathlib import Path
 
 import pytest
+from ptyrun import run_in_pty
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -62,31 +57,7 @@ def run(driver: Path, tmp_path: Path, *args: str, stderr_tty: bool, stdout_tty: 
     """(exit code, stdout, stderr) of the driver; a stream that is a tty is read from the pty's master."""
     env = dict(os.environ, CTKIT_PROGRESS_DELAY=delay, TERM="xterm-256color", CTKIT_STATE_DIR=str(tmp_path / "s"),
                COLUMNS="100", LINES="24")
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-    proc = subprocess.Popen([sys.executable, str(driver), *args], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                            stdout=slave if stdout_tty else subprocess.PIPE,
-                            stderr=slave if stderr_tty else subprocess.PIPE)
-    os.close(slave)
-    seen: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every end of the pty is closed
-                return
-            if not data:
-                return
-            seen.append(data)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    out, err = proc.communicate(timeout=120)
-    reader.join(30)
-    os.close(master)
-    tty = b"".join(seen).decode("utf-8", "replace")
-    return (proc.returncode, tty if stdout_tty else out.decode(), tty if stderr_tty else err.decode())
+    return run_in_pty([sys.executable, str(driver), *args], env, ROOT, stderr_tty=stderr_tty, stdout_tty=stdout_tty)
 
 
 def test_a_status_line_on_a_terminal_and_nothing_in_a_pipe(driver, tmp_path):
