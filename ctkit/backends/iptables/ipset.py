@@ -16,6 +16,7 @@ Output is read as bytes decoded with surrogateescape and split on "\n" only.
 """
 from __future__ import annotations
 
+import ipaddress
 import shutil
 import subprocess
 
@@ -127,21 +128,58 @@ def sync(sets, prefix: str, netns: str | None, owned: set[str] | None = None,
     sets = list(sets)
     if owned is not None:
         check_free(sets, owned, netns)
-    lines = sync_lines(sets, set(names(netns)), owned, declared)
+    existing = set(names(netns))
+    lines = sync_lines(sets, existing, owned, declared, present(sets, existing, owned, declared, netns))
     if lines:
         _run(["restore"], netns, "ipset refused the sets", input="\n".join(lines) + "\n")
 
 
-def sync_lines(sets, existing: set[str], owned: set[str] | None, declared: dict[str, list] | None) -> list[str]:
-    """The `ipset restore` input of sync (empty: nothing to change)."""
+def _kept(s, existing: set[str], owned: set[str] | None, declared: dict[str, list]) -> bool:
+    """Whether sync changes this set by its declared members only (it exists, is ctkit's, and was created
+    with the same line), instead of filling a new one and swapping it in."""
+    old = declared.get(s.name)
+    return bool(s.name in existing and (owned is None or s.name in owned) and old and old[0] == _create_line(s.name, s))
+
+
+def present(sets, existing: set[str], owned: set[str] | None, declared: dict[str, list] | None,
+            netns: str | None) -> dict[str, set[str]]:
+    """The members the kernel holds now, for each set sync keeps (`ipset save NAME`): a declared member
+    deleted at run time (`ctkit set del`) is missing there, and sync puts it back, as nft's apply does."""
+    out = {}
+    for s in sets:
+        if _kept(s, existing, owned, declared or {}):
+            text = _run(["save", s.name], netns, f"cannot read ipset {s.name}").stdout
+            out[s.name] = {line.split()[2] for line in text.split("\n") if line.startswith(f"add {s.name} ")}
+    return out
+
+
+def _held(value: str, kind: str, members: set[str]) -> bool:
+    """Whether the kernel holds declared member `value`: ipset stores an address range of a hash:net as
+    the prefixes that cover it, and a port range of a bitmap as its ports."""
+    if "-" not in value:
+        return value in members
+    lo, hi = value.split("-", 1)
+    if kind == "bitmap:port":
+        return all(str(p) in members for p in range(int(lo), int(hi) + 1))
+    nets = ipaddress.summarize_address_range(ipaddress.ip_address(lo), ipaddress.ip_address(hi))
+    return all((str(n.network_address) if n.prefixlen == n.max_prefixlen else str(n)) in members for n in nets)
+
+
+def sync_lines(sets, existing: set[str], owned: set[str] | None, declared: dict[str, list] | None,
+               held: dict[str, set[str]] | None = None) -> list[str]:
+    """The `ipset restore` input of sync (empty: nothing to change). `held`: the kernel's members of the
+    sets kept (present()); without it, only the members the file added since the last apply are added."""
     declared = declared or {}
     lines: list[str] = []
     for s in sets:
         old = declared.get(s.name)
-        if s.name in existing and (owned is None or s.name in owned) and old and old[0] == _create_line(s.name, s):
+        if _kept(s, existing, owned, declared):
             before, now = set(old[1]), set(_add_lines(s.name, s))
             lines += [line.replace("add ", "del ", 1).split(" timeout ")[0] + " -exist" for line in sorted(before - now)]
-            lines += [line + " -exist" for line in sorted(now - before)]
+            members = (held or {}).get(s.name)
+            missing = {line for line in now & before if members is not None
+                       and not _held(line.split()[2], s.kind, members)}
+            lines += [line + " -exist" for line in sorted((now - before) | missing)]
             continue
         tmp = temporary(s.name)
         lines.append(_create_line(tmp, s) + " -exist")

@@ -700,7 +700,8 @@ def preview(v4: Document, v6: Document, netns: str | None = None, variant: str =
     texts = {f: transaction(docs[f], current[f], prefix, mine[f]) for f in docs}
     sets = list({s.name: s for doc in (v4, v6) for s in doc.ipsets}.values())
     existing = set(ipset.names(netns)) if sets and _has_ipset() else set()
-    lines = ipset.sync_lines(sets, existing, rec.ipsets, rec.declared) if sets else []
+    held = ipset.present(sets, existing, rec.ipsets, rec.declared, netns) if sets else {}
+    lines = ipset.sync_lines(sets, existing, rec.ipsets, rec.declared, held) if sets else []
     owned_now = {f: owned(current[f], prefix, f, mine[f]) for f in docs}
     data = {f: [(t.name, c.name, c.builtin, [] if names.is_switch_chain(prefix, c.name) else list(c.rules))
                 for t in d.tables for c in t.chains] for f, d in owned_now.items()}
