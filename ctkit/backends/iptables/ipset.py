@@ -121,8 +121,9 @@ def sync(sets, prefix: str, netns: str | None, owned: set[str] | None = None,
     """Make the kernel's sets named <prefix>* the given ones (IpSet objects).
 
     A set that exists, is ctkit's and whose create line is the one recorded at the last apply
-    (`declared`: name -> declaration()) changes only by its declared members: the ones the file added
-    are added, the ones it dropped deleted, and members added at run time (`ctkit set add`) stay.
+    (`declared`: name -> declaration()) changes only by its declared members: the ones the file added,
+    or that the kernel no longer holds (deleted at run time), are added, the ones it dropped deleted, and
+    members added at run time (`ctkit set add`) stay.
     Any other set is filled in a temporary set and swapped in atomically (its members become the
     declared ones). With `owned` (ctkit's record), a foreign set of a needed name is refused."""
     sets = list(sets)
