@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -112,6 +113,21 @@ class Lab:
                     kw = {"flags": 0x02} if iface.version == 6 else {}  # IFA_F_NODAD
                     ipr.addr("add", index=idx, address=str(iface.ip), prefixlen=iface.network.prefixlen, **kw)
                 ipr.link("set", index=idx, state="up")
+        for ns in (a, b):
+            _wait_up(ns, name)
+
+
+def _wait_up(ns: str, name: str, within: float = 5.0) -> None:
+    """Wait until the link is operationally up: the kernel turns a veth's carrier on in linkwatch, up to a
+    second after both ends are set up, and until then its queue drops what is sent (a first SYN lost, and
+    a 1 s connect timing out: test_lab failed one run in five)."""
+    deadline = time.monotonic() + within
+    with NetNS(ns) as ipr:
+        idx = ipr.link_lookup(ifname=name)[0]
+        while ipr.get_links(idx)[0].get_attr("IFLA_OPERSTATE") != "UP":
+            if time.monotonic() > deadline:
+                raise AssertionError(f"link {name} in {ns} is not up after {within} s")
+            time.sleep(0.01)
 
 
 # ------------------------------------------------------------------ traffic
