@@ -11,6 +11,7 @@ layout.JsonFormat) so that an entry goes from its bytes to its text in one step 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from typing import Callable, Iterable, Iterator, Sequence
@@ -31,18 +32,25 @@ def kernel_version() -> tuple[int, int]:
         return (0, 0)
 
 
-def raw_rows(netns: str | None, raws: Sequence[str], flt: Filter | None = None,
-             prefetch: bool = True) -> Iterator[tuple]:
-    """Raw value tuples of `raws` for every entry that passes `flt` (the hot path)."""
-    flt = flt or Filter()
+@contextlib.contextmanager
+def _dump(netns: str | None, flt: Filter, prefetch: bool) -> Iterator[Iterable[tuple[bytes | bytearray, int]]]:
+    """The chunks (buffer, length) of one conntrack dump of `netns` asked with `flt`'s kernel-side filter."""
     payload = flt.request(kernel_version())
     with nl.open_in(netns) as sock:
         chunks = sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, flt.family or 0, payload,
                               what="reading the conntrack table", prefetch=prefetch)
         try:
-            yield from filtered(chunks, raws, flt)
+            yield chunks
         finally:
             chunks.close()
+
+
+def raw_rows(netns: str | None, raws: Sequence[str], flt: Filter | None = None,
+             prefetch: bool = True) -> Iterator[tuple]:
+    """Raw value tuples of `raws` for every entry that passes `flt` (the hot path)."""
+    flt = flt or Filter()
+    with _dump(netns, flt, prefetch) as chunks:
+        yield from filtered(chunks, raws, flt)
 
 
 def filtered(chunks: Iterable[tuple[bytes | bytearray, int]], raws: Sequence[str],
@@ -71,14 +79,8 @@ def formatted(netns: str | None, flt: Filter | None, make: Callable[[nl.ShapeFie
     """The dump formatted chunk by chunk: per chunk, the list of what `make`'s per-shape functions give for
     each entry passing `flt` (`make` is a `Decoder` finish factory reading `raws`, e.g. text.LineFormat)."""
     flt = flt or Filter()
-    payload = flt.request(kernel_version())
-    with nl.open_in(netns) as sock:
-        chunks = sock.request(nl.NFNL_SUBSYS_CTNETLINK, nl.IPCTNL_MSG_CT_GET, flt.family or 0, payload,
-                              what="reading the conntrack table", prefetch=prefetch)
-        try:
-            yield from formatted_chunks(chunks, make, raws, keys, flt)
-        finally:
-            chunks.close()
+    with _dump(netns, flt, prefetch) as chunks:
+        yield from formatted_chunks(chunks, make, raws, keys, flt)
 
 
 def formatted_chunks(chunks: Iterable[tuple[bytes | bytearray, int]],
