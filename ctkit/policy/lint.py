@@ -441,13 +441,18 @@ def _spans(ranges: tuple[PortRange, ...], want: PortRange) -> bool:
     return not ranges or any(r.lo <= want.lo and want.hi <= r.hi for r in ranges)
 
 
-def _accepts_half(rule: Rule, n: Notrack, role: str, chain: str) -> bool:
-    """Can `rule` accept the untracked packets of `n`'s flows in this half (role, chain)?"""
+def _accepts_untracked(rule: Rule, n: Notrack) -> bool:
+    """Does `rule` accept untracked packets of `n`'s protocols and family at all (ports and addresses aside)?"""
     if rule.action != "accept" or (rule.ct_state and "untracked" not in rule.ct_state):
         return False
     if rule.protocols and n.protocols and not set(rule.protocols) & set(n.protocols):
         return False
-    if rule.family and n.family and rule.family != n.family:
+    return not (rule.family and n.family and rule.family != n.family)
+
+
+def _accepts_half(rule: Rule, n: Notrack, role: str, chain: str) -> bool:
+    """Can `rule` accept the untracked packets of `n`'s flows in this half (role, chain)?"""
+    if not _accepts_untracked(rule, n):
         return False
     if (rule.iif and rule.iif != n.iif) or (rule.oif and rule.oif != n.oif):
         return False  # a loopback accept does not accept the peers' traffic
@@ -460,11 +465,7 @@ def _accepts_half(rule: Rule, n: Notrack, role: str, chain: str) -> bool:
 
 def _accepts_transit(rule: Rule, n: Notrack) -> bool:
     """Can `rule` (in forward) accept untracked packets of `n`'s forwarded flows, one way or the other?"""
-    if rule.action != "accept" or (rule.ct_state and "untracked" not in rule.ct_state):
-        return False
-    if rule.protocols and n.protocols and not set(rule.protocols) & set(n.protocols):
-        return False
-    if rule.family and n.family and rule.family != n.family:
+    if not _accepts_untracked(rule, n):
         return False
     return not n.ports or any(_ranges_overlap(_ports_of(rule, k), _ports_of(n, "ports")) for k in ("sport", "dport"))
 
