@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ctkit.audit import health
+from ctkit.audit.admission import Flow, verdict
 from ctkit.audit.drift import Drift, compare
 from ctkit.audit.findings import Finding, at_least
 from ctkit.audit.settings import SettingState, read_settings
@@ -180,17 +181,10 @@ def _sport_lists(table) -> list[tuple]:
     verdict maps are not judged), so flows whose ports fall in the same of them get the same verdict."""
     from ctkit.compile import ir
     chains = {c.name: c for c in table.chains}
-    todo, seen, lists = [n for n in ("input", "output", "forward") if n in chains], set(), []
-    while todo:
-        name = todo.pop()
-        if name in seen or name not in chains:
-            continue
-        seen.add(name)
-        for rule in chains[name].rules:
-            lists += [m.ranges for m in rule.matches if isinstance(m, ir.Port) and m.field in ("sport", "any")]
-            for st in rule.statements:
-                verdicts = [v for _k, v in st.entries] if isinstance(st, ir.VerdictMap) else [st]
-                todo += [v.target for v in verdicts if isinstance(v, ir.Verdict) and v.target]
+    walked = {n for n in ("input", "output", "forward") if n in chains}
+    walked |= {x for n in list(walked) for x in ir.reachable(n, chains)}
+    lists = [m.ranges for c in table.chains if c.name in walked for r in c.rules for m in r.matches
+             if isinstance(m, ir.Port) and m.field in ("sport", "any")]
     return list(dict.fromkeys(lists))
 
 
@@ -201,7 +195,6 @@ def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
     converted once (an address's text by its bytes), an address is local when its text is one of the
     namespace's, and flows that differ only in what no rule reads (a client's source port, usually) are judged
     once (the source port counts only as the port ranges the rules test that hold it)."""
-    from ctkit.audit.admission import Flow, verdict
     from ctkit.kernel import ctnetlink as nl
     from ctkit.kernel.conntrack import dump
     from ctkit.kernel.conntrack.layout import Layout
@@ -229,9 +222,9 @@ def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
                                for ranges in sport_lists)
             key = (family_r, proto_r, src_r, dst_r, port_class, dport, master_r is not None)
             if key not in judged:
-                judged[key] = _judge(table, verdict, Flow, text("family", family_r), text("proto", proto_r),
-                                     text("src", src_r), text("dst", dst_r), sport, dport,
-                                     "related" if master_r is not None else "new", local)
+                judged[key] = _judge(table, text("family", family_r), text("proto", proto_r), text("src", src_r),
+                                     text("dst", dst_r), sport, dport, "related" if master_r is not None else "new",
+                                     local)
             if judged[key] is not None:
                 hook, v = judged[key]
                 row = layout.convert(raw)
@@ -239,7 +232,8 @@ def denied_flows(compiled: Compiled, netns: str | None) -> list[DeniedFlow]:
     return out
 
 
-def _judge(table, verdict, Flow, family, proto, src, dst, sport, dport, state, local) -> tuple[str, str] | None:
+def _judge(table, family: str, proto: str, src: str, dst: str, sport: int | None, dport: int | None, state: str,
+           local: set[str]) -> tuple[str, str] | None:
     """(hook, verdict) when the policy would refuse this flow if it started now, else None."""
     src_local, dst_local = src in local, dst in local
     hooks = [h for h, on in (("input", dst_local), ("output", src_local)) if on] or ["forward"]

@@ -359,6 +359,23 @@ class Table:
     sets: tuple[SetObject, ...] = ()
 
 
+def reachable(start: str, chains: dict[str, Chain]) -> set[str]:
+    """The chains (of `chains`, by name) that chain `start` reaches by jump, goto or verdict map, at any
+    depth; `start` itself only when a loop leads back to it."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        name = todo.pop()
+        for rule in chains[name].rules:
+            for s in rule.statements:
+                verdicts = [v for _k, v in s.entries] if isinstance(s, VerdictMap) else [s]
+                for v in verdicts:
+                    if isinstance(v, Verdict) and v.target and v.target not in seen and v.target in chains:
+                        seen.add(v.target)
+                        todo.append(v.target)
+    return seen
+
+
 @dataclass(frozen=True)
 class SysctlSetting:
     """A net.netfilter sysctl the policy wants; absent_ok: a kernel without it meets the wish."""

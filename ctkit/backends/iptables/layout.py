@@ -45,21 +45,6 @@ def placement(chain: ir.Chain) -> tuple[str, str]:
     return table, builtin
 
 
-def reachable(start: str, chains: dict[str, ir.Chain]) -> set[str]:
-    seen: set[str] = set()
-    todo = [start]
-    while todo:
-        name = todo.pop()
-        for rule in chains[name].rules:
-            for s in rule.statements:
-                verdicts = [v for _k, v in s.entries] if isinstance(s, ir.VerdictMap) else [s]
-                for v in verdicts:
-                    if isinstance(v, ir.Verdict) and v.target and v.target not in seen and v.target in chains:
-                        seen.add(v.target)
-                        todo.append(v.target)
-    return seen
-
-
 def check_name(name: str, where: str) -> str:
     if len(name) > MAX_CHAIN_NAME:
         raise CompileError(BACKEND, "chain name", where,
@@ -91,7 +76,7 @@ def layout(table: ir.Table) -> tuple[dict[str, str], dict[tuple[str, str], list[
     user_tables: dict[str, list[str]] = {}
     for (tbl, _builtin), members in groups.items():
         for c in members:
-            for target in sorted(reachable(c.name, by_name)):
+            for target in sorted(ir.reachable(c.name, by_name)):
                 tbls = user_tables.setdefault(target, [])
                 if by_name[target].hook is None and tbl not in tbls:
                     tbls.append(tbl)
