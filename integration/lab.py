@@ -185,7 +185,26 @@ def udp_exchange(client_ns: str, server: socket.socket, addr: str, port: int, pa
         c.close()
 
 
+def stop(proc: subprocess.Popen, grace: float = 5) -> None:
+    """End a helper process (a monitor): SIGTERM, then SIGKILL when it has not exited within `grace` s."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(grace)
+
+
 # ------------------------------------------------------------ kernel state
+
+def write_proc(ns: str, path: str, value: str) -> None:
+    """Write a /proc/sys value inside namespace `ns` (a per-namespace sysctl of a test's own namespace)."""
+    with entered(ns):
+        with open(path, "w") as f:
+            f.write(value + "\n")
+
 
 def conntrack_count(ns: str) -> int:
     with entered(ns):

@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from lab import CLIENT4, SERVER4, backend_args, run, tcp_listen, tcp_probe
+from lab import CLIENT4, backend_args, run
 from test_differential import BACKENDS, make_pair
+from test_sets import web  # a web request from the client: open, or dropped
 
 #: members around the client's address: a file of block-list size, with prefixes and comments
 MEMBERS = 20_000
@@ -22,14 +23,6 @@ MEMBERS = 20_000
 
 def ctkit(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ctkit", *args], capture_output=True, text=True, timeout=300)
-
-
-def web(client: str, server: str) -> str:
-    listener = tcp_listen(server, SERVER4, 80)
-    try:
-        return tcp_probe(client, SERVER4, 80, timeout=0.5)
-    finally:
-        listener.close()
 
 
 def policy(tmp: Path, listing: str) -> Path:

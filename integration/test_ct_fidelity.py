@@ -14,7 +14,7 @@ import json
 import socket
 import time
 
-from lab import SERVER4, SERVER6, run, tcp_connect, tcp_listen, udp_exchange, udp_server
+from lab import SERVER4, SERVER6, icmp_echo, run, tcp_connect, tcp_listen, udp_exchange, udp_server, write_proc
 from typer.testing import CliRunner
 
 from ctkit.cli.ct import app
@@ -57,26 +57,6 @@ INSERTS = [
 ]
 
 
-def _write(ns: str, path: str, value: str) -> None:
-    with entered(ns):
-        with open(path, "w") as f:
-            f.write(value + "\n")
-
-
-def _ping(ns: str, addr: str) -> None:
-    v6 = ":" in addr
-    _write(ns, "/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-    with entered(ns):
-        s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM,
-                          socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
-    s.settimeout(1.0)
-    try:
-        s.sendto(bytes([128 if v6 else 8, 0, 0, 0, 0, 1, 0, 1]) + b"ctkit", (addr, 0))
-        s.recvfrom(512)
-    finally:
-        s.close()
-
-
 def _ftp(client: str, server: str, addr: str, command: bytes, answer: bytes) -> None:
     """A control connection whose server answer makes the ftp helper expect a data flow."""
     listener = tcp_listen(server, addr, 21)
@@ -102,7 +82,7 @@ def _ftp(client: str, server: str, addr: str, command: bytes, answer: bytes) -> 
 def build_table(client: str, server: str) -> None:
     """Every kind of entry and expectation the text layouts distinguish, in `server`."""
     run(server, "nft", "-f", "-", input=RULES)
-    _write(server, "/proc/sys/net/netfilter/nf_conntrack_acct", "1")
+    write_proc(server, "/proc/sys/net/netfilter/nf_conntrack_acct", "1")
     listeners = [tcp_listen(server, SERVER4, 8080), tcp_listen(server, SERVER6, 8080)]
     try:
         assert tcp_connect(client, SERVER4, 8080) and tcp_connect(client, SERVER6, 8080)
@@ -116,7 +96,7 @@ def build_table(client: str, server: str) -> None:
             assert udp_exchange(client, srv, addr, 5353) == (True, True)
         finally:
             srv.close()
-        _ping(client, addr)
+        assert icmp_echo(client, addr, timeout=1.0)
     _ftp(client, server, SERVER4, b"PASV\r\n", b"227 Entering Passive Mode (192,0,2,10,39,16).\r\n")
     _ftp(client, server, SERVER6, b"EPSV\r\n", b"229 Entering Extended Passive Mode (|||10002|)\r\n")
     for args, what in INSERTS:

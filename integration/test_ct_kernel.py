@@ -13,7 +13,19 @@ import struct
 import time
 
 import pytest
-from lab import CLIENT4, CLIENT6, SERVER4, SERVER6, run, tcp_connect, tcp_listen, udp_exchange, udp_server
+from lab import (
+    CLIENT4,
+    CLIENT6,
+    SERVER4,
+    SERVER6,
+    icmp_echo,
+    run,
+    tcp_connect,
+    tcp_listen,
+    udp_exchange,
+    udp_server,
+    write_proc,
+)
 from typer.testing import CliRunner
 
 from ctkit.cli.ct import app, sysctl_app
@@ -45,30 +57,6 @@ table inet t {
 """ % {"c4": CLIENT4, "s4": SERVER4}
 
 
-def _write_sysctl(ns: str, path: str, value: str) -> None:
-    with entered(ns):
-        with open(path, "w") as f:
-            f.write(value + "\n")
-
-
-def _ping(ns: str, addr: str) -> bool:
-    """One ICMP echo through an unprivileged ICMP socket (no ping binary needed)."""
-    v6 = ":" in addr
-    _write_sysctl(ns, "/proc/sys/net/ipv4/ping_group_range", "0 2147483647")
-    with entered(ns):
-        s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM,
-                          socket.IPPROTO_ICMPV6 if v6 else socket.IPPROTO_ICMP)
-    s.settimeout(1.0)
-    try:
-        s.sendto(struct.pack("!BBHHH", 128 if v6 else 8, 0, 0, 0, 1) + b"ctkit", (addr, 0))
-        s.recvfrom(512)
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def _ftp_pasv(client: str, server: str) -> None:
     """A control connection whose server answer makes the ftp helper expect a data flow."""
     listener = tcp_listen(server, SERVER4, 21)
@@ -97,7 +85,7 @@ def build_flows(client: str, server: str) -> None:
     """Every kind of entry the decoder must handle, tracked in `server`."""
     run(server, "nft", "-f", "-", input=SERVER_RULES)
     for name in ("nf_conntrack_acct", "nf_conntrack_timestamp"):
-        _write_sysctl(server, f"/proc/sys/net/netfilter/{name}", "1")
+        write_proc(server, f"/proc/sys/net/netfilter/{name}", "1")
     listeners = [tcp_listen(server, SERVER4, 8080), tcp_listen(server, SERVER6, 8080),
                  tcp_listen(server, SERVER4, 90)]
     try:
@@ -114,8 +102,8 @@ def build_flows(client: str, server: str) -> None:
             assert udp_exchange(client, srv, addr, port) == (True, True)
         finally:
             srv.close()
-    assert _ping(client, SERVER4)
-    assert _ping(client, SERVER6)
+    assert icmp_echo(client, SERVER4, timeout=1.0)
+    assert icmp_echo(client, SERVER6, timeout=1.0)
     _ftp_pasv(client, server)
 
 
@@ -319,7 +307,7 @@ def test_summary_count_and_expectations(flows):
 def test_stats_see_invalid_packets(pair):
     client, server = pair
     run(server, "nft", "-f", "-", input=SERVER_RULES)
-    _write_sysctl(server, "/proc/sys/net/netfilter/nf_conntrack_tcp_loose", "0")
+    write_proc(server, "/proc/sys/net/netfilter/nf_conntrack_tcp_loose", "0")
     before = ct.stats(server)
     assert before.source == "ctnetlink"
     # a bare ACK with no connection is invalid once tcp_loose is off

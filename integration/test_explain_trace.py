@@ -35,6 +35,7 @@ from lab import (
     icmp_echo,
     run,
     sock,
+    stop,
     tcp_listen,
     tcp_probe,
     udp_exchange,
@@ -83,12 +84,7 @@ class Monitor:
             return sum(needle in line for line in self.lines)
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        stop(self.proc)
 
 
 def marker(ns: str, monitor: Monitor, n: int) -> None:

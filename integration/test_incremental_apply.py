@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from lab import backend_args, backend_named, nft_json, run, tcp_connect, tcp_listen, udp_exchange, udp_server
+from lab import backend_args, backend_named, nft_json, run, stop, tcp_connect, tcp_listen, udp_exchange, udp_server
 
 from ctkit import pipeline
 from ctkit.errors import CompileError
@@ -308,13 +308,7 @@ class Monitor:
                 between = between[1:]
             return between
         finally:
-            if self.proc.poll() is None:
-                self.proc.terminate()
-                try:
-                    self.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(5)
+            stop(self.proc)
             self.thread.join(5)
 
 
