@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ctkit.bulk import paused
 from ctkit.errors import PolicyError, Problem
 
 if TYPE_CHECKING:  # imported when used: jsonschema and friends cost ~150 ms at start-up
@@ -23,6 +24,7 @@ class Compiled:
     warnings: tuple[Problem, ...]
 
 
+@paused
 def check(path: str | Path) -> tuple[Policy, list[Problem]]:
     """Load and lint; raise PolicyError on any error, return the warnings."""
     from ctkit.policy.lint import errors_of, lint
@@ -34,6 +36,7 @@ def check(path: str | Path) -> tuple[Policy, list[Problem]]:
     return policy, findings
 
 
+@paused
 def compile_file(path: str | Path) -> Compiled:
     from ctkit.compile.lower import lower
     policy, warnings = check(path)

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ctkit.backends.base import Applied, Backend, Pending, Removed, Shown, ToggleStates
+from ctkit.bulk import paused
 from ctkit.errors import KernelError
 from ctkit.names import TOGGLE_PREFIX
 
@@ -143,6 +144,7 @@ def _desired(compiled: Compiled, backend: Backend, netns: str | None) -> tuple[i
     return desired, {t.name: (t.on, t.policy_on) for t in desired.table.toggles}
 
 
+@paused
 def plan(compiled: Compiled, backend: Backend, netns: str | None = None) -> PlanResult:
     """What an apply would change, read from the kernel once; nothing is written."""
     from ctkit.kernel.settings import apply_settings
@@ -162,6 +164,7 @@ def _present(backend: Backend, table: str, netns: str | None) -> bool:
         return False
 
 
+@paused
 def apply(compiled: Compiled, backend: Backend, netns: str | None = None, dry_run: bool = False,
           confirm_within: float | None = None, others: tuple[Backend, ...] = (),
           migrate: bool = False) -> ApplyResult:
@@ -379,6 +382,7 @@ def set_member(backend: Backend, name: str, value: str, add: bool, timeout: int 
         return MemberResult(name, value, add, backend.set_member(table, name, member, add, timeout, netns), netns)
 
 
+@paused
 def audit(compiled: Compiled, backend: Backend, netns: str | None = None, state: Path | None = None,
           check_flows: bool = True, flush_denied: bool = False) -> AuditReport:
     """Compare the kernel with the policy and check conntrack health. With flush_denied, delete the
