@@ -152,3 +152,36 @@ def test_fast_path_and_jsonschema_agree_on_examples_and_bad_values():
         assert exc.problems[0].pointer == "/chains/input/rules/0/saddr"
     else:
         raise AssertionError("a bad address loaded")
+
+
+@settings(max_examples=500)
+@given(st.one_of(
+    st.ip_addresses(v=4).map(str),
+    st.lists(st.integers(0, 300).map(str) | st.sampled_from(["00", "01", "007", "", "1e1", " 1"]),
+             min_size=3, max_size=5).map(".".join)))
+def test_parse_network_reads_ipv4_text_as_ipaddress_does(text):
+    """parse_network's quick path for dotted quads (checks.py _IPV4_HOST) accepts and refuses the same
+    texts as ipaddress.ip_network and returns the same network."""
+    import ipaddress
+
+    from ctkit.policy.checks import BadValue, parse_network
+    try:
+        want = ipaddress.ip_network(text)
+    except ValueError:
+        want = None
+    try:
+        got = parse_network(text)
+    except BadValue:
+        got = None
+    assert got == want and type(got) is type(want)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["protocol", "protocols", "action", "jump", "goto", "name"]),
+                       st.sampled_from(["tcp", ["udp"], "drop", "web", "x1"]), max_size=5))
+def test_exclusive_pairs_keep_which_rules_are_valid(rule):
+    """The fast validator's schema says "not: required pairs" as dependencies (schema_code.exclusive_pairs):
+    it must accept and refuse the same rules as jsonschema with the schema as written."""
+    from ctkit.policy.load import _validator, fast_valid
+    doc = {"version": 1, "chains": {"web": {"rules": [rule]}}}
+    assert fast_valid(doc) == _validator().is_valid(doc)

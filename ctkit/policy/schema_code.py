@@ -96,11 +96,44 @@ def _write(where: Path, path: Path, code: Any) -> None:
         pass  # a cache that cannot be written only costs the next process the compile
 
 
+def _pairs(node: Any) -> list[list[str]] | None:
+    """[[a, b], ...] when `node` (the value of a "not") is {"required": [a, b]} or an anyOf of those."""
+    if not isinstance(node, dict):
+        return None
+    alternatives = node["anyOf"] if set(node) == {"anyOf"} else [node]
+    if all(isinstance(a, dict) and set(a) == {"required"} and len(a["required"]) == 2 for a in alternatives):
+        return [a["required"] for a in alternatives]
+    return None
+
+
+def exclusive_pairs(schema: Any) -> Any:
+    """The schema with each "not" of required pairs ("protocol and protocols exclude each other") said
+    as "dependencies": {a: {"properties": {b: false}}}, which holds for the same documents. fastjsonschema
+    checks a "not" by running the inner schema and catching the exception it raises when it fails, so
+    the rule's four excluded pairs cost four raised and caught exceptions for every valid rule (a quarter
+    of validating a 10,000-rule policy); the dependencies raise nothing unless a pair is there."""
+    if isinstance(schema, list):
+        return [exclusive_pairs(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: exclusive_pairs(v) for k, v in schema.items()}
+    pairs = _pairs(out.get("not"))
+    if pairs and "dependencies" not in out:
+        del out["not"]
+        deps: dict[str, dict] = {}
+        for a, b in pairs:
+            deps.setdefault(a, {"properties": {}})["properties"][b] = False
+        out["dependencies"] = deps
+    return out
+
+
 def compile_validator(schema: dict, formats: Mapping[str, Callable[[Any], bool]], handlers: Mapping,
                       ref: str | None = None, where: Path | None = None) -> Callable[[Any], Any]:
     """fastjsonschema.compile(schema with $ref = ref, formats, handlers), the compiled code taken from
     and kept in `where` (default: cache_dir()) when that place is trusted. The format checks are
-    passed at call time (fastjsonschema's custom_formats), so they are not part of the cached code."""
+    passed at call time (fastjsonschema's custom_formats), so they are not part of the cached code.
+    The schema is compiled as exclusive_pairs() says it (the same documents valid, faster)."""
+    schema = exclusive_pairs(schema)
     if ref is not None:
         schema = dict(schema, **{"$ref": ref})  # draft-07: beside $ref, the root's own keywords are ignored
     where = where if where is not None else cache_dir()
