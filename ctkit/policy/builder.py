@@ -2,11 +2,10 @@
 values (addresses, ranges), and the readers of fields several sections spell the same way."""
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from ctkit.errors import Problem
-from ctkit.policy.checks import LENGTHS, PORTS, BadValue, RangeKind, check_network, parse_range
+from ctkit.policy.checks import LENGTHS, PORTS, BadValue, RangeKind, parse_network, parse_range
 from ctkit.policy.model import NEGATABLE, AddrType, Network
 from ctkit.terminal import excerpt
 from ctkit.values import PortRange
@@ -31,11 +30,13 @@ class Builder:
         out = []
         for i, text in enumerate(items):
             ptr = f"{pointer}/{i}" if isinstance(value, list) else pointer
-            bad = check_network(text) if isinstance(text, str) else (f"{excerpt(text)} is not an address", None)
-            if bad:  # checked first: ipaddress alone takes an IPv6 zone of any text ("fe80::1%...")
-                self.problem(ptr, *bad)
+            if not isinstance(text, str):
+                self.problem(ptr, f"{excerpt(text)} is not an address")
                 continue
-            out.append(ipaddress.ip_network(text))
+            try:  # parse_network, not ipaddress alone: that takes an IPv6 zone of any text ("fe80::1%...")
+                out.append(parse_network(text))
+            except BadValue as bad:
+                self.problem(ptr, bad.message, bad.hint)
         return tuple(dict.fromkeys(out))
 
     def lengths(self, value: Any, pointer: str) -> tuple[PortRange, ...]:
