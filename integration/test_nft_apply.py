@@ -311,3 +311,33 @@ def test_every_reject_type_is_accepted_by_the_kernel(lab, tmp_path):
     ctkit("apply", str(policy), "--netns", ns, "--dry-run")
     ctkit("apply", str(policy), "--netns", ns)
     assert [c for _, c in kernel_rules(ns)] == ["rst", "r0", "r1", "r2", "r3"]
+
+
+def test_generation_id_is_the_kernels_and_moves_with_each_commit(lab):
+    """ctkit/kernel/generation.py reads NFT_MSG_GETGEN itself: the same number pyroute2's NFTSocket reads
+    in that namespace, raised by exactly one for one nft commit, untouched by a read."""
+    from pyroute2 import netns as pr_netns
+    from pyroute2.netlink import NLM_F_REQUEST
+    from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
+
+    from ctkit.kernel.generation import generation
+    ns = lab.netns("gen")
+
+    def pyroute2_reading() -> int:
+        pr_netns.pushns(ns)
+        try:
+            sock = NFTSocket()
+            try:
+                return int(next(m.get_attr("NFTA_GEN_ID") for m in
+                                sock.request_get(nft_gen_msg(), NFT_MSG_GETGEN, NLM_F_REQUEST)))
+            finally:
+                sock.close()
+        finally:
+            pr_netns.popns()
+
+    first = generation(ns)
+    assert first == pyroute2_reading()
+    run(ns, "nft", "list", "ruleset")
+    assert generation(ns) == first
+    run(ns, "nft", "add", "table", "inet", "gen_probe")
+    assert generation(ns) == first + 1 == pyroute2_reading()
