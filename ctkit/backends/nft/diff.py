@@ -285,7 +285,7 @@ class _Diff:
         for hi, h in enumerate(have):
             slots[canonical_rule(h.get("expr", []))].append(hi)
         pairs = []
-        for wi, w in enumerate(want):
+        for wi, w in enumerate(want if slots else ()):  # a new chain: no rule of it to pair
             q = slots.get(canonical_rule(w.get("expr", [])))
             if q:
                 pairs.append((wi, q.popleft()))
