@@ -8,21 +8,15 @@ of all of them, in ctkit's cache directory (`$XDG_CACHE_HOME/ctkit`, else `~/.ca
 An edited schema gets a new name: nothing needs regenerating by hand, and nothing generated is
 kept in the source tree.
 
-ctkit runs as root and executes that code, so the cache is used only where nobody else could
-have written it: the directory, the one above it and the file belong to this user (or root),
-none is writable by group or others, and neither the directory nor the file is a symlink.
-Anything else (no home, a read-only home, HOME pointing at another user's directory under sudo,
-a damaged file) falls back to compiling in memory, as before: slower, never wrong.
+ctkit runs as root and executes that code, so it is read only from a file nobody else could have
+written (ctkit/cache.py); anything else falls back to compiling in memory: slower, never wrong.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import marshal
-import os
-import stat
 import sys
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,35 +24,10 @@ from typing import Any, Callable, Mapping
 import fastjsonschema
 from fastjsonschema.ref_resolver import RefResolver
 
+from ctkit.cache import cache_dir, read_private, trusted_dir, write_private
+
 #: bump when the way code is produced here changes
 _FORMAT = "1"
-
-
-def cache_dir() -> Path | None:
-    """Where compiled validators are kept (XDG: a relative XDG_CACHE_HOME is ignored), or None
-    when there is no home to keep them in."""
-    xdg = os.environ.get("XDG_CACHE_HOME", "")
-    if os.path.isabs(xdg):
-        return Path(xdg) / "ctkit"
-    home = os.path.expanduser("~")
-    return Path(home) / ".cache" / "ctkit" if os.path.isabs(home) else None
-
-
-def _private(info: os.stat_result, kind: Callable[[int], bool]) -> bool:
-    """Of this kind (not a symlink: lstat/fstat), owned by this user or root, written by nobody else."""
-    return (kind(info.st_mode) and info.st_uid in (os.geteuid(), 0)
-            and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
-
-
-def _trusted_dir(where: Path, create: bool) -> bool:
-    try:
-        if not _private(os.lstat(where.parent), stat.S_ISDIR):
-            return False
-        if create and not os.path.lexists(where):
-            os.mkdir(where, 0o700)
-        return _private(os.lstat(where), stat.S_ISDIR)
-    except OSError:
-        return False
 
 
 def _key(schema: Mapping, ref: str | None, formats: tuple[str, ...]) -> str:
@@ -67,33 +36,13 @@ def _key(schema: Mapping, ref: str | None, formats: tuple[str, ...]) -> str:
 
 
 def _read(path: Path) -> Any | None:
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
-    except OSError:
+    raw = read_private(path)
+    if raw is None:
         return None
     try:
-        if not _private(os.fstat(fd), stat.S_ISREG):
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as f:
-            return marshal.loads(f.read())
-    except (OSError, EOFError, ValueError, TypeError):
+        return marshal.loads(raw)
+    except (EOFError, ValueError, TypeError):
         return None
-    finally:
-        os.close(fd)
-
-
-def _write(where: Path, path: Path, code: Any) -> None:
-    try:
-        fd, tmp = tempfile.mkstemp(dir=where, prefix=".tmp-")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(marshal.dumps(code))
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass  # a cache that cannot be written only costs the next process the compile
 
 
 def _pairs(node: Any) -> list[list[str]] | None:
@@ -139,14 +88,14 @@ def compile_validator(schema: dict, formats: Mapping[str, Callable[[Any], bool]]
     where = where if where is not None else cache_dir()
     code = None
     path = None
-    if where is not None and _trusted_dir(where, create=True):
+    if where is not None and trusted_dir(where, create=True):
         path = where / f"policy-validator-{_key(schema, ref, tuple(sorted(formats)))}.marshal"
         code = _read(path)
     if code is None:
         text = fastjsonschema.compile_to_code(schema, handlers=dict(handlers), formats=dict(formats))
         code = compile(text, "<ctkit policy schema validator>", "exec")
         if path is not None:
-            _write(where, path, code)
+            write_private(where, path, marshal.dumps(code))
     namespace: dict[str, Any] = {}
     exec(code, namespace)  # noqa: S102 - code fastjsonschema generated from ctkit's own schema
     func = namespace[RefResolver.from_schema(schema, handlers=dict(handlers), store={}).get_scope_name()]
