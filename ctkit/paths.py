@@ -31,6 +31,10 @@ def _kind(mode: int) -> str:
             "a directory" if stat.S_ISDIR(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
 
 
+def too_big(size: int, limit: int) -> str:
+    return f"{size} bytes; ctkit reads at most {limit} ({limit >> 20} MiB)"
+
+
 class Unreadable(UsageError):
     """A file ctkit refuses to read: `reason` says why, without the path (the caller names it)."""
 
@@ -58,7 +62,7 @@ def read_regular(path: Path, limit: int) -> bytes:
         if not stat.S_ISREG(info.st_mode):
             raise Unreadable(path, f"{_kind(info.st_mode)}, not a regular file")
         if info.st_size > limit:
-            raise Unreadable(path, f"{info.st_size} bytes; ctkit reads at most {limit} ({limit >> 20} MiB)")
+            raise Unreadable(path, too_big(info.st_size, limit))
         chunks, size = [], 0
         while size <= limit:
             chunk = os.read(fd, min(1 << 20, limit + 1 - size))

@@ -27,17 +27,40 @@ class Compiled:
 @paused
 def check(path: str | Path) -> tuple[Policy, list[Problem]]:
     """Load and lint; raise PolicyError on any error, return the warnings."""
-    from ctkit.policy.lint import errors_of, lint
     from ctkit.policy.load import load_file
-    policy = load_file(path)
+    return _linted(load_file(path))
+
+
+def _linted(policy: Policy) -> tuple[Policy, list[Problem]]:
+    from ctkit.policy.lint import errors_of, lint
     findings = lint(policy)
     if errors_of(findings):
         raise PolicyError(findings)
     return policy, findings
 
 
+def _compiled(policy: Policy) -> Compiled:
+    from ctkit.compile.lower import lower
+    policy, warnings = _linted(policy)
+    return Compiled(policy, lower(policy), tuple(warnings))
+
+
 @paused
 def compile_file(path: str | Path) -> Compiled:
-    from ctkit.compile.lower import lower
-    policy, warnings = check(path)
-    return Compiled(policy, lower(policy), tuple(warnings))
+    """Load, lint and lower a policy file. A file compiled before with the same bytes (and the same
+    elements_files, and the same ctkit) is read back from ctkit's cache instead (ctkit/compiled_cache.py)."""
+    from ctkit import compiled_cache
+    from ctkit.paths import Unreadable, read_regular
+    path = Path(path)
+    try:
+        raw = read_regular(path, compiled_cache.MAX_POLICY_BYTES)
+    except Unreadable:
+        from ctkit.policy.load import load_file
+        return _compiled(load_file(path))  # which says what is wrong with the file
+    kept = compiled_cache.lookup(path, raw)
+    if kept is not None:
+        return kept
+    from ctkit.policy.load import load_bytes
+    compiled = _compiled(load_bytes(raw, path))
+    compiled_cache.keep(path, raw, compiled)
+    return compiled

@@ -2,6 +2,7 @@
 each part parsed by the set's type."""
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 from dataclasses import replace
@@ -41,10 +42,11 @@ def _named_set(b: Builder, name: str, body: dict, base: Path | None) -> NamedSet
     members: dict[SetMember, None] = {}  # each member once (nft refuses a repeated element), first order kept
     with without_cycle_collection():
         _inline(b, p, body, types, interval, members)
-    path = None
+    path = digest = None
     if "elements_file" in body:
-        path = _elements_file(b, f"{p}/elements_file", body["elements_file"], base, types, interval, members)
-    return NamedSet(name, p, types, interval, body.get("timeout"), tuple(members), path)
+        read = _elements_file(b, f"{p}/elements_file", body["elements_file"], base, types, interval, members)
+        path, digest = read or (None, None)
+    return NamedSet(name, p, types, interval, body.get("timeout"), tuple(members), path, digest)
 
 
 def _inline(b: Builder, p: str, body: dict, types: tuple[str, ...], interval: bool, members: dict) -> None:
@@ -63,8 +65,9 @@ def _inline(b: Builder, p: str, body: dict, types: tuple[str, ...], interval: bo
 
 
 def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, types: tuple[str, ...],
-                   interval: bool, members: dict) -> str | None:
-    """Add the members listed in an elements_file to `members`; the path read, or None after a problem.
+                   interval: bool, members: dict) -> tuple[str, str] | None:
+    """Add the members listed in an elements_file to `members`; (the path read, sha256 of its bytes), or
+    None after a problem.
 
     One value a line; `#` or `;` starts a comment (whole lines and the rest of a line); blank lines
     and a byte order mark are skipped. Read with paths.read_regular: a regular file of at most MAX_ELEMENTS_FILE_BYTES."""
@@ -86,6 +89,7 @@ def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, type
     except UnicodeDecodeError as exc:
         b.problem(pointer, f"{excerpt(given)} is not UTF-8 text (byte {exc.start})")
         return None
+    digest = hashlib.sha256(raw).hexdigest()
     del raw
     kind = types[0]
     lines = Builder(str(path))  # the problems of its lines are named by file and line
@@ -95,7 +99,7 @@ def _elements_file(b: Builder, pointer: str, given: str, base: Path | None, type
         b.problems.append(Problem(pointer, f"{MAX_FILE_PROBLEMS} bad lines: {excerpt(str(path))} was not read "
                                   f"after line {stopped}", source=str(path), line=stopped,
                                   hint="fix these and load again"))
-    return str(path)
+    return str(path), digest
 
 
 def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, interval: bool,

@@ -32,7 +32,7 @@ import yaml
 
 from ctkit.errors import PolicyError, Problem, UsageError
 from ctkit.ownership import check_table
-from ctkit.paths import Unreadable, read_regular
+from ctkit.paths import Unreadable, read_regular, too_big
 from ctkit.policy.build import build_policy
 from ctkit.policy.checks import (
     check_length_range,
@@ -842,15 +842,28 @@ def load_text(text: str, source: str = "<policy>", fmt: str | None = None, base:
     return load_document(data, source, lines, problems, base)
 
 
+def _limit(path: Path) -> int:
+    return MAX_FILE_BYTES if path.suffix.lower() == ".json" else MAX_YAML_BYTES
+
+
 def load_file(path: str | Path) -> Policy:
     """Load a policy file: a regular file of at most MAX_FILE_BYTES if it is .json, MAX_YAML_BYTES
     otherwise (a FIFO, a device, a directory or a larger file is refused before it is read)."""
     path = Path(path)
-    source = str(path)
     try:
-        raw = read_regular(path, MAX_FILE_BYTES if path.suffix.lower() == ".json" else MAX_YAML_BYTES)
+        raw = read_regular(path, _limit(path))
     except Unreadable as exc:
-        raise PolicyError([Problem("", exc.reason, source=source)]) from None
+        raise PolicyError([Problem("", exc.reason, source=str(path))]) from None
+    return load_bytes(raw, path)
+
+
+def load_bytes(raw: bytes, path: str | Path) -> Policy:
+    """The policy in `raw`, the bytes the caller read from the file at `path` (ctkit/pipeline.py, which
+    keeps compiled policies by those bytes); the file's size limit holds as in load_file."""
+    path = Path(path)
+    source = str(path)
+    if len(raw) > _limit(path):
+        raise PolicyError([Problem("", too_big(len(raw), _limit(path)), source=source)])
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

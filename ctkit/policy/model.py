@@ -315,6 +315,9 @@ class NamedSet:
     members: tuple[SetMember, ...] = ()
     #: the file the members after the inline ones came from, as resolved when loading (None: none)
     elements_file: str | None = None
+    #: sha256 (hex) of the bytes read from elements_file: ctkit/compiled_cache.py uses a kept compiled
+    #: policy again only while the file still holds them
+    elements_digest: str | None = None
 
 
 @dataclass(frozen=True)
