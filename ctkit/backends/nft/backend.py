@@ -59,15 +59,17 @@ class NftBackend:
     formats = ("json", "nft", "plan")
 
     def __init__(self) -> None:
-        self._generated: tuple[ir.Plan, dict, str] | None = None
+        self._generated: tuple[ir.Plan, dict, str, str] | None = None
 
-    def _document(self, plan: ir.Plan) -> tuple[dict, str]:
-        """_generate(plan) and its digest, once per plan: an apply plans, may plan again under the lock,
-        then applies the same plan."""
+    def _document(self, plan: ir.Plan) -> tuple[dict, str, str]:
+        """_generate(plan), its nft text (what an apply sends) and the text's digest, once per plan: an
+        apply plans, may plan again under the lock, then applies the same plan."""
+        from ctkit.backends.nft import text as nft_text
         if self._generated is None or not (self._generated[0] is plan or self._generated[0] == plan):
             document = _generate(plan)
-            self._generated = (plan, document, written.digest(document))
-        return self._generated[1], self._generated[2]
+            text = nft_text.render(document)
+            self._generated = (plan, document, text, written.digest(text))
+        return self._generated[1], self._generated[2], self._generated[3]
 
     def owned(self, table: str) -> str:
         return f"table {FAMILY} {table}"
@@ -95,7 +97,7 @@ class NftBackend:
         nothing was committed in the namespace since (written.py); else the table listed and compared."""
         from ctkit.backends.nft import diff
         table = plan.table.name
-        document, digest = self._document(plan)
+        document, _text, digest = self._document(plan)
         seen = _generation(netns)
         if written.holds(table, netns, digest, seen):
             return Pending(f"table {FAMILY} {table}", (), NONE, "", f"written {digest}")
@@ -112,15 +114,16 @@ class NftBackend:
               pending: Pending | None = None) -> Applied:
         from ctkit.backends.nft import diff
         table = plan.table.name
-        document, digest = self._document(plan)
+        document, text, digest = self._document(plan)
         if pending is None:
             pending = diff.changes(plan, document, kernel.list_table(table, netns))
         before = _generation(netns) if pending.method != NONE and not dry_run else None
         if pending.method == INCREMENTAL:
             kernel.apply_batch(table, pending.work, netns, dry_run=dry_run)
-        elif pending.method != NONE:  # CREATE, REPLACE: the whole table, run-time set members put back
-            kernel.apply(table, {"nftables": document["nftables"] + list(pending.work or [])}, netns,
-                         dry_run=dry_run)
+        elif pending.work:  # REPLACE: the whole table, run-time set members put back
+            kernel.apply(table, {"nftables": document["nftables"] + list(pending.work)}, netns, dry_run=dry_run)
+        elif pending.method != NONE:  # CREATE, REPLACE: the whole table, as rendered for the plan
+            kernel.apply(table, document, netns, dry_run=dry_run, text=text)
         if pending.method != NONE and not dry_run:
             written.record(table, netns, digest, before, _generation(netns))
         rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
@@ -185,7 +188,7 @@ class NftBackend:
         from ctkit.backends.nft import view as nft_view
         table = plan.table
         ids = {r.id for c in table.chains for r in c.rules}
-        document, digest = self._document(plan)
+        document, _text, digest = self._document(plan)
         want = nft_view.view(document["nftables"], ids)
         seen = _generation(netns)
         if written.holds(table.name, netns, digest, seen):

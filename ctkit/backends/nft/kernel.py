@@ -91,7 +91,8 @@ def _clean(error: Any) -> str:
     return text
 
 
-def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = False) -> None:
+def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = False,
+          text: str | None = None) -> None:
     """Atomically replace ctkit's table with the one `document` creates.
 
     The document is sent in nft syntax (text.render: the add/delete prelude, then the whole table),
@@ -99,11 +100,13 @@ def apply(table: str, document: dict, netns: str | None = None, dry_run: bool = 
     than the same commands as JSON (10,000 rules: about 0.19 s against 0.35-0.57 s, and no
     json.dumps in Python; benchmarks/bench_apply.py), and 1.0.6 reads a ct timeout's "policy" from
     JSON inverted and drops it (json_parse_ct_timeout_policy), which the text keeps. The printer
-    refuses (CompileError) an expression it has no syntax for, before anything is sent."""
+    refuses (CompileError) an expression it has no syntax for, before anything is sent. `text`: the
+    document already rendered (the backend renders it once for the plan's digest)."""
     check_table(table)
     if any(_target(c) != (FAMILY, table) for c in document["nftables"] if "metainfo" not in c):
         raise KernelError(f"internal error: the document for table {FAMILY} {table} names another table")
-    text = nft_text.render(document)
+    if text is None:
+        text = nft_text.render(document)
     with entered(netns):
         ctx = _context()
         _set_dry_run(ctx, dry_run)
