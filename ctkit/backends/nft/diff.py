@@ -113,8 +113,14 @@ def _ident(table: str, **more: Any) -> dict:
     return {"family": FAMILY, "table": table, **more}
 
 
+#: the members a plan item lists: a set of a million is told by its first ones and its size (the whole
+#: list was a 15 MB line in `ctkit plan` and took most of planning it)
+SHOWN = 32
+
+
 def _value_text(values: list) -> str:
-    return ", ".join(nft_text.value(v) for v in values)
+    shown = ", ".join(nft_text.value(v) for v in values[:SHOWN])
+    return shown if len(values) <= SHOWN else f"{shown}, ... ({len(values)} in all)"
 
 
 class _Diff:
@@ -173,7 +179,7 @@ class _Diff:
                 continue
             subject = f"set {name}"
             if old is None:
-                self.item("set", "add", subject, None, nft_text.value({"set": elements}) if elements else "{}")
+                self.item("set", "add", subject, None, f"{{ {_value_text(elements)} }}" if elements else "{}")
                 self.first.append({"add": {"set": body}})
                 if elements:
                     self.first.append({"add": {"element": _ident(self.table, name=name, elem=elements)}})
