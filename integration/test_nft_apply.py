@@ -314,13 +314,13 @@ def test_every_reject_type_is_accepted_by_the_kernel(lab, tmp_path):
 
 
 def test_generation_id_is_the_kernels_and_moves_with_each_commit(lab):
-    """ctkit/kernel/generation.py reads NFT_MSG_GETGEN itself: the same number pyroute2's NFTSocket reads
+    """ctkit/kernel/nf_tables.py reads NFT_MSG_GETGEN itself: the same number pyroute2's NFTSocket reads
     in that namespace, raised by exactly one for one nft commit, untouched by a read."""
     from pyroute2 import netns as pr_netns
     from pyroute2.netlink import NLM_F_REQUEST
     from pyroute2.netlink.nfnetlink.nftsocket import NFT_MSG_GETGEN, NFTSocket, nft_gen_msg
 
-    from ctkit.kernel.generation import generation
+    from ctkit.kernel.nf_tables import generation
     ns = lab.netns("gen")
 
     def pyroute2_reading() -> int:
@@ -341,3 +341,18 @@ def test_generation_id_is_the_kernels_and_moves_with_each_commit(lab):
     assert generation(ns) == first
     run(ns, "nft", "add", "table", "inet", "gen_probe")
     assert generation(ns) == first + 1 == pyroute2_reading()
+
+
+def test_table_names_are_the_ones_nft_lists(lab):
+    """ctkit/kernel/nf_tables.py lists the tables over netlink (NFT_MSG_GETTABLE): the same families and
+    names, in the same order, as `nft -j list tables`; ctkit's own table is told by has_table."""
+    from ctkit.kernel.nf_tables import tables
+    ns = lab.netns("tabs")
+    assert tables(ns) == []
+    run(ns, "nft", "-f", "-", input="table inet ctkit {}\ntable ip filter {}\ntable ip6 t6 {}\ntable bridge br {}\n"
+                                     "table netdev nd {}\ntable arp a {}\n")
+    listed = [(i["table"]["family"], i["table"]["name"]) for i in nft_json(ns, "list", "tables") if "table" in i]
+    assert tables(ns) == listed and len(listed) == 6
+    assert nft_kernel.has_table("ctkit", ns) and not nft_kernel.has_table("ctkit_other", ns)
+    assert {(i["table"]["family"], i["table"]["name"]) for i in nft_kernel.list_other_tables("ctkit", ns)
+            if "table" in i} == set(listed) - {("inet", "ctkit")}

@@ -162,7 +162,7 @@ class IptablesBackend:
     def generation(self, netns: str | None) -> int | None:
         if kernel.resolve_variant(self.variant, netns) != "nft":
             return None  # iptables-legacy rules are not nf_tables': no generation id
-        from ctkit.kernel.generation import generation
+        from ctkit.kernel.nf_tables import generation
         return generation(netns)
 
     def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,

@@ -47,7 +47,7 @@ def _json(data: Any) -> str:
 
 def _generation(netns: str | None) -> int | None:
     from ctkit.errors import KernelError
-    from ctkit.kernel.generation import generation
+    from ctkit.kernel.nf_tables import generation
     try:
         return generation(netns)
     except KernelError:
@@ -107,7 +107,7 @@ class NftBackend:
         return pending
 
     def generation(self, netns: str | None) -> int | None:
-        from ctkit.kernel.generation import generation
+        from ctkit.kernel.nf_tables import generation
         return generation(netns)
 
     def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,

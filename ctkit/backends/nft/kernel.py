@@ -206,15 +206,10 @@ def _list_table(table: str, netns: str | None, as_json: bool) -> str | None:
 
 
 def has_table(table: str, netns: str | None = None) -> bool:
-    """Whether `table inet <table>` exists (`list tables`: names only, not the table's contents)."""
+    """Whether `table inet <table>` exists (the table names over netlink, not the table's contents)."""
+    from ctkit.kernel.nf_tables import tables
     check_table(table)
-    with entered(netns):
-        ctx = _context()
-        ctx.set_json_output(True)
-        rc, out, error = ctx.cmd(f"list tables {FAMILY}")
-    if rc != 0:
-        raise KernelError(f"cannot list the {FAMILY} tables: {_clean(error)}")
-    return any(item.get("table", {}).get("name") == table for item in json.loads(out)["nftables"])
+    return (FAMILY, table) in tables(netns)
 
 
 def list_table(table: str, netns: str | None = None) -> list[dict] | None:
@@ -242,18 +237,16 @@ def list_other_tables(table: str, netns: str | None = None) -> list[dict]:
     """Every table of the namespace but ctkit's `inet <table>`, as list_ruleset prints them (with handles):
     what the audit reads of the ruleset when ctkit's own table is known to hold what ctkit wrote. Each is
     listed by a JSON command, so another tool's table name never goes into nft's command text."""
+    from ctkit.kernel.nf_tables import tables
     check_table(table)
+    names = [t for t in tables(netns) if t != (FAMILY, table)]  # over netlink: libnftables' `list tables`
+    if not names:                                               # fetches every table's rules first
+        return []
     with entered(netns):
         ctx = _context()
-        rc, out, error = ctx.cmd("list tables")
-        if rc != 0:
-            raise KernelError(f"cannot list the tables: {_clean(error)}")
-        names = [(i["table"]["family"], i["table"]["name"]) for i in json.loads(out)["nftables"] if "table" in i]
         ctx.set_handle_output(True)
         items: list[dict] = []
         for family, name in names:
-            if (family, name) == (FAMILY, table):
-                continue
             rc, listed, error = ctx.json_cmd({"nftables": [{"list": {"table": {"family": family, "name": name}}}]})
             if rc != 0:
                 raise KernelError(f"cannot list table {family} {name}: {_clean(error)}")

@@ -4,7 +4,7 @@ nothing changed without listing and comparing the table (about a second at 10,00
 The record holds the digest of the document ctkit generated (of its nft text, text.render: what ctkit
 sends to the kernel for it; hashing the text it renders anyway costs nothing, where json.dumps of the
 document took a second for a set of a million members) and the nf_tables generation id
-(ctkit/kernel/generation.py) right after ctkit's own commit. The kernel raises that id with every
+(ctkit/kernel/nf_tables.py) right after ctkit's own commit. The kernel raises that id with every
 committed change to any table of the namespace, so the same id means the ruleset is still exactly
 what ctkit's commit left. Any other id (another tool's change anywhere in the namespace, `ctkit set
 add`, `ctkit toggle`, a rollback), another document, another boot or another namespace (the record
