@@ -6,6 +6,7 @@ import json
 import os
 
 import pytest
+from cachefiles import SPOILS, spoil
 from goldens import EXAMPLES
 
 from ctkit import compiled_cache, pipeline
@@ -130,26 +131,17 @@ def test_warnings_come_back_with_the_policy(tmp_path, cache, monkeypatch):
     assert pipeline.compile_file(path).warnings == first.warnings
 
 
-@pytest.mark.parametrize("spoil", ["group-writable file", "group-writable directory", "symlink", "damaged",
-                                   "another format"])
-def test_an_entry_anyone_else_could_write_is_not_used(tmp_path, cache, spoil):
+@pytest.mark.parametrize("how", SPOILS + ("another format",))
+def test_an_entry_anyone_else_could_write_is_not_used(tmp_path, cache, how):
     """ctkit runs as root and unpickles the entry: only a file nobody else could write is read."""
     import pickle
     path = write(tmp_path / "p.json", RULES)
     first = pipeline.compile_file(path)
     (kept,) = entries(cache)
-    if spoil == "group-writable file":
-        kept.chmod(0o620)
-    elif spoil == "group-writable directory":
-        cache.chmod(0o770)
-    elif spoil == "symlink":
-        other = tmp_path / "other"
-        os.replace(kept, other)
-        kept.symlink_to(other)
-    elif spoil == "damaged":
-        kept.write_bytes(b"\x80\x05not a pickle")
-    else:
+    if how == "another format":
         kept.write_bytes(pickle.dumps(("0", (), "not a compiled policy")))
+    else:
+        spoil(kept, cache, how, b"\x80\x05not a pickle")
     assert compiled_cache.lookup(path, path.read_bytes()) is None
     assert pipeline.compile_file(path) == first  # compiled again: still right
 

@@ -2,6 +2,7 @@
 
 import pytest
 import yaml
+from cachefiles import SPOILS, spoil
 from goldens import EXAMPLES
 
 from ctkit.errors import PolicyError
@@ -228,24 +229,13 @@ def test_another_schema_or_part_gets_another_file(tmp_path):
     assert len(list(where.iterdir())) == 3
 
 
-@pytest.mark.parametrize("spoil", ["group-writable file", "group-writable directory", "symlink", "damaged"])
-def test_a_cache_anyone_else_could_write_is_not_used(tmp_path, spoil):
+@pytest.mark.parametrize("how", SPOILS)
+def test_a_cache_anyone_else_could_write_is_not_used(tmp_path, how):
     """ctkit runs as root and executes the cached code: only a file nobody else could write is read."""
-    import os
     where = tmp_path / "ctkit"
     _compile(where)
     (kept,) = where.iterdir()
-    evil = b"not marshal"
-    if spoil == "group-writable file":
-        kept.chmod(0o620)
-    elif spoil == "group-writable directory":
-        where.chmod(0o770)
-    elif spoil == "symlink":
-        other = tmp_path / "other"
-        os.replace(kept, other)
-        kept.symlink_to(other)
-    else:
-        kept.write_bytes(evil)
+    spoil(kept, where, how, b"not marshal")
     check = _compile(where)  # compiled in memory instead: still right
     assert not _rejects(check, {"a": "xx"}) and _rejects(check, {"a": "x"})
 
