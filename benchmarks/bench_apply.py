@@ -10,7 +10,12 @@ them. A set of up to 65,536 elements is given inline ("elements") and from a fil
 `nft -f` of `ctkit compile --format nft` of the same policy: the same table, in nft syntax.
 
 Every run starts in a fresh namespace (`ip netns add`, deleted afterwards, also on failure),
-so each apply creates the table from nothing. Whole-process wall time and peak RSS
+so each apply creates the table from nothing. ctkit runs as installed: its bytecode cached
+(bench_ct_dump.bytecode_env) and a cache directory of its own (XDG_CACHE_HOME, a private temporary
+directory). "cold" is an apply of a policy ctkit has not compiled before (CTKIT_NO_CACHE=1: loaded,
+checked, linted and lowered); "warm" one it has (`ctkit compile` of the same file ran first, so the
+compiled policy is read back from ctkit/compiled_cache.py; a policy of more than 20,000 set members is
+never kept, so for big sets warm is cold again). Whole-process wall time and peak RSS
 (ru_maxrss from wait4: the process and the children it waited for) are taken for each run;
 the table prints medians of --repeat runs and the ratios ctkit / nft. A case ctkit refuses
 (an input limit, the schema) is printed as refused with the first line of its message. Each set
@@ -34,6 +39,9 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_ct_dump import bytecode_env  # noqa: E402  (ctkit timed as installed)
 
 CTKIT = [sys.executable, "-m", "ctkit"]
 #: the most elements a policy may give inline (the schema's maxItems)
@@ -69,11 +77,16 @@ class Run:
     error: str
 
 
-def run(argv: list[str]) -> Run:
+#: the environment of the timed ctkit commands (main() sets it: bytecode and ctkit's cache in temporary
+#: directories of this run)
+ENV: dict[str, str] = dict(os.environ)
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> Run:
     """One whole process: wall time, peak RSS of it and its children, exit status, stderr's first line."""
     with tempfile.TemporaryFile() as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err, env=env or ENV)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -95,12 +108,12 @@ class Namespace:
         subprocess.run(["ip", "netns", "del", self.name], check=False)
 
 
-def measure(argv_of, repeat: int) -> list[Run]:
+def measure(argv_of, repeat: int, env: dict[str, str] | None = None) -> list[Run]:
     """argv_of(namespace) run `repeat` times, each in its own fresh namespace; stops at the first failure."""
     runs = []
     for _ in range(repeat):
         with Namespace() as ns:
-            result = run(argv_of(ns))
+            result = run(argv_of(ns), env)
         runs.append(result)
         if result.rc != 0:
             break
@@ -110,8 +123,9 @@ def measure(argv_of, repeat: int) -> list[Run]:
 @dataclass(frozen=True)
 class Row:
     name: str
-    ctkit: list[Run]
+    ctkit: list[Run]  # warm: the policy compiled before
     nft: list[Run]
+    cold: list[Run] = ()  # never compiled before (CTKIT_NO_CACHE=1)
 
 
 def median(runs: list[Run], field: str) -> float:
@@ -120,14 +134,17 @@ def median(runs: list[Run], field: str) -> float:
 
 def case(name: str, policy_path: Path, repeat: int) -> Row:
     nft_file = policy_path.with_suffix(".nft")
-    compiled = subprocess.run([*CTKIT, "compile", "--format", "nft", str(policy_path)], capture_output=True)
+    compiled = subprocess.run([*CTKIT, "compile", "--format", "nft", str(policy_path)], capture_output=True,
+                              env=ENV)  # also what makes the warm runs warm
     if compiled.returncode != 0:
         refused = Run(0, 0, compiled.returncode, compiled.stderr.decode(errors="replace").strip().split("\n")[0])
         return Row(name, [refused], [])
     nft_file.write_bytes(compiled.stdout)
     nft_runs = measure(lambda ns: ["ip", "netns", "exec", ns, "nft", "-f", str(nft_file)], repeat)
-    ctkit_runs = measure(lambda ns: [*CTKIT, "apply", str(policy_path), "--netns", ns], repeat)
-    return Row(name, ctkit_runs, nft_runs)
+    apply = lambda ns: [*CTKIT, "apply", str(policy_path), "--netns", ns]  # noqa: E731
+    cold_runs = measure(apply, repeat, dict(ENV, CTKIT_NO_CACHE="1"))
+    ctkit_runs = measure(apply, repeat)
+    return Row(name, ctkit_runs, nft_runs, cold_runs)
 
 
 @dataclass(frozen=True)
@@ -148,7 +165,7 @@ def audited(name: str, policy_path: Path) -> Audited:
         nft = run(["ip", "netns", "exec", ns, "nft", "-j", "list", "table", "inet", "ctkit"])
         with tempfile.TemporaryFile() as out:
             start = time.perf_counter()
-            proc = subprocess.run([*CTKIT, "audit", str(policy_path), "--netns", ns, "--json"], stdout=out,
+            proc = subprocess.run([*CTKIT, "audit", str(policy_path), "--netns", ns, "--json"], stdout=out, env=ENV,
                                   stderr=subprocess.DEVNULL)
             wall = time.perf_counter() - start
             out.seek(0)
@@ -170,17 +187,19 @@ def audit_table(rows: list[Audited]) -> str:
 
 
 def table(rows: list[Row], repeat: int) -> str:
-    out = [f"medians of {repeat} runs, each into a fresh namespace; wall s, peak RSS MB", "",
-           "| case | ctkit apply s | nft -f s | ratio | ctkit RSS MB | nft RSS MB | RSS ratio |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    out = [f"medians of {repeat} runs, each into a fresh namespace; wall s, peak RSS MB (cold / warm)", "",
+           "| case | ctkit cold s | ctkit warm s | nft -f s | cold ratio | warm ratio | ctkit RSS MB | nft RSS MB "
+           "| RSS ratio |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
-        bad = next((r for r in row.ctkit + row.nft if r.rc != 0), None)
+        bad = next((r for r in list(row.cold) + row.ctkit + row.nft if r.rc != 0), None)
         if bad is not None:
-            out.append(f"| {row.name} | refused (exit {bad.rc}): {bad.error[:160]} | | | | | |")
+            out.append(f"| {row.name} | refused (exit {bad.rc}): {bad.error[:160]} | | | | | | | |")
             continue
-        cw, nw = median(row.ctkit, "wall"), median(row.nft, "wall")
-        cm, nm = median(row.ctkit, "rss_mb"), median(row.nft, "rss_mb")
-        out.append(f"| {row.name} | {cw:.3f} | {nw:.3f} | {cw / nw:.2f} | {cm:.0f} | {nm:.0f} | {cm / nm:.2f} |")
+        cold, warm, nw = median(list(row.cold), "wall"), median(row.ctkit, "wall"), median(row.nft, "wall")
+        cm, wm, nm = median(list(row.cold), "rss_mb"), median(row.ctkit, "rss_mb"), median(row.nft, "rss_mb")
+        out.append(f"| {row.name} | {cold:.3f} | {warm:.3f} | {nw:.3f} | {cold / nw:.2f} | {warm / nw:.2f} "
+                   f"| {cm:.0f} / {wm:.0f} | {nm:.0f} | {cm / nm:.2f} / {wm / nm:.2f} |")
     return "\n".join(out)
 
 
@@ -189,7 +208,7 @@ def profile(policy_path: Path, top: int) -> str:
     with tempfile.TemporaryDirectory() as tmp, Namespace() as ns:
         out = Path(tmp) / "apply.prof"
         subprocess.run([sys.executable, "-m", "cProfile", "-o", str(out), "-m", "ctkit", "apply", str(policy_path),
-                        "--netns", ns], stdout=subprocess.DEVNULL, check=True)
+                        "--netns", ns], stdout=subprocess.DEVNULL, check=True, env=dict(ENV, CTKIT_NO_CACHE="1"))
         buf = io.StringIO()
         pstats.Stats(str(out), stream=buf).sort_stats("cumulative").print_stats(top)
         return buf.getvalue()
@@ -212,7 +231,11 @@ def main() -> int:
         raise SystemExit("bench_apply.py creates network namespaces: run it as root")
     rows = []
     audits = []
+    global ENV
     with tempfile.TemporaryDirectory(prefix="ctkit-bench-") as tmp:
+        private = Path(tmp) / "xdg"
+        private.mkdir(mode=0o700)
+        ENV = dict(bytecode_env(str(Path(tmp) / "pycache")), XDG_CACHE_HOME=str(private))
         for n in args.rules:
             path = Path(tmp) / f"rules-{n}.json"
             path.write_text(json.dumps(rules_policy(n)))
