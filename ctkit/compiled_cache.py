@@ -99,6 +99,16 @@ def _file_digest(path: str) -> str | None:
         return None
 
 
+def identity(raw: bytes, compiled: Compiled) -> str:
+    """The plan's identity (ir.Plan.identity): a digest of ctkit's code, the policy's bytes and the
+    digests of the elements_files its build read. Not the path: the plan does not name it."""
+    digest = hashlib.sha256(code_identity() + b"\0" + raw)
+    for s in compiled.policy.sets:
+        if s.elements_file:
+            digest.update(f"\0{s.name}\0{s.elements_digest}".encode())
+    return digest.hexdigest()
+
+
 def _entry(path: Path, raw: bytes) -> tuple[Path, Path] | None:
     """(directory, entry file) for this policy, or None when there is no trusted place for it."""
     where = cache_dir()

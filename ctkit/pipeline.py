@@ -48,7 +48,8 @@ def _compiled(policy: Policy) -> Compiled:
 @paused
 def compile_file(path: str | Path) -> Compiled:
     """Load, lint and lower a policy file. A file compiled before with the same bytes (and the same
-    elements_files, and the same ctkit) is read back from ctkit's cache instead (ctkit/compiled_cache.py)."""
+    elements_files, and the same ctkit) is read back from ctkit's cache instead (ctkit/compiled_cache.py).
+    The plan carries its identity (ir.Plan.identity) either way."""
     from ctkit import compiled_cache
     from ctkit.paths import Unreadable, read_regular
     path = Path(path)
@@ -60,7 +61,10 @@ def compile_file(path: str | Path) -> Compiled:
     kept = compiled_cache.lookup(path, raw)
     if kept is not None:
         return kept
+    from dataclasses import replace
+
     from ctkit.policy.load import load_bytes
     compiled = _compiled(load_bytes(raw, path))
+    compiled = replace(compiled, plan=replace(compiled.plan, identity=compiled_cache.identity(raw, compiled)))
     compiled_cache.keep(path, raw, compiled)
     return compiled

@@ -63,3 +63,33 @@ def test_another_tools_commit_sends_the_audit_back_to_reading_everything(applied
     monkeypatch.setattr(kernel, "list_ruleset", lambda netns=None: listed.append(netns) or real(netns))
     report = audit(path, ns)
     assert listed == [ns] and report.drift == []
+
+
+def test_the_held_audit_generates_nothing_and_another_policy_is_never_held(applied, monkeypatch):
+    """The record names the plan by its identity (ir.Plan.identity: the policy's bytes, its elements_files'
+    bytes, ctkit's code) and its toggles: a held audit generates no document at all; another policy file
+    (here one more rule), or the same file with another block list, is not held: it is read and compared."""
+    ns, path = applied
+    from ctkit.backends.nft import generate
+
+    real = generate.generate
+    monkeypatch.setattr(generate, "generate", lambda plan: (_ for _ in ()).throw(
+        AssertionError("generated although the record holds")))
+    assert audit(path, ns).drift == []
+    monkeypatch.setattr(generate, "generate", real)
+    other = path.with_name("other.json")
+    doc = json.loads(json.dumps(POLICY))
+    doc["chains"]["input"]["rules"].append({"name": "web", "protocol": "tcp", "dport": 80, "action": "accept"})
+    other.write_text(json.dumps(doc))
+    assert [d.kind for d in audit(other, ns).drift] == ["missing"]
+    (path.parent / "block.netset").write_text("192.0.2.1\n")
+    listed = dict(POLICY, sets={"block": {"type": "ipv4_addr", "elements_file": "block.netset"}})
+    path.write_text(json.dumps(listed))
+    service.apply(pipeline.compile_file(path), registry.get("nft"), ns)
+    assert audit(path, ns).drift == []
+    (path.parent / "block.netset").write_text("192.0.2.1\n192.0.2.2\n")  # the same policy bytes
+    listed_in = []
+    real_list = kernel.list_ruleset
+    monkeypatch.setattr(kernel, "list_ruleset", lambda netns=None: listed_in.append(netns) or real_list(netns))
+    audit(path, ns)
+    assert listed_in == [ns], "a changed block list was taken as held"

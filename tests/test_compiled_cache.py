@@ -188,3 +188,35 @@ def test_a_policy_of_big_sets_is_not_kept(tmp_path, cache, monkeypatch):
             {"saddr": "@block", "action": "drop"}]}}})
     assert len(pipeline.compile_file(path).policy.sets[0].members) == 4
     assert entries(cache) == []
+
+
+def test_the_plan_carries_an_identity_of_what_it_was_compiled_from(tmp_path, cache, monkeypatch):
+    """ir.Plan.identity: the same for the same bytes (compiled or read back, from any path), another for
+    other bytes, another elements_file content or another ctkit; the nft backend names its document by it
+    and the toggles' states (backends/nft/written.py records that name)."""
+    from dataclasses import replace
+
+    from ctkit.backends.nft.backend import NftBackend
+    path = write(tmp_path / "p.json", RULES)
+    fresh = pipeline.compile_file(path).plan.identity
+    assert fresh and pipeline.compile_file(path).plan.identity == fresh  # read back from the cache
+    copy = write(tmp_path / "copy.json", RULES)
+    assert pipeline.compile_file(copy).plan.identity == fresh  # the plan does not name its path
+    doc = json.loads(json.dumps(RULES))
+    doc["chains"]["input"]["rules"][0]["dport"] = 2222
+    assert pipeline.compile_file(write(tmp_path / "p2.json", doc)).plan.identity != fresh
+    (tmp_path / "b.netset").write_text("192.0.2.1\n")
+    listed = write(tmp_path / "s.json", dict(RULES, sets={"b": {"type": "ipv4_addr", "elements_file": "b.netset"}}))
+    before = pipeline.compile_file(listed).plan.identity
+    (tmp_path / "b.netset").write_text("192.0.2.2\n")
+    assert pipeline.compile_file(listed).plan.identity != before
+    monkeypatch.setattr(compiled_cache, "code_identity", lambda: b"another ctkit")
+    assert pipeline.compile_file(path).plan.identity != fresh
+
+    toggled = write(tmp_path / "t.json", {"version": 1, "toggles": {"maint": False}, "chains": {"input": {
+        "rules": [{"name": "m", "when": "maint", "action": "drop"}]}}})
+    plan = pipeline.compile_file(toggled).plan
+    on = replace(plan, table=replace(plan.table, toggles=tuple(replace(t, on=True) for t in plan.table.toggles)))
+    backend = NftBackend()
+    assert on.identity == plan.identity and backend._digest(on) != backend._digest(plan)
+    assert backend._digest(replace(plan, identity=None)) == backend._document(plan)[2]  # no identity: the text's

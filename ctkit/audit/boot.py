@@ -85,12 +85,13 @@ def check(compiled: Compiled, backend: Backend, directory: str, netns: str | Non
     drift: list[Drift] = []
     for v in live.views:
         b = at_boot.pop(v.where, None)
-        if b is not None and not v.have.present and not b.have.present:
-            continue
         if b is None:
             drift.append(Drift("missing-table", v.where, None, "runs now", "boot loads nothing of it"))
             continue
-        for d in compare(v.have, b.have, {}, v.where):
+        running = b.want if v.held else v.have  # held: what runs is the compiled policy, as at boot
+        if not running.present and not b.have.present:
+            continue
+        for d in compare(running, b.have, {}, v.where):
             drift.append(replace(d, subject=v.subject_prefix + d.subject) if v.subject_prefix else d)
     for b in at_boot.values():
         drift.append(Drift("extra-table", b.where, None, "does not run now", "boot would load it"))

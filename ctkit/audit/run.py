@@ -116,7 +116,7 @@ def ruleset_drift(compiled: Compiled, backend: Backend, netns: str | None) -> tu
     origins = _origins(compiled)
     drifts: list[Drift] = []
     for v in inspection.views:
-        if v.have is v.want:
+        if v.held:
             continue  # the backend knows the kernel holds what it compiled (nft: written.py), nothing to compare
         for d in compare(v.want, v.have, origins, v.where):
             drifts.append(replace(d, subject=v.subject_prefix + d.subject) if v.subject_prefix else d)

@@ -98,12 +98,14 @@ class Shown:
 
 @dataclass(frozen=True)
 class LiveView:
-    """The compiled and the live form of one owned unit (nft: the table; iptables: one family). `have` is
-    `want` itself when the backend knows the kernel holds what it compiled, without reading it back."""
+    """The compiled and the live form of one owned unit (nft: the table; iptables: one family). `held`:
+    the backend knows the kernel holds what it compiled, without reading it back (nft: written.py);
+    then there is nothing to compare, and want and have are None (neither is made)."""
     where: str  # names the unit in drift: "ctkit", "CTKIT-* (ipv4)"
     subject_prefix: str  # put before every drift subject of this unit ("" or "ipv4 ")
-    want: TableView
-    have: TableView
+    want: TableView | None
+    have: TableView | None
+    held: bool = False
 
 
 @dataclass(frozen=True)

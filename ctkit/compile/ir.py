@@ -8,7 +8,7 @@ express.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable, NamedTuple, Sequence, Union
 
 from ctkit.values import PortRange
@@ -401,3 +401,8 @@ class Plan:
     """Everything compile produces: the ruleset and the host settings."""
     table: Table
     settings: tuple[SysctlSetting, ...] = ()
+    #: what this plan was compiled from, as a digest (ctkit/compiled_cache.py identity: the policy file's
+    #: bytes, its elements_files' bytes and ctkit's code): two plans of one identity and the same toggle
+    #: states are the same plan, so a backend may name what it generates for it without generating it.
+    #: None: not known (a plan built from a document or in Python)
+    identity: str | None = field(default=None, compare=False)

@@ -71,6 +71,16 @@ class NftBackend:
             self._generated = (plan, document, text, written.digest(text))
         return self._generated[1], self._generated[2], self._generated[3]
 
+    def _digest(self, plan: ir.Plan) -> str:
+        """What names the document generated for `plan` in written.py's record: from the plan's identity
+        and its toggles' states when the plan has one (the document is a function of those and of ctkit's
+        code, which the identity covers), so that an audit that finds the record holding generates
+        nothing; else the digest of the document's text."""
+        if plan.identity is None:
+            return self._document(plan)[2]
+        import hashlib
+        return "plan-" + hashlib.sha256(f"{plan.identity}\0{plan.table.toggles!r}".encode()).hexdigest()
+
     def owned(self, table: str) -> str:
         return f"table {FAMILY} {table}"
 
@@ -97,10 +107,11 @@ class NftBackend:
         nothing was committed in the namespace since (written.py); else the table listed and compared."""
         from ctkit.backends.nft import diff
         table = plan.table.name
-        document, _text, digest = self._document(plan)
+        digest = self._digest(plan)
         seen = _generation(netns)
         if written.holds(table, netns, digest, seen):
             return Pending(f"table {FAMILY} {table}", (), NONE, "", f"written {digest}")
+        document, _text, _ = self._document(plan)
         pending = diff.changes(plan, document, kernel.list_table(table, netns))
         if pending.method == NONE and seen is not None and _generation(netns) == seen:
             written.remember(table, netns, digest, seen)  # read whole between two equal ids: it holds
@@ -114,7 +125,8 @@ class NftBackend:
               pending: Pending | None = None) -> Applied:
         from ctkit.backends.nft import diff
         table = plan.table.name
-        document, text, digest = self._document(plan)
+        document, text, _ = self._document(plan)
+        digest = self._digest(plan)
         if pending is None:
             pending = diff.changes(plan, document, kernel.list_table(table, netns))
         before = _generation(netns) if pending.method != NONE and not dry_run else None
@@ -188,16 +200,15 @@ class NftBackend:
         from ctkit.backends.nft import view as nft_view
         table = plan.table
         ids = {r.id for c in table.chains for r in c.rules}
-        document, _text, digest = self._document(plan)
-        want = nft_view.view(document["nftables"], ids)
         seen = _generation(netns)
-        if written.holds(table.name, netns, digest, seen):
+        if written.holds(table.name, netns, self._digest(plan), seen):
             # ctkit's last commit wrote this very document and nothing was committed since (written.py): the
             # table holds it, so only the other tables are read, for what interferes with ctkit's rules
             others = kernel.list_other_tables(table.name, netns)
             if _generation(netns) == seen:
-                return Inspection((LiveView(table.name, "", want, want),),
+                return Inspection((LiveView(table.name, "", None, None, held=True),),
                                   tuple(foreign.interference(others, table)))
+        want = nft_view.view(self._document(plan)[0]["nftables"], ids)
         ruleset = kernel.list_ruleset(netns)
         mine = [i for i in ruleset if _in_table(i, table.name)]
         have = nft_view.view(mine if any("table" in i for i in mine) else None, ids)

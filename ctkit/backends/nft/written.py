@@ -1,15 +1,17 @@
 """What ctkit last wrote into a namespace's table, so that an apply of the same document can tell that
 nothing changed without listing and comparing the table (about a second at 10,000 rules).
 
-The record holds the digest of the document ctkit generated (of its nft text, text.render: what ctkit
-sends to the kernel for it; hashing the text it renders anyway costs nothing, where json.dumps of the
-document took a second for a set of a million members) and the nf_tables generation id
+The record holds a name of the document ctkit generated and the nf_tables generation id
 (ctkit/kernel/nf_tables.py) right after ctkit's own commit. The kernel raises that id with every
 committed change to any table of the namespace, so the same id means the ruleset is still exactly
 what ctkit's commit left. Any other id (another tool's change anywhere in the namespace, `ctkit set
 add`, `ctkit toggle`, a rollback), another document, another boot or another namespace (the record
 lives in the namespace's own state directory, named by its cookie) and the table is listed and
-compared as before. A record is written only when ctkit's commit was the only one in between (the id
+compared as before. The name (NftBackend._digest) is a digest of the plan's identity (ir.Plan.identity:
+the policy file's and its elements_files' bytes and ctkit's code) and its toggles' states, so an audit or
+apply that finds the record holding generates nothing; for a plan without an identity, the digest of
+the document's nft text (text.render: what ctkit sends for it; json.dumps of the document took a
+second for a set of a million members). A record is written only when ctkit's commit was the only one in between (the id
 rose by exactly one), and it is trusted only when it is root's and nobody else can write it.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ VERSION = 1
 
 
 def digest(text: str) -> str:
-    """The digest of a document's nft text (text.render of it)."""
+    """The digest of a document's nft text (text.render of it): the name of a plan without an identity."""
     return hashlib.sha256(text.encode()).hexdigest()
 
 
