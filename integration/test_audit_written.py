@@ -93,3 +93,14 @@ def test_the_held_audit_generates_nothing_and_another_policy_is_never_held(appli
     monkeypatch.setattr(kernel, "list_ruleset", lambda netns=None: listed_in.append(netns) or real_list(netns))
     audit(path, ns)
     assert listed_in == [ns], "a changed block list was taken as held"
+
+
+def test_a_no_op_apply_whose_record_holds_generates_nothing(applied, monkeypatch):
+    """An apply of the policy ctkit last wrote, with nothing committed since: no document is generated,
+    nothing is sent, and the summary still counts the table's rules (generate.rule_count)."""
+    ns, path = applied
+    from ctkit.backends.nft import generate
+    monkeypatch.setattr(generate, "generate", lambda plan: (_ for _ in ()).throw(
+        AssertionError("generated although the record holds")))
+    result = service.apply(pipeline.compile_file(path), registry.get("nft"), ns)
+    assert not result.changed and "unchanged (1 chains, 1 rules)" in result.summary, result.summary

@@ -33,3 +33,12 @@ def test_every_kernel_rule_names_its_policy_rule(path):
         rule = cmd.get("add", {}).get("rule")
         if rule:
             assert rule["comment"].split(": ")[0] in ids
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_rule_count_is_the_number_of_rules_generated(path):
+    """An apply that sends nothing says how many rules the table holds without generating it
+    (generate.rule_count): the same number as the rules the document adds."""
+    from ctkit.backends.nft.generate import generate, rule_count
+    plan = pipeline.compile_file(path).plan
+    assert rule_count(plan.table) == sum(1 for c in generate(plan)["nftables"] if "rule" in c.get("add", {}))

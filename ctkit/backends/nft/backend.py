@@ -124,11 +124,13 @@ class NftBackend:
     def apply(self, plan: ir.Plan, netns: str | None, dry_run: bool = False,
               pending: Pending | None = None) -> Applied:
         from ctkit.backends.nft import diff
+        from ctkit.backends.nft.generate import rule_count
         table = plan.table.name
-        document, text, _ = self._document(plan)
         digest = self._digest(plan)
         if pending is None:
-            pending = diff.changes(plan, document, kernel.list_table(table, netns))
+            pending = diff.changes(plan, self._document(plan)[0], kernel.list_table(table, netns))
+        if pending.method != NONE:  # nothing to send: no document needed (the record may have said so)
+            document, text, _ = self._document(plan)
         before = _generation(netns) if pending.method != NONE and not dry_run else None
         if pending.method == INCREMENTAL:
             kernel.apply_batch(table, pending.work, netns, dry_run=dry_run)
@@ -138,7 +140,7 @@ class NftBackend:
             kernel.apply(table, document, netns, dry_run=dry_run, text=text)
         if pending.method != NONE and not dry_run:
             written.record(table, netns, digest, before, _generation(netns))
-        rules = sum(1 for c in document["nftables"] if "rule" in c.get("add", {}))
+        rules = rule_count(plan.table)
         size = f"{len(plan.table.chains)} chains, {rules} rules"
         if pending.method == NONE:
             summary = f"{self.owned(table)} unchanged ({size}): nothing sent to the kernel"

@@ -374,6 +374,12 @@ def rule_commands(table: str, chain: str, rule: ir.Rule) -> list[dict]:
     return out
 
 
+def rule_count(table: ir.Table) -> int:
+    """How many rules table_commands writes for `table` (each policy rule split as rule_commands splits
+    it, and the toggles' marker rules), without writing them."""
+    return sum(len(r.split(_either_field)) for c in table.chains for r in c.rules) + len(table.toggles)
+
+
 def _chain(table: str, chain: ir.Chain) -> dict:
     body: dict[str, Any] = {"family": FAMILY, "table": table, "name": chain.name}
     if chain.hook is not None:
