@@ -27,7 +27,15 @@ from ctkit import names
 from ctkit.audit.drift import longest_in_order
 from ctkit.backends.base import CREATE, INCREMENTAL, NONE, REPLACE, Pending, PlanItem
 from ctkit.backends.nft import text as nft_text
-from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
+from ctkit.backends.nft.normal import (
+    canonical_chain,
+    canonical_helper,
+    canonical_member,
+    canonical_rule,
+    canonical_set,
+    element_value,
+    is_declared,
+)
 from ctkit.backends.nft.table import FAMILY
 from ctkit.backends.nft.view import chain_text, rule_text
 from ctkit.compile import ir
@@ -67,29 +75,10 @@ def _state(items: list[dict]) -> _State:
 
 # ---------------------------------------------------------------- canonical forms
 
-def _set_decl(body: dict) -> tuple:
-    return (json.dumps(body.get("type")), tuple(sorted(body.get("flags", []))), body.get("timeout"))
-
-
 def _object(kind: str, body: dict) -> tuple:
     if kind == "ct timeout":
         return (body.get("protocol"), body.get("l3proto"), tuple(sorted(body.get("policy", {}).items())))
     return canonical_helper(body)
-
-
-def _elem_value(e: Any) -> Any:
-    return e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
-
-
-def _declared(e: Any) -> bool:
-    return isinstance(e, dict) and "elem" in e and e["elem"].get("comment") == names.NFT_DECLARED_ELEMENT
-
-
-def _canon_value(v: Any) -> str:
-    from ctkit.backends.nft.normal import _atom
-    if isinstance(v, dict) and "concat" in v:
-        return json.dumps([_canon_value(x) for x in v["concat"]])
-    return json.dumps(_atom(v), default=list)
 
 
 def _rule_key(rule: dict) -> tuple:
@@ -101,7 +90,7 @@ def fingerprint(st: _State | None) -> str:
     if st is None:
         return "absent"
     data = {"chains": {n: canonical_chain(c) for n, c in sorted(st.chains.items())},
-            "sets": {n: _set_decl(s) for n, s in sorted(st.sets.items())},
+            "sets": {n: canonical_set(s) for n, s in sorted(st.sets.items())},
             "objects": sorted((k, n, _object(k, b)) for (k, n), b in st.objects.items()),
             "rules": {c: [_rule_key(r) for r in rs] for c, rs in sorted(st.rules.items())}}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
@@ -183,8 +172,8 @@ class _Diff:
                 self.first.append({"add": {"set": body}})
                 if elements:
                     self.first.append({"add": {"element": _ident(self.table, name=name, elem=elements)}})
-            elif _set_decl(old) != _set_decl(body):
-                self.item("set", "change", subject, json.dumps(_set_decl(old)), json.dumps(_set_decl(body)))
+            elif canonical_set(old) != canonical_set(body):
+                self.item("set", "change", subject, json.dumps(canonical_set(old)), json.dumps(canonical_set(body)))
                 self.reasons.append(f"set {name}'s type, flags or timeout changed: nft cannot change them in place "
                                     "(its members are reset to the declared ones)")
             else:
@@ -195,20 +184,20 @@ class _Diff:
                 self.last_sets.append({"delete": {"set": _ident(self.table, name=name)}})
 
     def members(self, name: str, wanted: list) -> None:
-        live = {_canon_value(_elem_value(e)): e for e in self.have.elements.get(name, [])}
-        declared = {c for c, e in live.items() if _declared(e)}
-        want = {_canon_value(_elem_value(e)): e for e in wanted}
+        live = {canonical_member(element_value(e)): e for e in self.have.elements.get(name, [])}
+        declared = {c for c, e in live.items() if is_declared(e)}
+        want = {canonical_member(element_value(e)): e for e in wanted}
         ident = _ident(self.table, name=name)
         added = [e for c, e in want.items() if c not in declared]
-        unmarked = [_elem_value(live[c]) for c, e in want.items() if c in live and c not in declared]
-        gone = [_elem_value(live[c]) for c in declared if c not in want]
+        unmarked = [element_value(live[c]) for c, e in want.items() if c in live and c not in declared]
+        gone = [element_value(live[c]) for c in declared if c not in want]
         if unmarked:  # a member added at run time that the file now declares: re-added with the mark
             self.first.append({"delete": {"element": dict(ident, elem=unmarked)}})
         if gone:
             self.item("elements", "remove", f"set {name}", _value_text(gone))
             self.first.append({"delete": {"element": dict(ident, elem=gone)}})
         if added:
-            self.item("elements", "add", f"set {name}", None, _value_text([_elem_value(e) for e in added]))
+            self.item("elements", "add", f"set {name}", None, _value_text([element_value(e) for e in added]))
             self.first.append({"add": {"element": dict(ident, elem=added)}})
 
     def runtime_members(self) -> list[dict]:
@@ -217,11 +206,11 @@ class _Diff:
         out = []
         for name, body in self.want.sets.items():
             old = self.have.sets.get(name)
-            if name in self.toggles or old is None or _set_decl(old) != _set_decl(body):
+            if name in self.toggles or old is None or canonical_set(old) != canonical_set(body):
                 continue
             keep = []
             for e in self.have.elements.get(name, []):
-                if _declared(e):
+                if is_declared(e):
                     continue
                 if isinstance(e, dict) and "elem" in e:
                     left = e["elem"].get("expires", e["elem"].get("timeout"))

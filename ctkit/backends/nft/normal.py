@@ -101,3 +101,27 @@ def canonical_chain(chain: dict) -> tuple:
 
 def canonical_helper(obj: dict) -> tuple:
     return (obj.get("type"), obj.get("protocol"), obj.get("l3proto"))
+
+
+def canonical_set(body: dict) -> tuple:
+    """A set's declaration (type, flags, timeout), without its elements."""
+    return (json.dumps(body.get("type")), tuple(sorted(body.get("flags", []))), body.get("timeout"))
+
+
+def element_value(e: Any) -> Any:
+    """An element's value, with or without its {"elem": {"val": ..., "comment": ...}} wrapper."""
+    return e["elem"]["val"] if isinstance(e, dict) and "elem" in e else e
+
+
+def is_declared(e: Any) -> bool:
+    """Whether an element carries the comment that marks the policy file's members
+    (names.NFT_DECLARED_ELEMENT); members added at run time have none."""
+    from ctkit import names
+    return isinstance(e, dict) and "elem" in e and e["elem"].get("comment") == names.NFT_DECLARED_ELEMENT
+
+
+def canonical_member(v: Any) -> str:
+    """An element's value as one comparable text, however nft prints it."""
+    if isinstance(v, dict) and "concat" in v:
+        return json.dumps([canonical_member(x) for x in v["concat"]])
+    return json.dumps(_atom(v), default=list)
