@@ -76,9 +76,13 @@ def toggle_marker_in(spec: str, name: str) -> bool | None:
 NFT_TOGGLE_CHAIN = "toggle-state"
 
 
+#: what the name of a toggle's set starts with (a policy's own sets are named by the policy)
+NFT_TOGGLE_SET_PREFIX = "toggle_"
+
+
 def nft_toggle_set(name: str) -> str:
     """The set behind toggle `name`: {ipv4, ipv6} when on, empty when off."""
-    return f"toggle_{check_toggle_name(name)}"
+    return f"{NFT_TOGGLE_SET_PREFIX}{check_toggle_name(name)}"
 
 
 #: the comment on a set element the policy file declares; members added at run time (`ctkit set add`,

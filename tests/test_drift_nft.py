@@ -89,3 +89,29 @@ def test_raw_payload_offset_change_is_drift():
                 changed = True
     assert changed, "the example has a raw payload match"
     assert [d.kind for d in compare(want, view(doc, ids))] == ["changed"]
+
+
+def _edited_sets(edit):
+    listing = json.loads((FIXTURES / "blocklist-set.list.json").read_text())["nftables"]
+    for item in listing:
+        if "set" in item:
+            edit(item["set"])
+    return listing
+
+
+@pytest.mark.parametrize("edit, kinds", [
+    (lambda s: s["name"] == "web_ports" and s["elem"].pop(0), {("missing-members", "set web_ports")}),
+    (lambda s: s["name"] == "web_ports" and s["elem"].append(8080), set()),  # a run-time member: not drift
+    (lambda s: s["name"] == "web_ports" and s["elem"].append({"elem": {"val": 8080, "comment": "policy"}}),
+     {("extra-members", "set web_ports")}),
+    (lambda s: s["name"] == "blocklist6" and s.update(flags=[]), {("changed-set", "set blocklist6")}),
+    (lambda s: s["name"] == "web_ports" and s.update(name="gone"),
+     {("missing-set", "set web_ports"), ("extra-set", "set gone")}),
+], ids=["declared member gone", "run-time member", "declared member left over", "flags", "renamed"])
+def test_named_sets_drift_by_declaration_and_declared_members(edit, kinds):
+    """The audit compares named sets: declarations and the members the policy declared (marked with the
+    declared comment); members added at run time are not drift."""
+    want, ids = desired(ROOT / "examples" / "blocklist-set.json")
+    drifts = compare(want, view(_edited_sets(edit), ids), {"set/web_ports": "/sets/web_ports"})
+    assert {(d.kind, d.subject) for d in drifts} == kinds
+    assert all(d.origin == "/sets/web_ports" for d in drifts if d.subject == "set web_ports")

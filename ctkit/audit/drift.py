@@ -29,6 +29,25 @@ class RuleView:
 
 
 @dataclass(frozen=True)
+class SetView:
+    """A named set as the audit compares it: its declaration, and the members the policy declared
+    (canonical text -> text for humans). Members added at run time (`ctkit set add`, fail2ban) are not
+    the policy's and are left out."""
+    decl: Any
+    decl_text: str
+    declared: dict[str, str] = field(default_factory=dict)
+
+
+#: members a drift lists; more are counted
+SHOWN_MEMBERS = 32
+
+
+def _members(texts: list[str]) -> str:
+    shown = ", ".join(sorted(texts)[:SHOWN_MEMBERS])
+    return shown if len(texts) <= SHOWN_MEMBERS else f"{shown}, ... ({len(texts)} in all)"
+
+
+@dataclass(frozen=True)
 class TableView:
     present: bool
     chains: dict[str, Any] = field(default_factory=dict)  # name -> canonical chain
@@ -38,12 +57,15 @@ class TableView:
     #: chain -> JSON pointer of its policy chain, where the view's chain names are not the policy's
     #: (iptables: filter/CTKIT-INPUT is chain input); otherwise origins["chain/<name>"] is used
     chain_origins: dict[str, str] = field(default_factory=dict)
+    #: named sets (a backend that does not view them leaves this empty on both sides)
+    sets: dict[str, SetView] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Drift:
     kind: str  # missing | changed | extra | reordered | missing-chain | extra-chain | changed-chain |
-    #          missing-object | changed-object | extra-object | missing-table
+    #          missing-object | changed-object | extra-object | missing-table | missing-set | changed-set |
+    #          extra-set | missing-members | extra-members
     subject: str  # chain/rule id, chain, or object name
     origin: str | None = None  # JSON pointer of the policy construct
     expected: str | None = None
@@ -133,6 +155,7 @@ def compare(want: TableView, have: TableView, origins: dict[str, str] | None = N
     for name, obj in have.objects.items():
         if name not in want.objects:
             drifts.append(Drift("extra-object", name, None, None, str(obj)))
+    drifts += _compare_sets(want.sets, have.sets, origins)
     for name, chain in want.chains.items():
         origin = want.chain_origins.get(name, origins.get(f"chain/{name}"))
         if name not in have.chains:
@@ -149,11 +172,34 @@ def compare(want: TableView, have: TableView, origins: dict[str, str] | None = N
     return drifts
 
 
+def _compare_sets(want: dict[str, SetView], have: dict[str, SetView], origins: dict[str, str]) -> list[Drift]:
+    """Sets missing, extra or declared otherwise, and declared members missing or left over (a member the
+    policy no longer lists but that still carries the policy's mark)."""
+    drifts = []
+    for name, s in want.items():
+        subject, origin, live = f"set {name}", origins.get(f"set/{name}"), have.get(name)
+        if live is None:
+            drifts.append(Drift("missing-set", subject, origin, s.decl_text, None))
+            continue
+        if live.decl != s.decl:
+            drifts.append(Drift("changed-set", subject, origin, s.decl_text, live.decl_text))
+        gone = [t for k, t in s.declared.items() if k not in live.declared]
+        if gone:
+            drifts.append(Drift("missing-members", subject, origin, _members(gone), None))
+        extra = [t for k, t in live.declared.items() if k not in s.declared]
+        if extra:
+            drifts.append(Drift("extra-members", subject, origin, None, _members(extra)))
+    drifts += [Drift("extra-set", f"set {name}", None, None, s.decl_text) for name, s in have.items() if name not in want]
+    return drifts
+
+
 #: drift kind -> (plan item kind, action): what an apply does about each difference
 _PLAN = {"missing": ("rule", "add"), "extra": ("rule", "remove"), "changed": ("rule", "change"),
          "reordered": ("rule", "move"), "missing-chain": ("chain", "add"), "extra-chain": ("chain", "remove"),
          "changed-chain": ("chain", "change"), "missing-object": ("object", "add"),
-         "changed-object": ("object", "change"), "extra-object": ("object", "remove")}
+         "changed-object": ("object", "change"), "extra-object": ("object", "remove"),
+         "missing-set": ("set", "add"), "changed-set": ("set", "change"), "extra-set": ("set", "remove"),
+         "missing-members": ("elements", "add"), "extra-members": ("elements", "remove")}
 
 
 def plan_items(drifts: list[Drift], prefix: str = ""):

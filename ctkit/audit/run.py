@@ -107,6 +107,8 @@ def _origins(compiled: Compiled) -> dict[str, str]:
             origins[rule.id] = rule.origin
     for obj in compiled.plan.table.helpers:
         origins[f"helper/{obj.name}"] = obj.origin
+    for s in compiled.plan.table.sets:
+        origins[f"set/{s.name}"] = s.origin
     return origins
 
 

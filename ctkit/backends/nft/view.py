@@ -4,12 +4,21 @@ from __future__ import annotations
 import json
 
 from ctkit import names
-from ctkit.audit.drift import RuleView, TableView
+from ctkit.audit.drift import RuleView, SetView, TableView
 from ctkit.backends.nft import text as nft_text
-from ctkit.backends.nft.normal import canonical_chain, canonical_helper, canonical_rule
+from ctkit.backends.nft.normal import (
+    canonical_chain,
+    canonical_helper,
+    canonical_member,
+    canonical_rule,
+    canonical_set,
+    element_value,
+    is_declared,
+)
 from ctkit.errors import CompileError
 
 rule_id = names.rule_id
+TOGGLE_SET = names.NFT_TOGGLE_SET_PREFIX
 
 
 def chain_text(c: dict) -> str:
@@ -30,10 +39,22 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
     if items is None:
         return TableView(False)
     chains, rules, objects, texts = {}, {}, {}, {}
+    decls: dict[str, dict] = {}
+    declared: dict[str, dict[str, str]] = {}
     for item in items:
         if "add" in item:
             item = item["add"]
-        if "chain" in item:
+        if "set" in item or "element" in item:
+            body = item.get("set") or item["element"]
+            if body["name"].startswith(TOGGLE_SET):
+                continue  # a toggle's switch: its state is the toggles' finding, not drift
+            if "set" in item:
+                decls[body["name"]] = body
+            members = declared.setdefault(body["name"], {})
+            for e in body.get("elem", []):
+                if is_declared(e):
+                    members[canonical_member(element_value(e))] = nft_text.value(element_value(e))
+        elif "chain" in item:
             c = item["chain"]
             chains[c["name"]] = canonical_chain(c)
             texts[c["name"]] = chain_text(c)
@@ -46,7 +67,16 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
             rules.setdefault(r["chain"], []).append(
                 RuleView(r["chain"], rule_id(r.get("comment"), known_ids), canonical_rule(r.get("expr", [])),
                          r, rule_text))
-    return TableView(True, chains, rules, objects, texts)
+    sets = {name: SetView(canonical_set(body), _set_text(body), declared.get(name, {}))
+            for name, body in decls.items()}
+    return TableView(True, chains, rules, objects, texts, sets=sets)
+
+
+def _set_text(body: dict) -> str:
+    kind = body["type"] if isinstance(body["type"], str) else " . ".join(body["type"])
+    flags = f" flags {','.join(sorted(body['flags']))}" if body.get("flags") else ""
+    timeout = f" timeout {body['timeout']}s" if "timeout" in body else ""
+    return f"type {kind}{flags}{timeout}"
 
 
 def rule_hits(items: list[dict]) -> dict[str, tuple[int, int]]:
