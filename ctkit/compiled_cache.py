@@ -59,7 +59,7 @@ def code_identity() -> bytes:
     """What compiling depends on besides its input: ctkit's modules and schemas, Python, PyYAML."""
     digest = hashlib.sha256(f"{FORMAT}\0{sys.version}\0{pickle.HIGHEST_PROTOCOL}\0".encode())
     package = Path(__file__).resolve().parent
-    for top, dirs, files in os.walk(package):
+    for top, dirs, files in os.walk(package, followlinks=True):  # ctkit/schemas may be a link to ../schemas
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(f for f in files if f.endswith((".py", ".json"))):
             full = os.path.join(top, name)

@@ -100,9 +100,11 @@ def test_another_ctkit_compiles_again(tmp_path, cache, monkeypatch):
     assert len(entries(cache)) == 2
 
 
-def test_an_edited_module_changes_the_code_identity(tmp_path):
+@pytest.mark.parametrize("name", ["compiled_cache.py", "schemas/policy.schema.json"])
+def test_an_edited_module_or_schema_changes_the_code_identity(name):
+    """The schema is part of what compiling means (ctkit/schemas may be a symbolic link into the tree)."""
     before = compiled_cache.code_identity()
-    module = os.path.join(os.path.dirname(compiled_cache.__file__), "compiled_cache.py")
+    module = os.path.join(os.path.dirname(compiled_cache.__file__), name)
     info = os.stat(module)
     try:
         os.utime(module, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
