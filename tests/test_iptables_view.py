@@ -235,3 +235,25 @@ def test_a_foreign_notrack_before_ctkits_helper_is_reported(rules, found):
     """It was not (only ACCEPT, DROP and REJECT were looked at): FTP data connections broke, audit clean."""
     ids = [f.id for f in view.foreign_first(_raw(*rules), "CTKIT-", "ipv4")]
     assert ids == (["foreign.notrack-overrides-helper"] if found else []), ids
+
+
+def test_ipset_views_tell_declared_members_from_run_time_ones():
+    """ipset marks no member: a live member is the policy's when it is declared now or was at the last
+    apply (the ownership record); a range of a hash:net counts as held when its prefixes are."""
+    from ctkit.audit.drift import TableView, compare
+    from ctkit.backends.iptables.document import IpSet
+    from ctkit.backends.iptables.view import set_views
+    sets = [IpSet("ctkit-block", "hash:net", "ipv4", None, (("192.0.2.0-192.0.2.3", None), ("198.51.100.7", None))),
+            IpSet("ctkit-ports", "bitmap:port", None, None, (("80", None), ("443", None)))]
+    live = {"ctkit-block": ("create ctkit-block hash:net family inet hashsize 1024 maxelem 65536",
+                            {"192.0.2.0/30", "203.0.113.1", "203.0.113.9"}),
+            "ctkit-ports": ("create ctkit-ports bitmap:port range 0-65535", {"80", "443", "8080"}),
+            "ctkit-old": ("create ctkit-old hash:ip family inet hashsize 1024 maxelem 65536", set())}
+    declared = {"ctkit-block": ["create ...", ["add ctkit-block 203.0.113.1"]]}  # declared at the last apply
+    want, have = set_views(sets, live, {"ctkit-block", "ctkit-ports", "ctkit-old"}, declared, "CTKIT-")
+    drifts = compare(TableView(True, sets=want), TableView(True, sets=have))
+    assert {(d.kind, d.subject, d.expected or d.actual) for d in drifts} == {
+        ("missing-members", "set block", "198.51.100.7"),  # declared, gone from the kernel
+        ("extra-members", "set block", "203.0.113.1"),  # declared before, no longer: an apply removes it
+        ("extra-set", "set old", "create ctkit-old hash:ip family inet hashsize 1024 maxelem 65536"),
+    }  # 203.0.113.9 and port 8080 were added at run time: not the policy's

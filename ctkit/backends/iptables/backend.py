@@ -7,6 +7,7 @@ One object per variant: iptables-nft and iptables-legacy are different rulesets 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from ctkit import members
@@ -248,12 +249,15 @@ class IptablesBackend:
         # a base chain's policy rule carries the chain name as its id ("input: policy drop")
         ids = {r.id for c in table.chains for r in c.rules} | {c.name for c in table.chains}
         views, found = [], []
+        want_sets, have_sets = self._set_views(ruleset, netns)
         for family in FAMILIES:
             current = kernel.parse_save(kernel.save(family, variant, netns))
             want = ipt_view.view(ruleset.document(family), None, ids)
             have = ipt_view.live(current, ruleset.prefix, family, ids)
             if not want.present and not have.present:
                 continue  # neither the policy nor the kernel has ctkit chains in this family
+            if not views:  # the sets are compared once, in the first family's view (port sets serve both)
+                want, have = replace(want, sets=want_sets), replace(have, sets=have_sets)
             views.append(LiveView(f"{ruleset.prefix}* ({family})", f"{family} ", want, have))
             found += ipt_view.foreign_first(current, ruleset.prefix, family)
         mixed = kernel.mixed_variants(netns, variant)
@@ -262,6 +266,18 @@ class IptablesBackend:
                                  "keep one iptables variant per namespace, or audit the other with "
                                  f"--iptables-variant {'legacy' if variant == 'nft' else 'nft'}"))
         return Inspection(tuple(views), tuple(found))
+
+    def _set_views(self, ruleset: Ruleset, netns: str | None):
+        """The audit's views of ctkit's ipsets (view.set_views): the policy's, and the kernel's that are
+        ctkit's (declared now, or listed in the ownership record)."""
+        sets = list({s.name: s for f in FAMILIES for s in ruleset.document(f).ipsets}.values())
+        rec = kernel.load_record(netns, ruleset.prefix)
+        if not sets and not rec.ipsets:
+            return {}, {}
+        existing = set(ipset.names(netns))
+        mine = ({s.name for s in sets} | rec.ipsets) & existing
+        live = {name: ipset.saved(name, netns) for name in sorted(mine)}
+        return ipt_view.set_views(sets, live, rec.ipsets, rec.declared, ruleset.prefix)
 
     def rule_hits(self, table: str, netns: str | None) -> dict[str, tuple[int, int]]:
         variant = kernel.resolve_variant(self.variant, netns, chain_prefix(table))

@@ -154,6 +154,23 @@ def present(sets, existing: set[str], owned: set[str] | None, declared: dict[str
     return out
 
 
+def saved(name: str, netns: str | None) -> tuple[str, set[str]]:
+    """`ipset save NAME`: its create line and its members."""
+    text = _run(["save", name], netns, f"cannot read ipset {name}").stdout
+    lines = text.split("\n")
+    create = next((line for line in lines if line.startswith(f"create {name} ")), "")
+    return create, {line.split()[2] for line in lines if line.startswith(f"add {name} ")}
+
+
+def kind_of(create_line: str) -> tuple[str, str | None, str | None]:
+    """(type, family, timeout) of a create line, without the sizes the kernel grows (hashsize, maxelem)."""
+    words = create_line.split()
+
+    def after(word: str) -> str | None:
+        return words[words.index(word) + 1] if word in words[:-1] else None
+    return (words[2] if len(words) > 2 else "", after("family"), after("timeout"))
+
+
 def _held(value: str, kind: str, members: set[str]) -> bool:
     """Whether the kernel holds declared member `value`: ipset stores an address range of a hash:net as
     the prefixes that cover it, and a port range of a bitmap as its ports."""

@@ -12,7 +12,7 @@ import re
 import shlex
 
 from ctkit import names
-from ctkit.audit.drift import RuleView, TableView
+from ctkit.audit.drift import RuleView, SetView, TableView
 from ctkit.audit.findings import Finding
 from ctkit.backends.iptables.document import Document
 from ctkit.backends.iptables.kernel import SavedTable, jumps, owned
@@ -194,3 +194,30 @@ def rule_hits(current_by_family: dict[str, dict[str, SavedTable]], prefix: str) 
                     p, b = hits.get(rid, (0, 0))
                     hits[rid] = (p + r.packets, b + r.bytes)
     return hits
+
+
+def set_views(sets, live: dict[str, tuple[str, set[str]]], owned: set[str], declared: dict[str, list],
+              prefix: str) -> tuple[dict[str, SetView], dict[str, SetView]]:
+    """(compiled, live) views of ctkit's ipsets for the audit. `sets`: the policy's IpSets; `live`: name ->
+    (create line, members) of ctkit's sets in the kernel (ipset.saved); `owned`, `declared`: the ownership
+    record's sets and the declaration of each at the last apply. ipset keeps no mark on a member, so a live
+    member is the policy's when it is declared now or was at the last apply (the record); the others were
+    added at run time and are not the policy's."""
+    from ctkit.backends.iptables import ipset
+    want, have = {}, {}
+    for s in sets:
+        create = ipset._create_line(s.name, s)
+        want[s.name] = SetView(ipset.kind_of(create), create, {v: v for v, _t in s.elements})
+    for name, (create, members) in live.items():
+        if name not in want and name not in owned:
+            continue  # not ctkit's: never compared
+        kind = ipset.kind_of(create)[0]
+        wanted = [v for v in want[name].declared] if name in want else []
+        before = [line.split()[2] for line in declared.get(name, [None, []])[1]]
+        held = {v: v for v in dict.fromkeys(wanted + before) if ipset._held(v, kind, members)}
+        have[name] = SetView(ipset.kind_of(create), create, held)
+    ours = prefix.lower()  # keyed by the policy's set names (names.ipset_name), as the drift names them
+
+    def policy_names(views: dict[str, SetView]) -> dict[str, SetView]:
+        return {n[len(ours):] if n.startswith(ours) else n: v for n, v in views.items()}
+    return policy_names(want), policy_names(have)
