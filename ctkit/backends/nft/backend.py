@@ -59,17 +59,26 @@ class NftBackend:
     formats = ("json", "nft", "plan")
 
     def __init__(self) -> None:
-        self._generated: tuple[ir.Plan, dict, str, str] | None = None
+        self._generated: tuple[ir.Plan, dict, list[str]] | None = None
 
-    def _document(self, plan: ir.Plan) -> tuple[dict, str, str]:
-        """_generate(plan), its nft text (what an apply sends) and the text's digest, once per plan: an
-        apply plans, may plan again under the lock, then applies the same plan."""
-        from ctkit.backends.nft import text as nft_text
+    def _made(self, plan: ir.Plan) -> tuple[dict, list[str]]:
         if self._generated is None or not (self._generated[0] is plan or self._generated[0] == plan):
-            document = _generate(plan)
-            text = nft_text.render(document)
-            self._generated = (plan, document, text, written.digest(text))
-        return self._generated[1], self._generated[2], self._generated[3]
+            self._generated = (plan, _generate(plan), [])
+        return self._generated[1], self._generated[2]
+
+    def _document(self, plan: ir.Plan) -> dict:
+        """_generate(plan), once per plan: an apply plans, may plan again under the lock, then applies the
+        same plan."""
+        return self._made(plan)[0]
+
+    def _text(self, plan: ir.Plan) -> str:
+        """The document's nft text (what an apply sends), rendered once per plan and only when asked: an
+        audit or a plan reads the document, not its text."""
+        from ctkit.backends.nft import text as nft_text
+        document, text = self._made(plan)
+        if not text:
+            text.append(nft_text.render(document))
+        return text[0]
 
     def _digest(self, plan: ir.Plan) -> str:
         """What names the document generated for `plan` in written.py's record: from the plan's identity
@@ -77,7 +86,7 @@ class NftBackend:
         code, which the identity covers), so that an audit that finds the record holding generates
         nothing; else the digest of the document's text."""
         if plan.identity is None:
-            return self._document(plan)[2]
+            return written.digest(self._text(plan))
         import hashlib
         return "plan-" + hashlib.sha256(f"{plan.identity}\0{plan.table.toggles!r}".encode()).hexdigest()
 
@@ -111,8 +120,7 @@ class NftBackend:
         seen = _generation(netns)
         if written.holds(table, netns, digest, seen):
             return Pending(f"table {FAMILY} {table}", (), NONE, "", f"written {digest}")
-        document, _text, _ = self._document(plan)
-        pending = diff.changes(plan, document, kernel.list_table(table, netns))
+        pending = diff.changes(plan, self._document(plan), kernel.list_table(table, netns))
         if pending.method == NONE and seen is not None and _generation(netns) == seen:
             written.remember(table, netns, digest, seen)  # read whole between two equal ids: it holds
         return pending
@@ -128,16 +136,15 @@ class NftBackend:
         table = plan.table.name
         digest = self._digest(plan)
         if pending is None:
-            pending = diff.changes(plan, self._document(plan)[0], kernel.list_table(table, netns))
-        if pending.method != NONE:  # nothing to send: no document needed (the record may have said so)
-            document, text, _ = self._document(plan)
+            pending = diff.changes(plan, self._document(plan), kernel.list_table(table, netns))
         before = _generation(netns) if pending.method != NONE and not dry_run else None
         if pending.method == INCREMENTAL:
             kernel.apply_batch(table, pending.work, netns, dry_run=dry_run)
         elif pending.work:  # REPLACE: the whole table, run-time set members put back
-            kernel.apply(table, {"nftables": document["nftables"] + list(pending.work)}, netns, dry_run=dry_run)
-        elif pending.method != NONE:  # CREATE, REPLACE: the whole table, as rendered for the plan
-            kernel.apply(table, document, netns, dry_run=dry_run, text=text)
+            kernel.apply(table, {"nftables": self._document(plan)["nftables"] + list(pending.work)}, netns,
+                         dry_run=dry_run)
+        elif pending.method != NONE:  # CREATE, REPLACE: the whole table, rendered once
+            kernel.apply(table, self._document(plan), netns, dry_run=dry_run, text=self._text(plan))
         if pending.method != NONE and not dry_run:
             written.record(table, netns, digest, before, _generation(netns))
         rules = rule_count(plan.table)
@@ -210,7 +217,7 @@ class NftBackend:
             if _generation(netns) == seen:
                 return Inspection((LiveView(table.name, "", None, None, held=True),),
                                   tuple(foreign.interference(others, table)))
-        want = nft_view.view(self._document(plan)[0]["nftables"], ids)
+        want = nft_view.view(self._document(plan)["nftables"], ids)
         ruleset = kernel.list_ruleset(netns)
         mine = [i for i in ruleset if _in_table(i, table.name)]
         have = nft_view.view(mine if any("table" in i for i in mine) else None, ids)
