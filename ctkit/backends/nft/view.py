@@ -5,16 +5,8 @@ import json
 
 from ctkit import names
 from ctkit.audit.drift import RuleView, SetView, TableView
+from ctkit.backends.nft import normal
 from ctkit.backends.nft import text as nft_text
-from ctkit.backends.nft.normal import (
-    canonical_chain,
-    canonical_helper,
-    canonical_member,
-    canonical_rule,
-    canonical_set,
-    element_value,
-    is_declared,
-)
 from ctkit.errors import CompileError
 
 rule_id = names.rule_id
@@ -52,22 +44,23 @@ def view(items: list[dict] | None, known_ids: set[str]) -> TableView:
                 decls[body["name"]] = body
             members = declared.setdefault(body["name"], {})
             for e in body.get("elem", []):
-                if is_declared(e):
-                    members[canonical_member(element_value(e))] = nft_text.value(element_value(e))
+                if normal.is_declared(e):
+                    val = normal.element_value(e)
+                    members[normal.canonical_member(val)] = nft_text.value(val)
         elif "chain" in item:
             c = item["chain"]
-            chains[c["name"]] = canonical_chain(c)
+            chains[c["name"]] = normal.canonical_chain(c)
             texts[c["name"]] = chain_text(c)
             rules.setdefault(c["name"], [])
         elif "ct helper" in item:
             o = item["ct helper"]
-            objects[o["name"]] = canonical_helper(o)
+            objects[o["name"]] = normal.canonical_helper(o)
         elif "rule" in item:
             r = item["rule"]
             rules.setdefault(r["chain"], []).append(
-                RuleView(r["chain"], rule_id(r.get("comment"), known_ids), canonical_rule(r.get("expr", [])),
+                RuleView(r["chain"], rule_id(r.get("comment"), known_ids), normal.canonical_rule(r.get("expr", [])),
                          r, rule_text))
-    sets = {name: SetView(canonical_set(body), _set_text(body), declared.get(name, {}))
+    sets = {name: SetView(normal.canonical_set(body), _set_text(body), declared.get(name, {}))
             for name, body in decls.items()}
     return TableView(True, chains, rules, objects, texts, sets=sets)
 
