@@ -30,6 +30,13 @@ def value(v: Any) -> str:
     if isinstance(v, list):
         return ",".join(value(x) for x in v)
     if isinstance(v, dict):
+        if "elem" in v:  # first: a set of a million members is a million of these
+            e = v["elem"]
+            val = e["val"]
+            text = val if type(val) is str else value(val)
+            if "timeout" in e:
+                text += f" timeout {e['timeout']}s"
+            return text + f" comment {_q(e['comment'])}" if "comment" in e else text
         if "set" in v:
             return "{ " + ", ".join(value(x) for x in v["set"]) + " }"
         if "prefix" in v:
@@ -39,10 +46,6 @@ def value(v: Any) -> str:
             return f"{value(lo)}-{value(hi)}"
         if "concat" in v:
             return " . ".join(value(x) for x in v["concat"])
-        if "elem" in v:
-            e = v["elem"]
-            return value(e["val"]) + (f" timeout {e['timeout']}s" if "timeout" in e else "") + \
-                (f" comment {_q(e['comment'])}" if "comment" in e else "")
     _fail(v)
 
 
