@@ -142,8 +142,15 @@ def _part_text(part) -> str:
 
 
 def set_object(s: model.NamedSet) -> ir.SetObject:
+    out = []
     with without_cycle_collection():
-        members = tuple(ir.SetMember(tuple(map(_part_text, m.parts)), m.timeout) for m in s.members)
+        for m in s.members:
+            parts = m.parts
+            if len(parts) == 1 and type(parts[0]) is model.SetAddress:  # a block list's line: its text as read
+                out.append(ir.SetMember((parts[0].text,), m.timeout))
+            else:
+                out.append(ir.SetMember(tuple(map(_part_text, parts)), m.timeout))
+        members = tuple(out)
     return ir.SetObject(s.name, s.types, s.interval, s.timeout, members, s.pointer)
 
 
