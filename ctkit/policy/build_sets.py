@@ -108,7 +108,7 @@ def _read_lines(b: Builder, lines: Builder, pointer: str, text: str, kind: str, 
     MAX_FILE_PROBLEMS of them, stop: the line it stopped at (None: it read every line)."""
     bad = 0
     for number, line in enumerate(text.split("\n"), 1):
-        value = _COMMENT.split(line, 1)[0].strip()
+        value = _COMMENT.split(line, 1)[0].strip() if "#" in line or ";" in line else line.strip()
         if not value:
             continue
         if bad >= MAX_FILE_PROBLEMS:
