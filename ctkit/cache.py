@@ -37,8 +37,11 @@ def _private(info: os.stat_result, kind: Callable[[int], bool]) -> bool:
 
 
 def trusted_dir(where: Path, create: bool) -> bool:
-    """Whether `where` is a private directory under a private parent (made, mode 0700, if `create`)."""
+    """Whether `where` is a private directory under a private parent (made, mode 0700, if `create`; so is
+    a missing parent whose own parent is private, as XDG asks: a fresh root account has no ~/.cache)."""
     try:
+        if create and not os.path.lexists(where.parent) and _private(os.lstat(where.parent.parent), stat.S_ISDIR):
+            os.mkdir(where.parent, 0o700)
         if not _private(os.lstat(where.parent), stat.S_ISDIR):
             return False
         if create and not os.path.lexists(where):

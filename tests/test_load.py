@@ -247,10 +247,20 @@ def test_the_cache_lives_in_the_users_cache_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/dir")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert schema_code.cache_dir() == tmp_path / "home" / ".cache" / "ctkit"
-    # a parent that is not a private directory: nothing is created, the validator still works
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "missing"))
+    # a missing cache directory under a private home is made, private (a fresh root account has none)
+    (tmp_path / "fresh").mkdir(mode=0o700)
+    monkeypatch.setenv("HOME", str(tmp_path / "fresh"))
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    _compile(None)
+    assert (tmp_path / "fresh" / ".cache").stat().st_mode & 0o777 == 0o700
+    assert list((tmp_path / "fresh" / ".cache" / "ctkit").iterdir())
+    # under a directory others may write to: nothing is created, the validator still works
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(shared / "missing"))
     check = _compile(None)
-    assert not _rejects(check, {"a": "xx"}) and not (tmp_path / "missing").exists()
+    assert not _rejects(check, {"a": "xx"}) and not (shared / "missing").exists()
 
 
 def test_a_valid_policy_loads_without_importing_jsonschema():
