@@ -99,31 +99,31 @@ def _file_digest(path: str) -> str | None:
         return None
 
 
-def identity(raw: bytes, compiled: Compiled) -> str:
-    """The plan's identity (ir.Plan.identity): a digest of ctkit's code, the policy's bytes and the
-    digests of the elements_files its build read. Not the path: the plan does not name it."""
-    digest = hashlib.sha256(code_identity() + b"\0" + raw)
+def identity(raw: bytes, compiled: Compiled, code: bytes) -> str:
+    """The plan's identity (ir.Plan.identity): a digest of ctkit's code (code_identity()), the policy's
+    bytes and the digests of the elements_files its build read. Not the path: the plan does not name it."""
+    digest = hashlib.sha256(code + b"\0" + raw)
     for s in compiled.policy.sets:
         if s.elements_file:
             digest.update(f"\0{s.name}\0{s.elements_digest}".encode())
     return digest.hexdigest()
 
 
-def _entry(path: Path, raw: bytes) -> tuple[Path, Path] | None:
+def _entry(path: Path, raw: bytes, code: bytes) -> tuple[Path, Path] | None:
     """(directory, entry file) for this policy, or None when there is no trusted place for it."""
     where = cache_dir()
     if where is None or not trusted_dir(where, create=True):
         return None
-    key = hashlib.sha256(code_identity() + str(path).encode("utf-8", "surrogateescape") + b"\0" + raw)
+    key = hashlib.sha256(code + str(path).encode("utf-8", "surrogateescape") + b"\0" + raw)
     return where, where / f"{_PREFIX}{key.hexdigest()[:40]}{_SUFFIX}"
 
 
-def lookup(path: Path, raw: bytes) -> Compiled | None:
-    """The compiled policy kept for the file at `path` whose bytes are `raw`, when every file it read
-    still holds what it held; else None."""
+def lookup(path: Path, raw: bytes, code: bytes) -> Compiled | None:
+    """The compiled policy kept for the file at `path` whose bytes are `raw`, compiled by the ctkit whose
+    code_identity() is `code`, when every file it read still holds what it held; else None."""
     if not enabled():
         return None
-    place = _entry(path, raw)
+    place = _entry(path, raw, code)
     if place is None:
         return None
     data = read_private(place[1])
@@ -142,11 +142,11 @@ def lookup(path: Path, raw: bytes) -> Compiled | None:
     return compiled
 
 
-def keep(path: Path, raw: bytes, compiled: Compiled) -> None:
+def keep(path: Path, raw: bytes, compiled: Compiled, code: bytes) -> None:
     """Keep `compiled` for the file at `path` whose bytes are `raw` (nothing when it cannot be kept)."""
     if not enabled() or sum(len(s.members) for s in compiled.policy.sets) > MAX_MEMBERS:
         return
-    place = _entry(path, raw)
+    place = _entry(path, raw, code)
     if place is None:
         return
     deps = tuple(dict.fromkeys((s.elements_file, s.elements_digest) for s in compiled.policy.sets

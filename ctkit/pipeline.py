@@ -58,13 +58,14 @@ def compile_file(path: str | Path) -> Compiled:
     except Unreadable:
         from ctkit.policy.load import load_file
         return _compiled(load_file(path))  # which says what is wrong with the file
-    kept = compiled_cache.lookup(path, raw)
+    code = compiled_cache.code_identity()  # a walk over ctkit's files: once per compile
+    kept = compiled_cache.lookup(path, raw, code)
     if kept is not None:
         return kept
     from dataclasses import replace
 
     from ctkit.policy.load import load_bytes
     compiled = _compiled(load_bytes(raw, path))
-    compiled = replace(compiled, plan=replace(compiled.plan, identity=compiled_cache.identity(raw, compiled)))
-    compiled_cache.keep(path, raw, compiled)
+    compiled = replace(compiled, plan=replace(compiled.plan, identity=compiled_cache.identity(raw, compiled, code)))
+    compiled_cache.keep(path, raw, compiled, code)
     return compiled

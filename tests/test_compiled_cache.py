@@ -60,7 +60,7 @@ def test_an_unchanged_policy_is_read_back_the_same(tmp_path, cache, monkeypatch)
 def test_every_example_reads_back_equal_to_a_fresh_compile(tmp_path, cache):
     for path in EXAMPLES:
         fresh = pipeline.compile_file(path)  # a miss: compiled and kept
-        kept = compiled_cache.lookup(path, path.read_bytes())
+        kept = compiled_cache.lookup(path, path.read_bytes(), compiled_cache.code_identity())
         assert kept == fresh, path
         assert kept.warnings == fresh.warnings, path
 
@@ -144,7 +144,7 @@ def test_an_entry_anyone_else_could_write_is_not_used(tmp_path, cache, how):
         kept.write_bytes(pickle.dumps(("0", (), "not a compiled policy")))
     else:
         spoil(kept, cache, how, b"\x80\x05not a pickle")
-    assert compiled_cache.lookup(path, path.read_bytes()) is None
+    assert compiled_cache.lookup(path, path.read_bytes(), compiled_cache.code_identity()) is None
     assert pipeline.compile_file(path) == first  # compiled again: still right
 
 

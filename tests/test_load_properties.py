@@ -160,7 +160,7 @@ def test_fast_path_and_jsonschema_agree_on_examples_and_bad_values():
     st.lists(st.integers(0, 300).map(str) | st.sampled_from(["00", "01", "007", "", "1e1", " 1"]),
              min_size=3, max_size=5).map(".".join)))
 def test_parse_network_reads_ipv4_text_as_ipaddress_does(text):
-    """parse_network's quick path for dotted quads (checks.py _IPV4_HOST) accepts and refuses the same
+    """parse_network's quick path for dotted quads (checks.canonical_ipv4) accepts and refuses the same
     texts as ipaddress.ip_network and returns the same network."""
     import ipaddress
 

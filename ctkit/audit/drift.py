@@ -10,7 +10,7 @@ and ct helper objects.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 MISSING_TABLE = "missing-table"
 
@@ -38,13 +38,15 @@ class SetView:
     declared: dict[str, str] = field(default_factory=dict)
 
 
-#: members a drift lists; more are counted
+#: the set members a drift or a plan item lists: a set of a million is told by its first ones and its
+#: size (the whole list was a 15 MB line in `ctkit plan` and took most of planning it)
 SHOWN_MEMBERS = 32
 
 
-def _members(texts: list[str]) -> str:
-    shown = ", ".join(sorted(texts)[:SHOWN_MEMBERS])
-    return shown if len(texts) <= SHOWN_MEMBERS else f"{shown}, ... ({len(texts)} in all)"
+def members_text(texts: Sequence[str], total: int) -> str:
+    """The first SHOWN_MEMBERS of `texts`, and the count when there are more (`total` in all)."""
+    shown = ", ".join(texts[:SHOWN_MEMBERS])
+    return shown if total <= SHOWN_MEMBERS else f"{shown}, ... ({total} in all)"
 
 
 @dataclass(frozen=True)
@@ -185,10 +187,10 @@ def _compare_sets(want: dict[str, SetView], have: dict[str, SetView], origins: d
             drifts.append(Drift("changed-set", subject, origin, s.decl_text, live.decl_text))
         gone = [t for k, t in s.declared.items() if k not in live.declared]
         if gone:
-            drifts.append(Drift("missing-members", subject, origin, _members(gone), None))
+            drifts.append(Drift("missing-members", subject, origin, members_text(sorted(gone), len(gone)), None))
         extra = [t for k, t in live.declared.items() if k not in s.declared]
         if extra:
-            drifts.append(Drift("extra-members", subject, origin, None, _members(extra)))
+            drifts.append(Drift("extra-members", subject, origin, None, members_text(sorted(extra), len(extra))))
     drifts += [Drift("extra-set", f"set {name}", None, None, s.decl_text) for name, s in have.items() if name not in want]
     return drifts
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import socket
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from ctkit.bulk import without_cycle_collection
 from ctkit.errors import Problem
 from ctkit.paths import Unreadable, read_regular
 from ctkit.policy.builder import Builder
-from ctkit.policy.checks import PORTS, BadValue, check_nat_address, parse_nat_address, parse_network
+from ctkit.policy.checks import PORTS, BadValue, canonical_ipv4, check_nat_address, parse_nat_address, parse_network
 from ctkit.policy.model import NamedSet, SetAddress, SetMember
 from ctkit.terminal import excerpt
 
@@ -139,16 +138,12 @@ _IPV4_LENGTHS = {str(n): n for n in range(33)}
 
 
 def _fast_ipv4(text: str) -> SetAddress | None:
-    """The SetAddress of an IPv4 address or prefix written canonically, else None (then ipaddress
-    decides, and words the problem). inet_aton takes forms ipaddress refuses (1.2.3, 010.0.0.1, a
-    trailing space), so only a text that inet_ntoa writes back unchanged is taken: a tenth of
-    ipaddress's time, for the line most block lists are made of."""
+    """The SetAddress of an IPv4 address or prefix written canonically (checks.canonical_ipv4), else None
+    (then ipaddress decides, and words the problem): a tenth of ipaddress's time, for the line most block
+    lists are made of."""
     address, slash, length_text = text.partition("/")
-    try:
-        packed = socket.inet_aton(address)
-    except (OSError, ValueError):
-        return None
-    if socket.inet_ntoa(packed) != address:
+    packed = canonical_ipv4(address)
+    if packed is None:
         return None
     if not slash:
         return SetAddress(text, 4, 32)

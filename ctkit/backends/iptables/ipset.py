@@ -149,8 +149,7 @@ def present(sets, existing: set[str], owned: set[str] | None, declared: dict[str
     out = {}
     for s in sets:
         if _kept(s, existing, owned, declared or {}):
-            text = _run(["save", s.name], netns, f"cannot read ipset {s.name}").stdout
-            out[s.name] = {line.split()[2] for line in text.split("\n") if line.startswith(f"add {s.name} ")}
+            out[s.name] = saved(s.name, netns)[1]
     return out
 
 

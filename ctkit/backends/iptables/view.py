@@ -212,7 +212,7 @@ def set_views(sets, live: dict[str, tuple[str, set[str]]], owned: set[str], decl
         if name not in want and name not in owned:
             continue  # not ctkit's: never compared
         kind = ipset.kind_of(create)[0]
-        wanted = [v for v in want[name].declared] if name in want else []
+        wanted = list(want[name].declared) if name in want else []
         before = [line.split()[2] for line in declared.get(name, [None, []])[1]]
         held = {v: v for v in dict.fromkeys(wanted + before) if ipset._held(v, kind, members)}
         have[name] = SetView(ipset.kind_of(create), create, held)

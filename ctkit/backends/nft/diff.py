@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ctkit import names
-from ctkit.audit.drift import longest_in_order
+from ctkit.audit.drift import SHOWN_MEMBERS, longest_in_order, members_text
 from ctkit.backends.base import CREATE, INCREMENTAL, NONE, REPLACE, Pending, PlanItem
 from ctkit.backends.nft import text as nft_text
 from ctkit.backends.nft.normal import (
@@ -102,14 +102,8 @@ def _ident(table: str, **more: Any) -> dict:
     return {"family": FAMILY, "table": table, **more}
 
 
-#: the members a plan item lists: a set of a million is told by its first ones and its size (the whole
-#: list was a 15 MB line in `ctkit plan` and took most of planning it)
-SHOWN = 32
-
-
 def _value_text(values: list) -> str:
-    shown = ", ".join(nft_text.value(v) for v in values[:SHOWN])
-    return shown if len(values) <= SHOWN else f"{shown}, ... ({len(values)} in all)"
+    return members_text([nft_text.value(v) for v in values[:SHOWN_MEMBERS]], len(values))
 
 
 class _Diff:
